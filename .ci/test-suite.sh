@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The body of `make test`: clean check, export-in-sync check, then every notebook under nbdev_test.
+# Fails when notebooks are dirty, when aliret/ disagrees with the notebooks, when any test fails,
+# or when fewer notebooks ran than exist (nbdev_test itself exits 0 when nothing matches).
+set -euo pipefail
+BIN=${BIN:-.venv/bin}
+digest() { find "$@" -type f \( -name '*.ipynb' -o -name '*.py' \) -not -path '*/.ipynb_checkpoints/*' -print0 | sort -z | xargs -0 md5sum | md5sum; }
+
+before=$(digest nbs); "$BIN/nbdev_clean"
+if [ "$before" != "$(digest nbs)" ]; then
+  echo "FAIL: notebooks were not clean (nbdev_clean changed them): review 'git diff nbs' and commit the cleaned notebooks."; exit 1; fi
+echo "ok: notebooks are clean"
+
+before=$(digest aliret); "$BIN/nbdev_export"
+if [ "$before" != "$(digest aliret)" ]; then
+  echo "FAIL: aliret/ disagreed with the notebooks (nbdev_export changed it): never hand-edit aliret/, commit the export."; exit 1; fi
+echo "ok: aliret/ matches the notebooks"
+
+total=$(find nbs -name '*.ipynb' -not -name '_*' -not -path '*/.ipynb_checkpoints/*' | wc -l)
+log=$(mktemp); status=0
+"$BIN/nbdev_test" --timing --do_print 2>&1 | tee "$log" || status=$?
+completed=$(grep -c '^- Completed' "$log" || true)
+failed=$(sed -n '/^nbdev Tests Failed/,$p' "$log" | grep -c '\.ipynb' || true)
+echo "nbdev_test: $((completed - failed)) passed, $failed failed"
+[ "$status" -eq 0 ] || exit "$status"
+if [ "$completed" -ne "$total" ]; then echo "FAIL: only $completed of $total notebooks ran under nbdev_test"; exit 1; fi

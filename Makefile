@@ -1,0 +1,36 @@
+# The two README commands. Both build the virtual environment themselves on first use.
+#   make demo   the main job: every pipeline notebook through papermill on the embedded sample catalogue
+#   make test   clean check, export-in-sync check, every notebook's tests (nbdev_test); non-zero on any failure
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PYTHONUNBUFFERED := 1
+export MPLBACKEND := Agg
+
+.PHONY: install demo test export clean-nbs docs
+
+install: $(STAMP)
+
+$(STAMP): settings.ini setup.py
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (aliret)" >/dev/null
+	touch $(STAMP)
+
+# Main job: one papermill step per notebook, each into outputs/<run>/<step>/; re-running resumes at the first unfinished step.
+RUN ?= demo
+demo: install
+	$(BIN)/aliret-pipeline --run $(RUN)
+
+export: install
+	$(BIN)/nbdev_export
+
+clean-nbs: install
+	$(BIN)/nbdev_clean
+
+test: install
+	BIN=$(BIN) bash .ci/test-suite.sh
