@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 export MPLBACKEND := Agg
 
-.PHONY: install demo test export clean-nbs docs
+.PHONY: install demo test export clean-nbs readme
 
 install: $(STAMP)
 
@@ -34,3 +34,7 @@ clean-nbs: install
 
 test: install
 	BIN=$(BIN) bash .ci/test-suite.sh
+
+# README.md is index.ipynb's prose (nbdev_readme needs Quarto, which is not always installable).
+readme: install
+	$(BIN)/python -c "import nbformat; nb = nbformat.read('nbs/index.ipynb', 4); open('README.md', 'w').write('\n\n'.join(c.source for c in nb.cells if c.cell_type == 'markdown') + '\n')"

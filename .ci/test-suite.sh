@@ -16,6 +16,10 @@ if [ "$before" != "$(digest aliret)" ]; then
   echo "FAIL: aliret/ disagreed with the notebooks (nbdev_export changed it): never hand-edit aliret/, commit the export."; exit 1; fi
 echo "ok: aliret/ matches the notebooks"
 
+readme=$(mktemp); cp README.md "$readme"; make -s readme >/dev/null
+if ! cmp -s README.md "$readme"; then echo "FAIL: README.md is not index.ipynb's prose: run 'make readme' and commit it."; exit 1; fi
+echo "ok: README.md matches nbs/index.ipynb"
+
 total=$(find nbs -name '*.ipynb' -not -name '_*' -not -path '*/.ipynb_checkpoints/*' | wc -l)
 log=$(mktemp); status=0
 "$BIN/nbdev_test" --timing --do_print 2>&1 | tee "$log" || status=$?

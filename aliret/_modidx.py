@@ -40,4 +40,12 @@ d = { 'settings': { 'branch': 'main',
                              'aliret.core.run_dir': ('core.html#run_dir', 'aliret/core.py'),
                              'aliret.core.seed_everything': ('core.html#seed_everything', 'aliret/core.py'),
                              'aliret.core.start_run': ('core.html#start_run', 'aliret/core.py'),
-                             'aliret.core.write_json': ('core.html#write_json', 'aliret/core.py')}}}
+                             'aliret.core.write_json': ('core.html#write_json', 'aliret/core.py')},
+            'aliret.pipeline': { 'aliret.pipeline.PipelineError': ('pipeline.html#pipelineerror', 'aliret/pipeline.py'),
+                                 'aliret.pipeline.Step': ('pipeline.html#step', 'aliret/pipeline.py'),
+                                 'aliret.pipeline.Step.resolved': ('pipeline.html#step.resolved', 'aliret/pipeline.py'),
+                                 'aliret.pipeline.main': ('pipeline.html#main', 'aliret/pipeline.py'),
+                                 'aliret.pipeline.run_pipeline': ('pipeline.html#run_pipeline', 'aliret/pipeline.py'),
+                                 'aliret.pipeline.run_step': ('pipeline.html#run_step', 'aliret/pipeline.py'),
+                                 'aliret.pipeline.step_records': ('pipeline.html#step_records', 'aliret/pipeline.py'),
+                                 'aliret.pipeline.write_summary': ('pipeline.html#write_summary', 'aliret/pipeline.py')}}}
