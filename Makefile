@@ -17,7 +17,7 @@ install: $(STAMP)
 
 $(STAMP): settings.ini setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e .
+	set -o pipefail; $(BIN)/python -m pip install -q --disable-pip-version-check -e . 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (aliret)" >/dev/null
 	touch $(STAMP)
 
