@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 export MPLBACKEND := Agg
 
-.PHONY: install demo test export clean-nbs readme
+.PHONY: install demo test export clean-nbs readme docs-check docs-lint
 
 install: $(STAMP)
 
@@ -38,3 +38,11 @@ test: install
 # README.md is index.ipynb's prose (nbdev_readme needs Quarto, which is not always installable).
 readme: install
 	$(BIN)/python -c "import nbformat; nb = nbformat.read('nbs/index.ipynb', 4); open('README.md', 'w').write('\n\n'.join(c.source for c in nb.cells if c.cell_type == 'markdown') + '\n')"
+
+# Offline docs check (no Quarto): nbdev's processing of every notebook -> _site_offline/, each page checked in
+# headless Chromium (Debian's chromium package). docs-lint finds cells that would break nbdev's docs build.
+docs-check: install
+	$(BIN)/python -m aliret.docs
+
+docs-lint: install
+	$(BIN)/python -m aliret.docs --lint
