@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The body of `make test`: clean check, export-in-sync check, then every notebook under nbdev_test.
+# The body of `make test`: clean check, export-in-sync check, every notebook under nbdev_test, then the offline docs check.
 # Fails when notebooks are dirty, when aliret/ disagrees with the notebooks, when any test fails,
 # or when fewer notebooks ran than exist (nbdev_test itself exits 0 when nothing matches).
 set -euo pipefail
@@ -25,6 +25,17 @@ log=$(mktemp); status=0
 "$BIN/nbdev_test" --timing --do_print 2>&1 | tee "$log" || status=$?
 completed=$(grep -c '^- Completed' "$log" || true)
 failed=$(sed -n '/^nbdev Tests Failed/,$p' "$log" | grep -c '\.ipynb' || true)
-echo "nbdev_test: $((completed - failed)) passed, $failed failed"
-[ "$status" -eq 0 ] || exit "$status"
+[ "$status" -eq 0 ] || { echo "nbdev_test: $((completed - failed)) passed, $failed failed"; exit "$status"; }
 if [ "$completed" -ne "$total" ]; then echo "FAIL: only $completed of $total notebooks ran under nbdev_test"; exit 1; fi
+
+# The docs site, built offline as nbdev processes it and checked page by page in headless Chromium.
+# Required in CI (.ci/run installs Debian's chromium); elsewhere skipped with the install hint when Chromium is absent.
+docs=0
+if command -v chromium >/dev/null || command -v chromium-browser >/dev/null || [ -n "${ALIRET_CHROMIUM:-}" ] || [ -n "${CI:-}" ]; then
+  "$BIN/python" -m aliret.docs --no-screenshot || docs=$?
+  [ "$docs" -eq 0 ] && echo "ok: docs site builds and every page passes in Chromium" || echo "FAIL: docs check (exit $docs): see the table above"
+else
+  echo "skipped: docs check (no Chromium here: 'sudo apt-get install -y chromium', then 'make docs-check')"
+fi
+echo "nbdev_test: $((completed - failed)) passed, $failed failed"
+exit "$docs"

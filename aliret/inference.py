@@ -11,7 +11,7 @@ from typing import Callable, Literal, Sequence
 import numpy as np, pandas as pd, torch
 from .core import SUCCESS, is_complete, outputs_root, write_json, atomic_open, atomic_write, get_config, pick_device
 from .retrieval import (Truth, truth_from_ids, retrieval_metrics, topk_search, build_index, search, itm_rerank,
-                              load_eval_split)
+                              load_eval_split, faiss_gpu_available)
 from .formats import write_submission, validate_submission
 from .data import DataError, load_tables, read_rejected, resolve_data_dir, read_annotations, tables_cache_dir
 from .train import checkpoint_dirs
@@ -291,6 +291,8 @@ def search_embeddings(texts, # [Q, D] caption embeddings
     "Top-k gallery rows per caption: (scores float32 [Q, k], ids int64 [Q, k])."
     if index not in INDEXES: raise ValueError(f"index must be one of {', '.join(INDEXES)}, got {index!r}")
     if index == 'exact': return topk_search(texts, images, k=k, **kw)
+    if index == 'flat' and kw.get('gpu', 'auto') == 'auto' and torch.cuda.is_available() and not faiss_gpu_available():
+        return topk_search(texts, images, k=k, device='cuda')
     skw = {n: kw.pop(n) for n in ('nprobe', 'ef_search') if n in kw}
     return search(build_index(images, index, **kw), texts, k=k, **skw)
 

@@ -159,19 +159,26 @@ def retrieval_metrics(t2i_ids, # [Q, k>=10] text->image retrieved ids
     return out
 
 # %% ../nbs/07_retrieval.ipynb #8aa7edc1
-def _as_f32(x, # embeddings: numpy array, torch tensor or nested list
-            name: str, # what they are, for messages
-           ) -> torch.Tensor:
-    "A contiguous 2-D float32 tensor without NaN/inf (error naming how many rows are bad and the first)."
+def _as_2d(x, # embeddings: numpy array, torch tensor or nested list
+           name: str, # what they are, for messages
+          ) -> torch.Tensor:
+    "A 2-D numeric tensor without NaN/inf, in its own dtype (error naming how many rows are bad and the first)."
     t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
     if t.ndim != 2: raise ValueError(f'{name} must be a 2-D array [rows, dim], got shape {tuple(t.shape)}')
     if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)): raise TypeError(f'{name} must hold numbers, got {t.dtype}')
-    t = t.to(torch.float32).contiguous()
-    bad = ~torch.isfinite(t).all(1)
-    if bad.any():
-        n, first = int(bad.sum()), int(bad.nonzero()[0, 0])
-        raise ValueError(f'{name}: {n} of {len(t)} rows hold NaN or inf (first: row {first}); re-embed or drop those rows before searching')
+    if t.is_floating_point():
+        rs = t.sum(1)   # one read, no copy: a NaN/inf entry always makes its row sum non-finite (an overflow only triggers the exact check)
+        if not torch.isfinite(rs).all():
+            bad = ~torch.isfinite(t[~torch.isfinite(rs)]).all(1)   # exact check, only for the suspicious rows
+            rows = (~torch.isfinite(rs)).nonzero().squeeze(1)[bad]
+            if len(rows): raise ValueError(f'{name}: {len(rows)} of {len(t)} rows hold NaN or inf (first: row {int(rows[0])}); re-embed or drop those rows before searching')
     return t
+
+def _as_f32(x, # embeddings: numpy array, torch tensor or nested list
+            name: str, # what they are, for messages
+           ) -> torch.Tensor:
+    "`_as_2d` as a contiguous float32 tensor."
+    return _as_2d(x, name).to(torch.float32).contiguous()
 
 def _check_dims(q: torch.Tensor, g: torch.Tensor):
     "Queries and gallery must live in the same space."
@@ -216,18 +223,18 @@ def topk_search(queries, # [Q, D] query embeddings (numpy or torch)
                ) -> tuple[np.ndarray, np.ndarray]:
     "Exact inner-product top-k: (scores float32 [Q, k], ids int64 [Q, k]), ties by lower gallery index, -1/-inf padding."
     if k < 1: raise ValueError(f'k must be >= 1, got {k}')
-    q, g = _as_f32(queries, 'queries'), _as_f32(gallery, 'gallery'); _check_dims(q, g)
+    q, g = _as_f32(queries, 'queries'), _as_2d(gallery, 'gallery'); _check_dims(q, g)
     dev = torch.device(device) if device else q.device
     if half and dev.type != 'cuda': raise ValueError('half=True needs a CUDA device (fp16 matrix products are slow or missing on CPU)')
     dt = torch.float16 if half else torch.float32
-    g = g.to(dev, dt)
+    g = g.to(dev)   # moved once in its own dtype; each block is converted to `dt` as it is used (an fp16 gallery is never upcast whole)
     S = np.full((len(q), k), -np.inf, dtype=np.float32); I = np.full((len(q), k), -1, dtype=np.int64)
     with torch.inference_mode():
         for a in range(0, len(q), query_chunk):
             qb = q[a:a + query_chunk].to(dev, dt)
             rv, ri = qb.new_empty((len(qb), 0), dtype=torch.float32), torch.empty((len(qb), 0), dtype=torch.int64, device=dev)
             for b in range(0, len(g), chunk_size):
-                bv, bi = _block_topk((qb @ g[b:b + chunk_size].T).float(), k)
+                bv, bi = _block_topk((qb @ g[b:b + chunk_size].to(dt).T).float(), k)
                 rv, ri = _merge(rv, ri, bv, bi + b, k)
             S[a:a + len(qb), :rv.shape[1]] = rv.cpu().numpy(); I[a:a + len(qb), :ri.shape[1]] = ri.cpu().numpy()
     return S, I
