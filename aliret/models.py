@@ -24,7 +24,7 @@ __all__ = ['CLIP_CUSTOM_ARCHS', 'BERT_SPECIALS', 'BLIP_MEAN', 'BLIP_STD', 'BLIP_
            'ImageFiles', 'clip_tiny_config', 'register_open_clip_config', 'resolve_clip_weights', 'ClipRetrieval',
            'export_open_clip', 'build_wordpiece_vocab', 'blip_tokenizer', 'blip_transforms', 'blip_tiny_config',
            'interpolate_pos_embed', 'set_blip_image_size', 'BlipRetrieval', 'itc_loss', 'sample_hard_negatives',
-           'itm_loss', 'convert_original_blip', 'export_original_blip', 'read_original_blip',
+           'pad_tokens', 'itm_loss', 'convert_original_blip', 'export_original_blip', 'read_original_blip',
            'blip_config_from_original', 'load_original_blip', 'build_model', 'save_checkpoint', 'read_checkpoint_meta',
            'load_checkpoint', 'weights_available', 'check_backend', 'check_backends']
 
@@ -488,7 +488,7 @@ class BlipRetrieval(RetrievalModel):
         feats = self.vision(pixel_values)
         img, txt = self.project_images(feats), self.encode_texts(tokens)
         itc = itc_loss(img, txt, self.temp, ids, gather=gather)
-        itm = itm_loss(self.itm_logits, feats, tokens, img, txt, ids, self.temp)
+        itm = itm_loss(self.itm_logits, feats, tokens, img, txt, ids, self.temp, gather=gather)
         return dict(loss=itc + itm, itc=itc.detach(), itm=itm.detach())
 
 # %% ../nbs/04_models.ipynb #968cdcde
@@ -507,22 +507,31 @@ def itc_loss(img: torch.Tensor, # [B, D] normalised image embeddings (this rank)
     return (-(F.log_softmax(i2t, 1) * targets).sum(1).mean() - (F.log_softmax(t2i, 1) * targets).sum(1).mean()) / 2
 
 # %% ../nbs/04_models.ipynb #e334618a
-def sample_hard_negatives(sim: torch.Tensor, # [B, B] image-to-text similarities (rows: images)
-                          ids: torch.Tensor, # [B] ids: equal ids are never negatives
+def sample_hard_negatives(sim: torch.Tensor, # [B, N] image-to-text similarities (rows: this rank's images; columns: the texts of every rank)
+                          ids: torch.Tensor, # [B] ids of this rank's pairs: equal ids are never negatives
                           generator: torch.Generator | None = None, # RNG for reproducible draws
+                          sim_t2i: torch.Tensor | None = None, # [B, N] text-to-image similarities (rows: this rank's texts); None = `sim.T` (one rank)
+                          ids_all: torch.Tensor | None = None, # [N] ids of the columns; None = `ids` (one rank)
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    "For each text a negative image and for each image a negative text, drawn ∝ softmax(sim) over other ids; plus validity masks."
+    "For each text a negative image and for each image a negative text (column indices), drawn ∝ softmax(sim) over other ids; plus validity masks."
     ids = ids.to(sim.device).view(-1)
-    other = ids[:, None] != ids[None, :]
+    ids_all = ids if ids_all is None else ids_all.to(sim.device).view(-1)
+    other = ids[:, None] != ids_all[None, :]
     def draw(s):
         w = s.float().softmax(1) * other
         w = torch.where(w.sum(1, keepdim=True) > 0, w, other.float())   # underflow: uniform over the other ids
         valid = other.any(1)
         w[~valid] = 1.                                                   # no negative exists: draw anything, mark invalid
         return torch.multinomial(w, 1, generator=generator).squeeze(1), valid
-    neg_img_for_txt, valid_t = draw(sim.T)
+    neg_img_for_txt, valid_t = draw(sim.T if sim_t2i is None else sim_t2i)
     neg_txt_for_img, valid_i = draw(sim)
     return neg_img_for_txt, valid_t, neg_txt_for_img, valid_i
+
+def pad_tokens(tokens: dict, # `{'input_ids', 'attention_mask'}`, [B, L] each
+               length: int, # target length (>= L)
+              ) -> dict:
+    "Right-pad every token tensor with zeros (masked out) to `length`, so batches of different ranks can be gathered."
+    return {k: F.pad(v, (0, length - v.shape[1])) for k, v in tokens.items()}
 
 def itm_loss(itm_logits: Callable, # (vision states, tokens) -> [N, 2] logits
              feats: torch.Tensor, # [B, L, W] vision states
@@ -532,13 +541,20 @@ def itm_loss(itm_logits: Callable, # (vision states, tokens) -> [N, 2] logits
              ids: torch.Tensor, # [B] ids
              temp: torch.Tensor | float, # ITC temperature
              generator: torch.Generator | None = None, # RNG for the negative draws
+             gather: Callable | None = None, # all-gather across ranks (with grad): negatives come from every rank's batch
             ) -> torch.Tensor:
     "BLIP's ITM loss: positives + one hard negative image per text + one hard negative text per image."
+    ids = ids.to(feats.device).view(-1)
+    if gather:   # as BLIP does: negatives drawn from the world batch, vision states gathered with their gradient
+        tokens = pad_tokens(tokens, int(gather(torch.tensor([tokens['input_ids'].shape[1]], device=feats.device)).max()))
+        feats_all, img_all, txt_all, ids_all = gather(feats), gather(img), gather(txt), gather(ids)
+        tok_all = {k: gather(v) for k, v in tokens.items()}
+    else: feats_all, img_all, txt_all, ids_all, tok_all = feats, img, txt, ids, tokens
     with torch.no_grad():
-        ni, vt, nt, vi = sample_hard_negatives(img @ txt.T / temp, ids, generator)
+        ni, vt, nt, vi = sample_hard_negatives(img @ txt_all.T / temp, ids, generator, txt @ img_all.T / temp, ids_all)
     B = len(feats); ar = torch.arange(B, device=feats.device)
-    f = torch.cat([feats, feats[ni[vt]], feats[ar[vi]]])
-    tk = {k: torch.cat([v, v[ar[vt]], v[nt[vi]]]) for k, v in tokens.items()}
+    f = torch.cat([feats, feats_all[ni[vt]], feats[ar[vi]]])
+    tk = {k: torch.cat([v, v[ar[vt]], tok_all[k][nt[vi]]]) for k, v in tokens.items()}
     labels = torch.cat([torch.ones(B), torch.zeros(int(vt.sum()) + int(vi.sum()))]).long().to(feats.device)
     return F.cross_entropy(itm_logits(f, tk), labels)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from .core import SUCCESS, is_complete, outputs_root, project_root, atomic_write
 
 # %% auto #0
-__all__ = ['DEMO_STEPS', 'Step', 'PipelineError', 'run_step', 'run_pipeline', 'step_records', 'write_summary', 'parameters_cell',
-           'check_pipeline_notebook', 'main']
+__all__ = ['DEMO_STEPS', 'METRICS', 'Step', 'PipelineError', 'run_step', 'run_pipeline', 'step_records', 'val_metrics',
+           'result_label', 'write_summary', 'parameters_cell', 'check_pipeline_notebook', 'main']
 
 # %% ../nbs/00b_pipeline.ipynb #20151178
 @dataclass
@@ -30,8 +30,11 @@ DEMO_STEPS = [
     Step('01_eda', 'nbs/01_eda.ipynb'),
     Step('02_caption_augmentation', 'nbs/02_caption_augmentation.ipynb', {'tables_dir': '{run}/01_eda'}),
     Step('03_blip_format', 'nbs/03_blip_format.ipynb', {'tables_dir': '{run}/01_eda', 'captions_dir': '{run}/02_caption_augmentation'}),
-    Step('08_train_clip', 'nbs/08_train.ipynb', {'tables_dir': '{run}/01_eda', 'backend': 'clip'}),
-    Step('08_train_blip', 'nbs/08_train.ipynb', {'tables_dir': '{run}/01_eda', 'backend': 'blip'}),
+    Step('05_itm_distribution', 'nbs/05_itm_distribution.ipynb', {'tables_dir': '{run}/01_eda'}),
+    Step('06_threshold_testing', 'nbs/06_threshold_testing.ipynb', {'tables_dir': '{run}/01_eda', 'scores_dir': '{run}/05_itm_distribution', 'seeds': 1}),
+    Step('08_train_clip', 'nbs/08_train.ipynb', {'tables_dir': '{run}/01_eda', 'backend': 'clip', 'train_table': '{run}/06_threshold_testing/train_filtered.csv'}),
+    Step('08_train_blip', 'nbs/08_train.ipynb', {'tables_dir': '{run}/01_eda', 'backend': 'blip', 'epochs': 12,
+                                                 'train_table': '{run}/06_threshold_testing/train_filtered.csv'}),
     Step('09_checkpoint_sweep', 'nbs/09_checkpoint_sweep.ipynb', {'tables_dir': '{run}/01_eda', 'captions_dir': '{run}/02_caption_augmentation',
                                                                   'checkpoints': '{run}/08_train_clip,{run}/08_train_blip'}),
     Step('10_test_inference', 'nbs/10_test_inference.ipynb', {'tables_dir': '{run}/01_eda', 'checkpoints': '{run}/08_train_clip,{run}/08_train_blip'}),
@@ -97,11 +100,34 @@ def step_records(run_path: Path, steps: list[Step]) -> list[dict]:
                          seconds=r.get('seconds'), results=r.get('results', {})))
     return rows
 
+METRICS = ('r1', 'r5', 'r10', 'ali_score')
+
+def val_metrics(res: dict) -> list | None:
+    "Val R@1/5/10 and `ali_score` of a step's results (plain, `val_`-prefixed, or a sweep's `best`); None if it has none."
+    src = res['best'] if isinstance(res.get('best'), dict) else res
+    vals = [src.get(k, src.get(f'val_{k}')) for k in METRICS]
+    return vals if all(isinstance(v, (int, float)) for v in vals) else None
+
+def result_label(res: dict) -> str:
+    "What a step's val numbers belong to: the sweep's best pick, the ensemble, the submitted model or the trained backend."
+    if isinstance(b := res.get('best'), dict): return f"best checkpoint {b.get('checkpoint')} x {b.get('variant')}"
+    if 'chosen' in res: return f"ensemble {res['chosen']} ({res.get('chosen_models', '')})"
+    if 'submission_from' in res: return f"single model {res['submission_from']}"
+    return ' '.join(str(res[k]) for k in ('backend', 'config') if k in res) or 'model'
+
 def write_summary(run_path: Path, steps: list[Step]) -> str:
-    "Write `summary.md` for the run (step table plus each step's results) and return its text."
+    "Write `summary.md` for the run (steps, val recall per model and ensemble, verdicts, the submission, raw results) and return its text."
     rows = step_records(run_path, steps)
     lines = [f'# aliret run `{run_path.name}`', '', '| step | status | seconds |', '|---|---|---|']
     lines += [f"| {r['step']} | {r['status']} | {r['seconds'] if r['seconds'] is not None else ''} |" for r in rows]
+    val = [(r['step'], result_label(r['results']), m) for r in rows if (m := val_metrics(r['results']))]
+    if val:
+        lines += ['', '## Val text->image recall', '', '| step | model | R@1 | R@5 | R@10 | ali_score |', '|---|---|---|---|---|---|']
+        lines += [f"| {st} | {lab} | " + ' | '.join(f'{v:.4f}' for v in m) + ' |' for st, lab, m in val]
+    verdicts = [f"- {r['step']}: {r['results']['verdict']}" for r in rows if r['results'].get('verdict')]
+    subs = [run_path/r['step']/r['results']['submission'] for r in rows if r['results'].get('submission')]
+    if verdicts: lines += ['', '## Verdicts', ''] + verdicts
+    if subs: lines += ['', f'Submission (validated when written): `{subs[-1]}`' + ('' if subs[-1].is_file() else ' (missing!)')]
     for r in rows:
         if r['results']:
             lines += ['', f"## {r['step']}", '', '```json', json.dumps(r['results'], indent=1, default=str)[:4000], '```']
