@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 export MPLBACKEND := Agg
 
-.PHONY: install demo test export clean-nbs readme docs-check docs-lint
+.PHONY: install demo test export clean-nbs readme docs-check docs-lint figures
 
 install: $(STAMP)
 
@@ -46,3 +46,8 @@ docs-check: install
 
 docs-lint: install
 	$(BIN)/python -m aliret.docs --lint
+
+# Refresh the figures the docs show from a finished main-job run (`make demo` first), then clean the notebooks.
+figures: install
+	$(BIN)/python -m aliret.docs --store-figures outputs/$(RUN)
+	$(BIN)/nbdev_clean

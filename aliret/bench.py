@@ -4,12 +4,12 @@
 
 # %% ../nbs/12_benchmarks.ipynb #6c3957c8
 from __future__ import annotations
-import collections, contextlib, ctypes, datetime as dt, gc, importlib, json, math, os, platform, re, resource, statistics
-import subprocess, sys, tempfile, threading, time
+import contextlib, ctypes, datetime as dt, gc, importlib, json, math, os, platform, re, resource, statistics
+import subprocess, sys, tempfile, time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 import numpy as np
-from .core import write_json, outputs_root, package_versions, pick_device, get_config
+from .core import write_json, outputs_root, package_versions, pick_device, get_config, stream_process
 
 # %% auto #0
 __all__ = ['SIMD_FLAGS', 'CHUNK_BUDGET_MB', 'BLIP_VISION', 'ALIPRODUCTS_TRAIN_ROWS', 'TARGETS', 'TARGET_GALLERY', 'cpu_cores',
@@ -171,17 +171,7 @@ def run_isolated(func: str, # 'module:function' to call, e.g. 'aliret.bench:sear
     with tempfile.TemporaryDirectory() as d:
         out = Path(d)/'result.json'
         cmd = [sys.executable, '-c', _CHILD, mod, name, json.dumps(kwargs or {}), str(out)]
-        tail = collections.deque(maxlen=30)
-        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})}) as p:
-            timer = threading.Timer(timeout, p.kill) if timeout else None
-            if timer: timer.start()
-            try:
-                for line in p.stdout:
-                    tail.append(line.rstrip())
-                    if echo: print(line, end='', flush=True)
-                rc = p.wait()
-            finally:
-                if timer: timer.cancel()
+        rc, tail = stream_process(cmd, env={**os.environ, **(env or {})}, echo=echo, timeout=timeout)
         if rc or not out.is_file():
             why = f'was killed after {timeout}s' if timeout and rc < 0 else f'exited with code {rc}'
             raise RuntimeError(f'{func} {why}; its last output:\n' + '\n'.join(tail))

@@ -13,8 +13,9 @@ from typing import Any, Literal, get_args, get_origin
 # %% auto #0
 __all__ = ['Backend', 'Precision', 'DeviceName', 'PRESETS', 'SUCCESS', 'VERSIONED', 'INJECTED_MARK', 'project_root', 'data_root',
            'outputs_root', 'atomic_open', 'atomic_write', 'write_json', 'Config', 'ConfigError', 'check_overrides',
-           'get_config', 'seed_everything', 'pick_device', 'run_dir', 'is_complete', 'latest_run', 'package_versions',
-           'git_commit', 'RunRecord', 'start_run', 'check_params', 'notebook_params']
+           'get_config', 'seed_everything', 'pick_device', 'threads_per_process', 'stream_process', 'run_dir',
+           'is_complete', 'latest_run', 'package_versions', 'git_commit', 'RunRecord', 'start_run', 'check_params',
+           'notebook_params']
 
 # %% ../nbs/00_core.ipynb #34897f9a
 def project_root(start: str | Path | None = None, # where to start looking (default: the working directory)
@@ -212,6 +213,39 @@ def pick_device(pref: str = 'auto', # `auto`, `cuda`, `mps` or `cpu` (or `cuda:N
     if pref == 'mps' and not mps: raise ConfigError("device 'mps' was asked for but is not available; use 'auto' or 'cpu'")
     if pref.split(':')[0] not in ('cuda', 'mps', 'cpu'): raise ConfigError(f"device must be auto, cuda, mps or cpu, got {pref!r}")
     return torch.device(pref)
+
+# %% ../nbs/00_core.ipynb #1b273c7c
+def threads_per_process(nproc: int, # processes sharing this machine
+                        threads: int = 0, # asked-for threads per process (0 = decide)
+                       ) -> int:
+    "CPU threads per process: `threads`, else `$OMP_NUM_THREADS`, else cores // nproc (at least 1)."
+    env = os.environ.get('OMP_NUM_THREADS', '')
+    return threads or (int(env) if env.isdigit() and int(env) > 0 else 0) or max(1, (os.cpu_count() or 1) // max(1, nproc))
+
+def stream_process(cmd: list[str], # the command line
+                   log_file: str | Path | None = None, # append every line here too (None = no log file)
+                   env: dict | None = None, # the child's whole environment (None = this process's)
+                   echo: bool = True, # print each line as it arrives
+                   on_line: typing.Callable[[str], Any] | None = None, # called with every line (e.g. to count progress markers)
+                   timeout: float | None = None, # seconds before the child is killed (None = never)
+                   tail: int = 30, # how many last lines to return
+                  ) -> tuple[int, list[str]]:
+    "Run `cmd` with stdout and stderr merged, streaming its lines; return (exit code, its last `tail` lines)."
+    import collections, threading
+    last = collections.deque(maxlen=tail)
+    with open(log_file, 'a') if log_file else open(os.devnull, 'w') as lf, \
+         subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as p:
+        timer = threading.Timer(timeout, p.kill) if timeout else None
+        if timer: timer.start()
+        try:
+            for line in p.stdout:
+                lf.write(line); lf.flush(); last.append(line.rstrip('\n'))
+                if on_line: on_line(line)
+                if echo: print(line, end='', flush=True)
+            rc = p.wait()
+        finally:
+            if timer: timer.cancel()
+    return rc, list(last)
 
 # %% ../nbs/00_core.ipynb #cac0c843
 SUCCESS = '_SUCCESS'

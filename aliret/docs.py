@@ -21,7 +21,7 @@ __all__ = ['MANIFEST', 'HOME_TOPICS', 'page_name', 'nb_title', 'list_notebooks',
            'Page', 'rel_href', 'nav_html', 'pager_html', 'page_shell', 'prepare_cells', 'finish_html', 'render_page',
            'build_offline_docs', 'read_manifest', 'page_facts', 'link_problems', 'ChromiumMissing', 'DocsCheckError',
            'find_chromium', 'need_chromium', 'serve_dir', 'dump_dom', 'screenshot', 'home_problems',
-           'check_docs_in_chromium', 'lint_notebooks', 'main']
+           'check_docs_in_chromium', 'store_figures', 'lint_notebooks', 'main']
 
 # %% ../nbs/13_docs.ipynb #9bac404e
 def page_name(nb_path: str | Path, # a notebook path, relative to the notebooks folder
@@ -711,6 +711,59 @@ def check_docs_in_chromium(site_dir: str | Path = '_site_offline', # a site fold
     return df
 
 # %% ../nbs/13_docs.ipynb #cf1dd63a
+def _shrink_png(b64: str, max_kb: int) -> tuple[str, bool]:
+    "Halve a base64 PNG's size until it is at most `max_kb` (Pillow); return it and whether it changed."
+    import io
+    from PIL import Image
+    raw = base64.b64decode(b64)
+    if len(raw) <= max_kb * 1024: return b64, False
+    im = Image.open(io.BytesIO(raw))
+    while True:
+        im = im.resize((max(1, im.width * 7 // 10), max(1, im.height * 7 // 10)), Image.LANCZOS)
+        buf = io.BytesIO(); im.save(buf, 'PNG', optimize=True)
+        if buf.tell() <= max_kb * 1024 or im.width < 64: return base64.b64encode(buf.getvalue()).decode(), True
+
+def _image_outputs(cell) -> list:
+    "The outputs of an executed cell that carry an image, reduced to the image and its text form."
+    outs = []
+    for o in cell.get('outputs', []):
+        data = {k: v for k, v in o.get('data', {}).items() if k in _IMG_MIMES or k == 'text/plain'}
+        if any(k in _IMG_MIMES for k in data): outs.append(nbformat.v4.new_output('display_data', data=data))
+    return outs
+
+def store_figures(run: str | Path, # a main-job run folder, e.g. outputs/demo
+                  max_kb: int = 150, # largest stored PNG (bigger ones are shrunk)
+                  dry_run: bool = False, # report only, write nothing
+                  nbs_path: str | Path | None = None, # the source notebooks (default: settings.ini's nbs_path)
+                 ) -> pd.DataFrame:
+    "Copy the figures of a run's executed notebooks into the matching cells of their source notebooks; one row per figure cell."
+    if nbs_path is None:
+        from nbdev.config import get_config
+        nbs_path = get_config().nbs_path
+    rows, done = [], set()
+    for ex in sorted(Path(run).glob('*/*.ipynb')):
+        enb = nbformat.read(ex, as_version=4)
+        name = Path(enb.metadata.get('papermill', {}).get('input_path', '')).name   # the run may come from another clone
+        src_path = Path(nbs_path)/name
+        if not name or not src_path.is_file() or src_path.resolve() in done: continue
+        done.add(src_path.resolve())
+        snb, changed = nbformat.read(src_path, as_version=4), False
+        by_id = {c.get('id'): c for c in snb.cells if c.cell_type == 'code'}
+        for c in enb.cells:
+            if c.cell_type != 'code' or not (outs := _image_outputs(c)): continue
+            tgt = by_id.get(c.get('id'))
+            status = 'stored' if tgt is not None and tgt.source == c.source else 'skipped: cell changed since the run' if tgt is not None else 'skipped: no such cell'
+            shrunk = 0
+            if status == 'stored':
+                for o in outs:
+                    for k in [k for k in o['data'] if k == 'image/png']:
+                        o['data'][k], sh = _shrink_png(o['data'][k], max_kb); shrunk += sh
+                changed |= tgt.get('outputs') != outs; tgt['outputs'] = outs
+            rows.append(dict(notebook=src_path.name, step=ex.parent.name, cell=c.get('id'), images=len(outs), shrunk=shrunk, status=status))
+        if changed and not dry_run: nbformat.write(snb, src_path)
+    return pd.DataFrame(rows, columns=['notebook', 'step', 'cell', 'images', 'shrunk', 'status'])
+
+# %% ../nbs/13_docs.ipynb #2d1fd9a5
 def lint_notebooks(nbs_path: str | Path | None = None, # notebooks folder (default: settings.ini's nbs_path)
                   ) -> int:
     "Print every cell nbdev would execute at docs time because it mixes imports with code; return how many."
@@ -734,8 +787,13 @@ def main(argv: list[str] | None = None):
     ap.add_argument('--no-build', action='store_true', help='only check an existing site folder')
     ap.add_argument('--no-screenshot', action='store_true', help='do not save home.png')
     ap.add_argument('--lint', action='store_true', help='only list the cells nbdev executes at docs time because they mix imports with code (fast)')
+    ap.add_argument('--store-figures', metavar='RUN', help="copy the figures of a main-job run folder (e.g. outputs/demo) into the notebooks' cells, then exit")
     a = ap.parse_args(argv)
     if a.lint: sys.exit(1 if lint_notebooks() else 0)
+    if a.store_figures:
+        if not Path(a.store_figures).is_dir(): sys.exit(f'no run folder {a.store_figures}: run `make demo` first (it writes outputs/demo)')
+        rep = store_figures(a.store_figures)
+        print(rep.to_string(index=False) if len(rep) else f'no executed notebooks with figures under {a.store_figures}'); return
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     t0 = time.time()
     try:

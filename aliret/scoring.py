@@ -4,11 +4,12 @@
 
 # %% ../nbs/05_itm_distribution.ipynb #10e7013b
 from __future__ import annotations
-import argparse, hashlib, json, os, re, signal, subprocess, sys, time
+import argparse, hashlib, json, os, re, signal, sys, time
 from pathlib import Path
 from typing import Callable, Sequence
 import numpy as np, pandas as pd, torch
-from .core import SUCCESS, atomic_open, atomic_write, write_json, is_complete, ConfigError, get_config, pick_device
+from .core import (SUCCESS, atomic_open, atomic_write, write_json, is_complete, ConfigError, get_config, pick_device, stream_process,
+                         threads_per_process)
 
 # %% auto #0
 __all__ = ['HEADS', 'SCORER_KEYS', 'MANIFEST', 'SHARD_FORMAT', 'SHARD_PREFIX', 'CHUNK_RE', 'CHUNK_LOG', 'resolve_head',
@@ -455,14 +456,10 @@ def launch_scoring(nproc: int, # processes (GPUs) on this node
     "Run the scoring job, streaming its log; return `returncode`, `killed`, `chunks` written, `seconds`, `log`."
     cmd = scoring_command(nproc, table, out, kill_after_chunks=kill_after_chunks, **opts)
     Path(out).mkdir(parents=True, exist_ok=True); log_file = Path(log_file or Path(out)/'scoring.log')
-    threads = threads or int(os.environ.get('OMP_NUM_THREADS', 0)) or max(1, (os.cpu_count() or 1) // nproc)
-    env = {**os.environ, 'OMP_NUM_THREADS': str(threads), 'PYTHONUNBUFFERED': '1'}
-    t0, chunks = time.time(), 0
-    with open(log_file, 'a') as lf, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as p:
-        for line in p.stdout:
-            lf.write(line); lf.flush(); chunks += CHUNK_LOG in line
-            if echo: print(line, end='', flush=True)
-        rc = p.wait()
+    env = {**os.environ, 'OMP_NUM_THREADS': str(threads_per_process(nproc, threads)), 'PYTHONUNBUFFERED': '1'}
+    t0, chunks = time.time(), []
+    rc, _ = stream_process(cmd, log_file, env, echo, on_line=lambda line: chunks.append(1) if CHUNK_LOG in line else None)
+    chunks = len(chunks)
     if rc and not kill_after_chunks: raise RuntimeError(f'scoring exited with code {rc}; the full log is {log_file}')
     return dict(returncode=rc, killed=bool(rc) and bool(kill_after_chunks), chunks=chunks, seconds=round(time.time() - t0, 2), log=str(log_file))
 

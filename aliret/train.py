@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Iterator
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 import torch.distributed as dist
-from .core import SUCCESS, atomic_open, atomic_write, write_json, is_complete, Config, ConfigError, get_config, pick_device, seed_everything
+from .core import (SUCCESS, atomic_open, atomic_write, write_json, is_complete, Config, ConfigError, get_config, pick_device, seed_everything,
+                         stream_process, threads_per_process)
 
 # %% auto #0
 __all__ = ['CKPT_PREFIX', 'DistEnv', 'dist_env', 'init_distributed', 'cleanup_distributed', 'EpochSampler', 'warmup_cosine',
@@ -447,18 +448,13 @@ def launch(nproc: int, # processes on this node
            echo: bool = True, # stream the log to stdout
           ) -> dict:
     "Run `python -m aliret.train` under torchrun with `nproc` ranks, streaming its log; return rank 0's `result.json`."
-    import subprocess
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     (out/'result.json').unlink(missing_ok=True)
     cmd = [sys.executable, '-m', 'torch.distributed.run', *(torchrun_args or ['--standalone']), f'--nproc_per_node={nproc}',
            '-m', 'aliret.train', '--config', str(config), '--overrides', json.dumps(overrides), '--train-table', str(train_table),
            '--val-table', str(val_table), '--out', str(out), '--no-progress'] + (['--resume'] if resume else [])
-    env = {**os.environ, 'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', str(max(1, (os.cpu_count() or 1) // nproc)))}
-    with open(out/'train.log', 'a') as logf, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as p:
-        for line in p.stdout:
-            logf.write(line); logf.flush()
-            if echo: print(line, end='', flush=True)
-        rc = p.wait()
+    env = {**os.environ, 'OMP_NUM_THREADS': str(threads_per_process(nproc)), 'PYTHONUNBUFFERED': '1'}
+    rc, _ = stream_process(cmd, out/'train.log', env, echo)
     if rc: raise RuntimeError(f'torchrun exited with code {rc}; the full log is {out/"train.log"}')
     return json.loads((out/'result.json').read_text())
 
