@@ -124,7 +124,7 @@ def write_summary(run_path: Path, steps: list[Step]) -> str:
     val = [(r['step'], result_label(r['results']), m) for r in rows if (m := val_metrics(r['results']))]
     if val:
         lines += ['', '## Val text->image recall', '', '| step | model | R@1 | R@5 | R@10 | ali_score |', '|---|---|---|---|---|---|']
-        lines += [f"| {st} | {lab} | " + ' | '.join(f'{v:.4f}' for v in m) + ' |' for st, lab, m in val]
+        lines += [f"| {st} | {lab.replace('|', '/')} | " + ' | '.join(f'{v:.4f}' for v in m) + ' |' for st, lab, m in val]   # a | would split the cell
     verdicts = [f"- {r['step']}: {r['results']['verdict']}" for r in rows if r['results'].get('verdict')]
     subs = [run_path/r['step']/r['results']['submission'] for r in rows if r['results'].get('submission')]
     if verdicts: lines += ['', '## Verdicts', ''] + verdicts
