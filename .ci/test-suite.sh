@@ -31,7 +31,7 @@ if [ "$completed" -ne "$total" ]; then echo "FAIL: only $completed of $total not
 # The docs site, built offline as nbdev processes it and checked page by page in headless Chromium.
 # Required in CI (.ci/run installs Debian's chromium); elsewhere skipped with the install hint when Chromium is absent.
 docs=0
-if command -v chromium >/dev/null || command -v chromium-browser >/dev/null || [ -n "${ALIRET_CHROMIUM:-}" ] || [ -n "${CI:-}" ]; then
+if command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null || [ -n "${ALIRET_CHROMIUM:-}" ] || [ -n "${CI:-}" ]; then
   "$BIN/python" -m aliret.docs --no-screenshot || docs=$?
   [ "$docs" -eq 0 ] && echo "ok: docs site builds and every page passes in Chromium" || echo "FAIL: docs check (exit $docs): see the table above"
 else
