@@ -9,7 +9,7 @@ import subprocess, sys, tempfile, time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 import numpy as np
-from .core import write_json, outputs_root, package_versions, pick_device, get_config, stream_process
+from .core import write_json, outputs_root, package_versions, pick_device, get_config, stream_process, child_env
 
 # %% auto #0
 __all__ = ['SIMD_FLAGS', 'CHUNK_BUDGET_MB', 'BLIP_VISION', 'ALIPRODUCTS_TRAIN_ROWS', 'TARGETS', 'TARGET_GALLERY', 'cpu_cores',
@@ -608,8 +608,7 @@ def scale_run(nproc: int, # ranks
         write_json(Path(d)/'spec.json', dict(backend=backend, preset=preset, image_paths=[str(p) for p in image_paths], captions=[str(c) for c in captions],
                                             pairs=pairs, threads=threads, device=device, batch_size=batch_size, seed=seed, out=str(out)))
         cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}', '-m', 'aliret.bench', 'scale', str(Path(d)/'spec.json')]
-        env = {**os.environ, 'OMP_NUM_THREADS': str(threads), 'PYTHONUNBUFFERED': '1'}
-        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+        p = subprocess.run(cmd, capture_output=True, text=True, env=child_env(nproc, threads), timeout=timeout)
         if p.returncode or not out.is_file():
             raise RuntimeError(f'torchrun with {nproc} rank(s) exited with code {p.returncode}:\n' + '\n'.join((p.stdout + p.stderr).splitlines()[-30:]))
         res = json.loads(out.read_text())

@@ -13,9 +13,8 @@ from typing import Any, Literal, get_args, get_origin
 # %% auto #0
 __all__ = ['Backend', 'Precision', 'DeviceName', 'PRESETS', 'SUCCESS', 'VERSIONED', 'INJECTED_MARK', 'project_root', 'data_root',
            'outputs_root', 'atomic_open', 'atomic_write', 'write_json', 'Config', 'ConfigError', 'check_overrides',
-           'get_config', 'seed_everything', 'pick_device', 'threads_per_process', 'stream_process', 'run_dir',
-           'is_complete', 'latest_run', 'package_versions', 'git_commit', 'RunRecord', 'start_run', 'check_params',
-           'notebook_params']
+           'get_config', 'seed_everything', 'pick_device', 'child_env', 'stream_process', 'run_dir', 'is_complete',
+           'latest_run', 'package_versions', 'git_commit', 'RunRecord', 'start_run', 'check_params', 'notebook_params']
 
 # %% ../nbs/00_core.ipynb #34897f9a
 def project_root(start: str | Path | None = None, # where to start looking (default: the working directory)
@@ -215,12 +214,13 @@ def pick_device(pref: str = 'auto', # `auto`, `cuda`, `mps` or `cpu` (or `cuda:N
     return torch.device(pref)
 
 # %% ../nbs/00_core.ipynb #1b273c7c
-def threads_per_process(nproc: int, # processes sharing this machine
-                        threads: int = 0, # asked-for threads per process (0 = decide)
-                       ) -> int:
-    "CPU threads per process: `threads`, else `$OMP_NUM_THREADS`, else cores // nproc (at least 1)."
+def child_env(nproc: int, # processes sharing this machine
+              threads: int = 0, # CPU threads per process (0 = `$OMP_NUM_THREADS` if set, else cores // nproc, at least 1)
+             ) -> dict:
+    "This process's environment for one of `nproc` child processes: its OMP thread count set, output unbuffered."
     env = os.environ.get('OMP_NUM_THREADS', '')
-    return threads or (int(env) if env.isdigit() and int(env) > 0 else 0) or max(1, (os.cpu_count() or 1) // max(1, nproc))
+    n = threads or (int(env) if env.isdigit() and int(env) > 0 else 0) or max(1, (os.cpu_count() or 1) // max(1, nproc))
+    return {**os.environ, 'OMP_NUM_THREADS': str(n), 'PYTHONUNBUFFERED': '1'}
 
 def stream_process(cmd: list[str], # the command line
                    log_file: str | Path | None = None, # append every line here too (None = no log file)

@@ -756,8 +756,7 @@ def store_figures(run: str | Path, # a main-job run folder, e.g. outputs/demo
             shrunk = 0
             if status == 'stored':
                 for o in outs:
-                    for k in [k for k in o['data'] if k == 'image/png']:
-                        o['data'][k], sh = _shrink_png(o['data'][k], max_kb); shrunk += sh
+                    if 'image/png' in o['data']: o['data']['image/png'], sh = _shrink_png(o['data']['image/png'], max_kb); shrunk += sh
                 changed |= tgt.get('outputs') != outs; tgt['outputs'] = outs
             rows.append(dict(notebook=src_path.name, step=ex.parent.name, cell=c.get('id'), images=len(outs), shrunk=shrunk, status=status))
         if changed and not dry_run: nbformat.write(snb, src_path)

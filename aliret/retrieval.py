@@ -167,10 +167,10 @@ def _as_2d(x, # embeddings: numpy array, torch tensor or nested list
     if t.ndim != 2: raise ValueError(f'{name} must be a 2-D array [rows, dim], got shape {tuple(t.shape)}')
     if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)): raise TypeError(f'{name} must hold numbers, got {t.dtype}')
     if t.is_floating_point():
-        rs = t.sum(1)   # one read, no copy: a NaN/inf entry always makes its row sum non-finite (an overflow only triggers the exact check)
-        if not torch.isfinite(rs).all():
-            bad = ~torch.isfinite(t[~torch.isfinite(rs)]).all(1)   # exact check, only for the suspicious rows
-            rows = (~torch.isfinite(rs)).nonzero().squeeze(1)[bad]
+        odd = ~torch.isfinite(t.sum(1))   # one read, no copy: a NaN/inf entry always makes its row sum non-finite (an overflow only triggers the exact check)
+        if odd.any():
+            rows = odd.nonzero().squeeze(1)
+            rows = rows[~torch.isfinite(t[rows]).all(1)]   # exact check, only for the flagged rows
             if len(rows): raise ValueError(f'{name}: {len(rows)} of {len(t)} rows hold NaN or inf (first: row {int(rows[0])}); re-embed or drop those rows before searching')
     return t
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 import numpy as np, pandas as pd, torch
 from .core import (SUCCESS, atomic_open, atomic_write, write_json, is_complete, ConfigError, get_config, pick_device, stream_process,
-                         threads_per_process)
+                         child_env)
 
 # %% auto #0
 __all__ = ['HEADS', 'SCORER_KEYS', 'MANIFEST', 'SHARD_FORMAT', 'SHARD_PREFIX', 'CHUNK_RE', 'CHUNK_LOG', 'resolve_head',
@@ -456,12 +456,10 @@ def launch_scoring(nproc: int, # processes (GPUs) on this node
     "Run the scoring job, streaming its log; return `returncode`, `killed`, `chunks` written, `seconds`, `log`."
     cmd = scoring_command(nproc, table, out, kill_after_chunks=kill_after_chunks, **opts)
     Path(out).mkdir(parents=True, exist_ok=True); log_file = Path(log_file or Path(out)/'scoring.log')
-    env = {**os.environ, 'OMP_NUM_THREADS': str(threads_per_process(nproc, threads)), 'PYTHONUNBUFFERED': '1'}
-    t0, chunks = time.time(), []
-    rc, _ = stream_process(cmd, log_file, env, echo, on_line=lambda line: chunks.append(1) if CHUNK_LOG in line else None)
-    chunks = len(chunks)
+    t0, chunk_lines = time.time(), []
+    rc, _ = stream_process(cmd, log_file, child_env(nproc, threads), echo, on_line=lambda line: CHUNK_LOG in line and chunk_lines.append(line))
     if rc and not kill_after_chunks: raise RuntimeError(f'scoring exited with code {rc}; the full log is {log_file}')
-    return dict(returncode=rc, killed=bool(rc) and bool(kill_after_chunks), chunks=chunks, seconds=round(time.time() - t0, 2), log=str(log_file))
+    return dict(returncode=rc, killed=bool(rc) and bool(kill_after_chunks), chunks=len(chunk_lines), seconds=round(time.time() - t0, 2), log=str(log_file))
 
 # %% ../nbs/05_itm_distribution.ipynb #1df763cb
 def known_noise(table: pd.DataFrame, # a train table (product, caption)

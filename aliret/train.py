@@ -11,7 +11,7 @@ from typing import Iterator
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 import torch.distributed as dist
 from .core import (SUCCESS, atomic_open, atomic_write, write_json, is_complete, Config, ConfigError, get_config, pick_device, seed_everything,
-                         stream_process, threads_per_process)
+                         stream_process, child_env)
 
 # %% auto #0
 __all__ = ['CKPT_PREFIX', 'DistEnv', 'dist_env', 'init_distributed', 'cleanup_distributed', 'EpochSampler', 'warmup_cosine',
@@ -453,8 +453,7 @@ def launch(nproc: int, # processes on this node
     cmd = [sys.executable, '-m', 'torch.distributed.run', *(torchrun_args or ['--standalone']), f'--nproc_per_node={nproc}',
            '-m', 'aliret.train', '--config', str(config), '--overrides', json.dumps(overrides), '--train-table', str(train_table),
            '--val-table', str(val_table), '--out', str(out), '--no-progress'] + (['--resume'] if resume else [])
-    env = {**os.environ, 'OMP_NUM_THREADS': str(threads_per_process(nproc)), 'PYTHONUNBUFFERED': '1'}
-    rc, _ = stream_process(cmd, out/'train.log', env, echo)
+    rc, _ = stream_process(cmd, out/'train.log', child_env(nproc), echo)
     if rc: raise RuntimeError(f'torchrun exited with code {rc}; the full log is {out/"train.log"}')
     return json.loads((out/'result.json').read_text())
 
