@@ -7,18 +7,19 @@ from __future__ import annotations
 import contextlib, ctypes, datetime as dt, gc, importlib, json, math, os, platform, re, resource, statistics
 import subprocess, sys, tempfile, time
 from pathlib import Path
+from dataclasses import replace
 from typing import Any, Callable, Sequence
 import numpy as np
 from .core import write_json, outputs_root, package_versions, pick_device, get_config, stream_process, child_env
 
 # %% auto #0
-__all__ = ['SIMD_FLAGS', 'CHUNK_BUDGET_MB', 'BLIP_VISION', 'ALIPRODUCTS_TRAIN_ROWS', 'TARGETS', 'TARGET_GALLERY', 'cpu_cores',
-           'cpu_model', 'cpu_flags', 'device_label', 'load_avg', 'blas_libraries', 'machine_info', 'best_time',
-           'PeakMemory', 'run_isolated', 'synthetic_embeddings', 'synthetic_embeddings_stats', 'naive_search',
-           'bare_gemm', 'overlap_recall', 'round_robin', 'search_section', 'random_blip', 'bench_model',
-           'embed_section', 'decode_images', 'match_section', 'scale_worker', 'scale_run', 'main', 'scale_section',
-           'scale_rows', 'matmul_rate', 'train_step_flops', 'train_section', 'data_section', 'verdict', 'search_rows',
-           'summary_table', 'explain', 'plot_section', 'results_stem', 'dumps_rows', 'write_results']
+__all__ = ['SIMD_FLAGS', 'CHUNK_BUDGET_MB', 'ALIPRODUCTS_TRAIN_ROWS', 'TARGETS', 'TARGET_GALLERY', 'cpu_cores', 'cpu_model',
+           'cpu_flags', 'device_label', 'load_avg', 'blas_libraries', 'machine_info', 'best_time', 'PeakMemory',
+           'run_isolated', 'synthetic_embeddings', 'synthetic_embeddings_stats', 'naive_search', 'bare_gemm',
+           'overlap_recall', 'round_robin', 'search_section', 'bench_model', 'embed_section', 'decode_images',
+           'match_section', 'scale_worker', 'scale_run', 'main', 'scale_section', 'scale_rows', 'matmul_rate',
+           'train_step_flops', 'train_section', 'data_section', 'verdict', 'search_rows', 'summary_table', 'explain',
+           'plot_section', 'results_stem', 'dumps_rows', 'write_results']
 
 # %% ../nbs/12_benchmarks.ipynb #b6df4b1e
 def cpu_cores() -> int:
@@ -372,38 +373,18 @@ def search_section(sizes: Sequence[int] = (10000, 100000), # gallery sizes
     return rows
 
 # %% ../nbs/12_benchmarks.ipynb #0f81dfc4
-BLIP_VISION = {'base': dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
-               'large': dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16)}
-
-def random_blip(cfg, # a blip Config of preset base or large
-                vocab_texts: Sequence[str] | None = None, # captions for the stand-in WordPiece vocabulary
-               ):
-    "A BLIP retrieval model of `cfg`'s preset architecture (ViT-B or ViT-L at 384 px, BERT-base text) with random weights."
-    import torch
-    from transformers import BlipConfig, BlipForImageTextRetrieval
-    from aliret.models import BlipRetrieval, blip_tokenizer, build_wordpiece_vocab
-    tok = blip_tokenizer(build_wordpiece_vocab(vocab_texts or ()))
-    vision = dict(BLIP_VISION[cfg.name], image_size=cfg.image_size or 384, patch_size=16, layer_norm_eps=1e-6)
-    text = dict(vocab_size=30524, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, max_position_embeddings=512,
-                bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id, sep_token_id=tok.sep_token_id, eos_token_id=tok.sep_token_id)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        return BlipRetrieval(cfg, BlipForImageTextRetrieval(BlipConfig(vision_config=vision, text_config=text, image_text_hidden_size=256)), tok)
-
-def bench_model(backend: str, # 'clip' or 'blip'
+def bench_model(backend: str, # a registered backend
                 preset: str = 'tiny', # 'tiny', 'base' or 'large'
                 device='cpu', # where to put it
                 vocab_texts: Sequence[str] | None = None, # captions (the tiny BLIP's vocabulary)
                ):
     "`(model, source)`: the preset's model with its real weights when they are on this machine, else the same architecture with random weights."
-    from aliret.models import build_model, weights_available
+    from aliret.models import build_model, weights_available, backend_class
     vocab_texts = None if vocab_texts is None else [str(t) for t in vocab_texts]
     cfg = get_config(preset, backend=backend)
     ok, why = weights_available(cfg)
     if ok: return build_model(cfg, vocab_texts, device=device, offline=True), ('built from config' if preset == 'tiny' else f'pretrained ({why})')
-    if backend == 'clip':
-        return build_model(get_config(preset, backend='clip', clip_pretrained=''), device=device, offline=True), f'random weights ({why})'
-    return random_blip(cfg, vocab_texts).to(device).eval(), f'random weights ({why})'
+    return backend_class(backend).random_like(cfg, vocab_texts).to(device).eval(), f'random weights ({why})'
 
 # %% ../nbs/12_benchmarks.ipynb #62d74fef
 def _sync_for(dev) -> Callable | None:
@@ -695,14 +676,11 @@ def train_section(backends: Sequence[str], presets: Sequence[str],
     for backend in backends:
         for preset in presets:
             with tempfile.TemporaryDirectory() as d:
-                over = dict(backend=backend, epochs=1, device=dev.type)
                 model0, source = bench_model(backend, preset, 'cpu', table.caption.tolist())
-                if preset != 'tiny' and not source.startswith('pretrained'):
-                    if backend == 'clip': over['clip_pretrained'] = ''
-                    else:   # fit builds BLIP from a folder: save the random-weight stand-in in transformers' layout
-                        model0.net.save_pretrained(f'{d}/blip'); model0.tokenizer.save_pretrained(f'{d}/blip'); over['blip_model'] = f'{d}/blip'
+                cfg = get_config(preset, backend=backend)
+                if preset != 'tiny' and not source.startswith('pretrained'): cfg = model0.standin_config(f'{d}/standin')
+                cfg = replace(cfg, epochs=1, device=dev.type)
                 del model0
-                cfg = get_config(preset, **over)
                 quiet = lambda *a, **k: None
                 t0 = time.perf_counter(); fit(cfg, table, f'{d}/a', stop_after_steps=warm_steps, progress=False, log=quiet); ta = time.perf_counter() - t0
                 with PeakMemory(dev) as m:

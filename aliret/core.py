@@ -4,17 +4,18 @@
 
 # %% ../nbs/00_core.ipynb #ded87bbc
 from __future__ import annotations
-import dataclasses, datetime as dt, difflib, json, os, platform, random, subprocess, sys, tempfile, ast, typing
+import dataclasses, datetime as dt, difflib, importlib.resources, json, os, platform, random, subprocess, sys, tempfile, ast, typing
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, asdict, replace
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 # %% auto #0
-__all__ = ['Backend', 'Precision', 'DeviceName', 'PRESETS', 'SUCCESS', 'VERSIONED', 'INJECTED_MARK', 'project_root', 'data_root',
-           'outputs_root', 'atomic_open', 'atomic_write', 'write_json', 'Config', 'ConfigError', 'check_overrides',
-           'get_config', 'seed_everything', 'pick_device', 'child_env', 'stream_process', 'run_dir', 'is_complete',
-           'latest_run', 'package_versions', 'git_commit', 'RunRecord', 'start_run', 'check_params', 'notebook_params']
+__all__ = ['Precision', 'DeviceName', 'PRESETS', 'SUCCESS', 'VERSIONED', 'INJECTED_MARK', 'project_root', 'data_root',
+           'outputs_root', 'atomic_open', 'atomic_write', 'write_json', 'Config', 'model_config_dirs', 'model_configs',
+           'backend_names', 'ConfigError', 'check_overrides', 'renamed_keys', 'get_config', 'migrate_config',
+           'seed_everything', 'pick_device', 'child_env', 'stream_process', 'run_dir', 'is_complete', 'latest_run',
+           'package_versions', 'git_commit', 'RunRecord', 'start_run', 'check_params', 'notebook_params']
 
 # %% ../nbs/00_core.ipynb #34897f9a
 def project_root(start: str | Path | None = None, # where to start looking (default: the working directory)
@@ -83,7 +84,6 @@ def _json_default(o):
     raise TypeError(f'{type(o).__name__} is not JSON serialisable')
 
 # %% ../nbs/00_core.ipynb #c400f04f
-Backend = Literal['clip', 'blip']
 Precision = Literal['fp32', 'bf16', 'fp16']
 DeviceName = Literal['auto', 'cuda', 'mps', 'cpu']
 
@@ -91,13 +91,11 @@ DeviceName = Literal['auto', 'cuda', 'mps', 'cpu']
 class Config:
     "Every knob of the pipeline; build with `get_config`, never by hand-editing a preset."
     name: str = 'tiny' # preset this config started from
-    backend: Backend = 'clip' # model family: open_clip (`clip`) or BLIP ITC+ITM (`blip`)
-    clip_arch: str = 'aliret-tiny' # open_clip architecture, e.g. `ViT-B-16`; `aliret-tiny` is built from config
-    clip_pretrained: str = '' # open_clip tag (`laion2b_s34b_b88k`), a weights file, or `local-dir:<folder>`; '' = random init
-    blip_model: str = 'tiny' # hub id (`Salesforce/blip-itm-base-coco`), a local folder, or `tiny` (built from config)
+    backend: str = 'clip' # model family: a registered backend (`backend_names()`), e.g. `clip`, `blip`
+    model: str = 'aliret-tiny' # what to build: architecture name, hub id, local folder or original checkpoint (per backend)
+    pretrained: str = '' # weights, for backends that keep them apart from `model` (open_clip tags); '' = none
     image_size: int = 64 # input resolution; 0 = the pretrained model's own
-    context_length: int = 32 # text tokens for `clip` (77 for pretrained CLIPs)
-    blip_max_len: int = 35 # text tokens for `blip` (BLIP's retrieval default)
+    text_len: int = 32 # text tokens per caption (truncation and padding)
     embed_dim: int = 64 # joint embedding size of the tiny models (pretrained ones bring their own)
     batch_size: int = 32 # training batch per rank
     eval_batch_size: int = 128 # embedding / scoring batch per rank
@@ -119,15 +117,36 @@ class Config:
     save_every_steps: int = 0 # extra checkpoint every N optimizer steps (0 = per epoch only)
     keep_last: int = 0 # checkpoints to keep (0 = all: sweeps want every epoch)
 
+
+# %% ../nbs/00_core.ipynb #5eb8e04b
 PRESETS: dict[str, dict] = {
     'tiny': dict(),
-    'base': dict(clip_arch='ViT-B-16', clip_pretrained='laion2b_s34b_b88k', blip_model='Salesforce/blip-itm-base-coco',
-                 image_size=0, context_length=77, embed_dim=512, batch_size=128, eval_batch_size=512, lr=1e-5,
+    'base': dict(image_size=0, embed_dim=512, batch_size=128, eval_batch_size=512, lr=1e-5,
                  weight_decay=0.05, warmup_frac=0.02, epochs=6, k_test=128, workers=8),
-    'large': dict(clip_arch='ViT-L-14', clip_pretrained='laion2b_s32b_b82k', blip_model='Salesforce/blip-itm-large-coco',
-                  image_size=0, context_length=77, embed_dim=768, batch_size=64, eval_batch_size=256, lr=5e-6,
+    'large': dict(image_size=0, embed_dim=768, batch_size=64, eval_batch_size=256, lr=5e-6,
                   weight_decay=0.05, warmup_frac=0.02, epochs=6, k_test=128, workers=8, grad_checkpointing=True),
 }
+
+
+# %% ../nbs/00_core.ipynb #cfdf4dec
+def model_config_dirs() -> list[Path]:
+    "Folders holding backend model configs: aliret's own, then those in `$ALIRET_MODEL_CONFIGS` (os.pathsep-separated)."
+    extra = [Path(p) for p in os.environ.get('ALIRET_MODEL_CONFIGS', '').split(os.pathsep) if p]
+    return [Path(importlib.resources.files('aliret'))/'model_configs', *extra]
+
+def model_configs() -> dict[str, dict]:
+    "Every registered backend's model config, by backend name."
+    out = {}
+    for d in model_config_dirs():
+        for f in sorted(Path(d).glob('*.json')):
+            mc = json.loads(f.read_text(encoding='utf-8'))
+            out[mc['backend']] = {**mc, 'file': str(f)}
+    return out
+
+def backend_names() -> list[str]:
+    "Names of the registered backends."
+    return sorted(model_configs())
+
 
 # %% ../nbs/00_core.ipynb #4f143862
 class ConfigError(ValueError):
@@ -158,13 +177,22 @@ def check_overrides(overrides: dict, # key -> value to apply
     "Raise `ConfigError` naming any unknown key (with close matches) or wrongly typed value."
     types = _field_types()
     for k, v in overrides.items():
+        if k in (renamed := renamed_keys()):
+            raise ConfigError(f"{source}: config key {k!r} is now {renamed[k]!r} (config fields are the same for every backend): "
+                              f"write {renamed[k]}: {v!r}")
         if k not in types:
             close = difflib.get_close_matches(k, types, n=3)
             hint = f" Did you mean {', '.join(close)}?" if close else ''
             raise ConfigError(f"{source}: unknown config key {k!r}.{hint} Allowed keys: {', '.join(types)}")
         if not _type_ok(v, types[k]):
             raise ConfigError(f"{source}: {k!r} must be {_type_name(types[k])}, got {v!r} ({type(v).__name__})")
+        if k == 'backend' and v not in (names := backend_names()):
+            raise ConfigError(f"{source}: unknown backend {v!r}; registered backends: {', '.join(names)}")
     return overrides
+
+def renamed_keys() -> dict[str, str]:
+    "Old config key -> its generic name, from every backend's model config."
+    return {old: new for mc in model_configs().values() for old, new in mc.get('renamed', {}).items()}
 
 # %% ../nbs/00_core.ipynb #f5670c7e
 def get_config(config: str | Path = 'tiny', # preset name (`tiny`, `base`, `large`) or a YAML file
@@ -178,8 +206,11 @@ def get_config(config: str | Path = 'tiny', # preset name (`tiny`, `base`, `larg
         base = from_file.pop('preset', 'tiny')
         if base not in PRESETS: raise ConfigError(f"{config}: preset must be one of {', '.join(PRESETS)}, got {base!r}")
     else: raise ConfigError(f"config must be a preset ({', '.join(PRESETS)}) or a .yaml file, got {config!r}")
-    check_overrides(from_file, source); check_overrides(overrides)
-    return Config(**{**PRESETS[base], 'name': base, **from_file, **overrides})
+    check_overrides(from_file, source)
+    check_overrides(overrides)
+    chosen = {**from_file, **overrides}
+    model_preset = model_configs()[chosen.get('backend', Config.backend)]['presets'][base]
+    return Config(**{**PRESETS[base], **model_preset, 'name': base, **chosen})
 
 def _read_yaml(path: str) -> dict:
     "Read a YAML mapping, naming the file in any error."
@@ -190,6 +221,14 @@ def _read_yaml(path: str) -> dict:
     except yaml.YAMLError as e: raise ConfigError(f'{path}: not valid YAML: {e}') from None
     if not isinstance(d, dict): raise ConfigError(f'{path}: expected a mapping of config keys, got {type(d).__name__}')
     return d
+
+# %% ../nbs/00_core.ipynb #8701e1b8
+def migrate_config(stored: dict, # a config dict as stored in a checkpoint or run record
+                  ) -> dict:
+    "`stored` in today's field names: its backend's renamed keys get their new names, other backends' old keys go."
+    renamed = model_configs().get(stored.get('backend', Config.backend), {}).get('renamed', {})
+    old = renamed_keys()
+    return {renamed.get(k, k): v for k, v in stored.items() if k in renamed or k not in old}
 
 # %% ../nbs/00_core.ipynb #ded88be1
 def seed_everything(seed: int, # base seed from the config

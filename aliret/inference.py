@@ -430,7 +430,7 @@ def run_inference(specs: Sequence[ModelSpec], # models to run
                   log: Callable = print, # progress messages
                  ) -> pd.DataFrame:
     "Embed, search, re-rank and score every model on every split; one row per model x split x scoring; writes `models.json`."
-    from aliret.models import load_checkpoint
+    from aliret.models import load_checkpoint, backend_class
     if k < 10: raise ValueError(f'k must be at least 10 (the submission needs a top 10), got {k}')
     out = Path(out_dir); rows, models = [], []
     for s in specs:
@@ -441,7 +441,7 @@ def run_inference(specs: Sequence[ModelSpec], # models to run
                 log(f'{s.name}: loaded {s.checkpoint} on {cache["m"].device} in {time.perf_counter() - t0:.1f}s')
             return cache['m']
         kt = k_test or int(s.config.get('k_test', 16)); w = itc_weight if itc_weight >= 0 else float(s.config.get('itc_weight', 1.0))
-        do_itm = rerank and s.backend == 'blip'
+        do_itm = rerank and backend_class(s.backend).has_itm
         depth = max(k, kt) if do_itm else k
         entry = dict(name=s.name, backend=s.backend, checkpoint=str(s.checkpoint), fingerprint=s.fingerprint, stores={}, predictions={})
         for name, sp in splits.items():

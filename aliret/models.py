@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_models.ipynb #bae7d214
 from __future__ import annotations
-import contextlib, functools, hashlib, json, math, os, re, shutil, string, tempfile, time, warnings, logging
+import contextlib, functools, hashlib, importlib, json, math, os, re, shutil, string, tempfile, time, warnings, logging
 from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -16,17 +16,21 @@ import torch.nn.functional as F
 from torch import nn
 from PIL import Image
 
-from .core import Config, ConfigError, PRESETS, check_overrides, get_config, pick_device, atomic_write, write_json
+from fastcore.basics import patch
+
+from .core import (Config, ConfigError, PRESETS, check_overrides, get_config, pick_device, atomic_write, write_json,
+                         model_configs, backend_names, migrate_config, package_versions)
 
 # %% auto #0
-__all__ = ['CLIP_CUSTOM_ARCHS', 'BERT_SPECIALS', 'BLIP_MEAN', 'BLIP_STD', 'BLIP_KEY_MAP', 'BLIP_IGNORED', 'BACKENDS',
-           'CHECKPOINT_JSON', 'CHECKPOINT_WEIGHTS', 'CHECKPOINT_FORMAT', 'WeightsNotFound', 'RetrievalModel',
-           'ImageFiles', 'clip_tiny_config', 'register_open_clip_config', 'resolve_clip_weights', 'ClipRetrieval',
-           'export_open_clip', 'build_wordpiece_vocab', 'blip_tokenizer', 'blip_transforms', 'blip_tiny_config',
-           'interpolate_pos_embed', 'set_blip_image_size', 'BlipRetrieval', 'itc_loss', 'sample_hard_negatives',
-           'pad_tokens', 'itm_loss', 'convert_original_blip', 'export_original_blip', 'read_original_blip',
-           'blip_config_from_original', 'load_original_blip', 'build_model', 'save_checkpoint', 'read_checkpoint_meta',
-           'load_checkpoint', 'weights_available', 'check_backend', 'check_backends']
+__all__ = ['BACKENDS', 'CLIP_CUSTOM_ARCHS', 'BERT_SPECIALS', 'BLIP_MEAN', 'BLIP_STD', 'BLIP_VISION', 'BLIP_KEY_MAP',
+           'BLIP_IGNORED', 'CHECKPOINT_JSON', 'CHECKPOINT_WEIGHTS', 'CHECKPOINT_FORMAT', 'MODEL_FIELDS',
+           'WeightsNotFound', 'RetrievalModel', 'register_backend', 'backend_class', 'ImageFiles', 'clip_tiny_config',
+           'register_open_clip_config', 'resolve_clip_weights', 'ClipRetrieval', 'export_open_clip',
+           'build_wordpiece_vocab', 'blip_tokenizer', 'blip_transforms', 'blip_tiny_config', 'interpolate_pos_embed',
+           'set_blip_image_size', 'BlipRetrieval', 'itc_loss', 'sample_hard_negatives', 'pad_tokens', 'itm_loss',
+           'convert_original_blip', 'export_original_blip', 'read_original_blip', 'blip_config_from_original',
+           'load_original_blip', 'build_model', 'save_checkpoint', 'read_checkpoint_meta', 'stored_config',
+           'check_checkpoint_fits', 'load_checkpoint', 'weights_available', 'check_backend', 'check_backends']
 
 # %% ../nbs/04_models.ipynb #88927e89
 def _offline(offline: bool | None = None) -> bool:
@@ -48,9 +52,13 @@ def _inference(f):
         finally: self.train(was)
     return _f
 
+
+# %% ../nbs/04_models.ipynb #7386bb1d
 class RetrievalModel(nn.Module):
     "Base of all backends: shared plumbing (device, autocast, batched embedding); backends fill in the towers."
-    backend: str = ''
+    backend: str = '' # registered name, the key of its model config
+    has_itm: bool = False # a learned image-text matching head (else `itm_scores` is the ITC cosine)
+    caption_language: str = 'en' # language of the captions it is built for (picks the sample catalogue)
     def __init__(self, cfg: Config, # the config it was built from
                  arch: dict, # JSON-able architecture description (rebuilds the skeleton offline)
                 ):
@@ -77,48 +85,119 @@ class RetrievalModel(nn.Module):
         "ITC temperature (`1 / logit_scale`)."
         return 1 / self.logit_scale
 
-    @_inference
-    def itm_scores(self, pixel_values: torch.Tensor, # [N, 3, H, W] images
-                   tokens: dict, # tokenised texts, aligned with the images
-                  ) -> torch.Tensor:
-        "Matching score of each aligned (image, text) pair, float32 `[N]`."
-        return self.itm_from_features(self.image_features(pixel_values), tokens)
+    @property
+    def text_len(self) -> int:
+        "Text tokens per caption."
+        return self.cfg.text_len
 
-    @_inference
-    def _embed_pixels(self, px): return self.encode_images(px).float()
 
-    @_inference
-    def _embed_tokens(self, tokens): return self.encode_texts(tokens).float()
+# %% ../nbs/04_models.ipynb #cf8976a0
+@patch
+@_inference
+def itm_scores(self: RetrievalModel, pixel_values: torch.Tensor, # [N, 3, H, W] images
+               tokens: dict, # tokenised texts, aligned with the images
+              ) -> torch.Tensor:
+    "Matching score of each aligned (image, text) pair, float32 `[N]`."
+    return self.itm_from_features(self.image_features(pixel_values), tokens)
 
-    def embed_images(self, paths: Sequence[str | Path], # image files
-                     batch_size: int | None = None, # images per batch (default `cfg.eval_batch_size`)
-                     workers: int | None = None, # DataLoader workers decoding images (default `cfg.workers`)
-                     return_failed: bool = False, # also return `[(row, path, reason)]` of unreadable images
-                    ):
-        "ITC embeddings of image files, float32 numpy `[N, D]` in `paths` order; unreadable images give NaN rows (warned)."
-        paths = [str(p) for p in paths]
-        out = np.zeros((len(paths), self.embed_dim), np.float32); failed = []
-        if paths:
-            dl = torch.utils.data.DataLoader(ImageFiles(paths, self.image_transform), batch_size=batch_size or self.cfg.eval_batch_size,
-                                             num_workers=self.cfg.workers if workers is None else workers,
-                                             pin_memory=self.device.type == 'cuda', shuffle=False)
-            for px, idx, ok, err in dl:
-                out[idx.numpy()] = self._embed_pixels(px).cpu().numpy()
-                for i in (~ok).nonzero().flatten().tolist():
-                    r = int(idx[i]); out[r] = np.nan; failed.append((r, paths[r], err[i]))
-        if failed:
-            warnings.warn(f'{len(failed)} of {len(paths)} images could not be read; their embedding rows are NaN. First: {failed[:3]}')
-        return (out, failed) if return_failed else out
+@patch
+@_inference
+def _embed_pixels(self: RetrievalModel, px): return self.encode_images(px).float()
 
-    def embed_texts(self, texts: Sequence[str], # texts to embed
-                    batch_size: int | None = None, # texts per batch (default `cfg.eval_batch_size`)
-                   ) -> np.ndarray:
-        "ITC embeddings of texts, float32 numpy `[N, D]` in input order."
-        texts = [str(t) for t in texts]; bs = batch_size or self.cfg.eval_batch_size
-        out = np.zeros((len(texts), self.embed_dim), np.float32)
-        for i in range(0, len(texts), bs):
-            out[i:i+bs] = self._embed_tokens(self.tokenize(texts[i:i+bs])).cpu().numpy()
-        return out
+@patch
+@_inference
+def _embed_tokens(self: RetrievalModel, tokens): return self.encode_texts(tokens).float()
+
+@patch
+def embed_images(self: RetrievalModel, paths: Sequence[str | Path], # image files
+                 batch_size: int | None = None, # images per batch (default `cfg.eval_batch_size`)
+                 workers: int | None = None, # DataLoader workers decoding images (default `cfg.workers`)
+                 return_failed: bool = False, # also return `[(row, path, reason)]` of unreadable images
+                ):
+    "ITC embeddings of image files, float32 numpy `[N, D]` in `paths` order; unreadable images give NaN rows (warned)."
+    paths = [str(p) for p in paths]
+    out = np.zeros((len(paths), self.embed_dim), np.float32); failed = []
+    if paths:
+        dl = torch.utils.data.DataLoader(ImageFiles(paths, self.image_transform), batch_size=batch_size or self.cfg.eval_batch_size,
+                                         num_workers=self.cfg.workers if workers is None else workers,
+                                         pin_memory=self.device.type == 'cuda', shuffle=False)
+        for px, idx, ok, err in dl:
+            out[idx.numpy()] = self._embed_pixels(px).cpu().numpy()
+            for i in (~ok).nonzero().flatten().tolist():
+                r = int(idx[i]); out[r] = np.nan; failed.append((r, paths[r], err[i]))
+    if failed:
+        warnings.warn(f'{len(failed)} of {len(paths)} images could not be read; their embedding rows are NaN. First: {failed[:3]}')
+    return (out, failed) if return_failed else out
+
+@patch
+def embed_texts(self: RetrievalModel, texts: Sequence[str], # texts to embed
+                batch_size: int | None = None, # texts per batch (default `cfg.eval_batch_size`)
+               ) -> np.ndarray:
+    "ITC embeddings of texts, float32 numpy `[N, D]` in input order."
+    texts = [str(t) for t in texts]; bs = batch_size or self.cfg.eval_batch_size
+    out = np.zeros((len(texts), self.embed_dim), np.float32)
+    for i in range(0, len(texts), bs):
+        out[i:i+bs] = self._embed_tokens(self.tokenize(texts[i:i+bs])).cpu().numpy()
+    return out
+
+
+# %% ../nbs/04_models.ipynb #89077809
+@patch
+def tower_parameters(self: RetrievalModel, tower: str, # 'vision' or 'text'
+                    ) -> list[nn.Parameter]:
+    "Parameters of the image (`vision`) or text (`text`) tower: what `freeze_vision` / `freeze_text` freeze."
+    raise NotImplementedError(f'{type(self).__name__} does not say which parameters form its {tower} tower')
+
+@patch
+def set_grad_checkpointing(self: RetrievalModel, on: bool = True):
+    "Recompute the towers' blocks in backward (non-reentrant), trading compute for activation memory."
+    raise NotImplementedError(f'{type(self).__name__} has no gradient checkpointing')
+
+@patch
+def after_step(self: RetrievalModel):
+    "Called after every optimizer step (e.g. to clamp a learned temperature); nothing by default."
+
+@patch
+def save_extras(self: RetrievalModel, folder: Path):
+    "Write what `from_arch` needs besides weights and `arch` (e.g. a tokenizer) into a checkpoint folder; nothing by default."
+
+@patch(cls_method=True)
+def weights_available(cls: RetrievalModel, cfg: Config) -> tuple[bool, str]:
+    "Can `cfg`'s model be built from what is on this machine (no network)? `(ok, reason)`."
+    return True, 'built from config'
+
+@patch(cls_method=True)
+def random_like(cls: RetrievalModel, cfg: Config, # the preset's config
+                vocab_texts: Sequence[str] | None = None, # captions, for backends that build a vocabulary
+               ) -> RetrievalModel:
+    "`cfg`'s architecture with random weights and no download (benchmarks on machines without the weights)."
+    raise NotImplementedError(f'{cls.__name__} cannot build a random stand-in')
+
+@patch
+def standin_config(self: RetrievalModel, folder: str | Path, # where to write what the config needs
+                  ) -> Config:
+    "A config whose `build_model` rebuilds this model's architecture offline (writing files into `folder` if needed)."
+    raise NotImplementedError(f'{type(self).__name__} has no offline stand-in config')
+
+
+# %% ../nbs/04_models.ipynb #b8452233
+BACKENDS: dict[str, type[RetrievalModel]] = {}
+
+def register_backend(cls: type[RetrievalModel]) -> type[RetrievalModel]:
+    "Class decorator: `cls` implements backend `cls.backend`, whose model config must exist."
+    if cls.backend not in model_configs(): raise ConfigError(f"backend {cls.backend!r} has no model config (aliret/model_configs/{cls.backend}.json)")
+    BACKENDS[cls.backend] = cls
+    return cls
+
+def backend_class(name: str, # a backend name
+                 ) -> type[RetrievalModel]:
+    "The class of backend `name`, importing the module its model config names on first use."
+    mcs = model_configs()
+    if name not in mcs: raise ConfigError(f"unknown backend {name!r}; registered backends: {', '.join(sorted(mcs))}")
+    if name not in BACKENDS: importlib.import_module(mcs[name]['module'])
+    if name not in BACKENDS: raise ConfigError(f"{mcs[name]['module']} did not register backend {name!r} (@register_backend)")
+    return BACKENDS[name]
+
 
 # %% ../nbs/04_models.ipynb #8dfdb445
 class ImageFiles(torch.utils.data.Dataset):
@@ -138,7 +217,7 @@ def clip_tiny_config(cfg: Config) -> dict:
     "open_clip architecture dict of the tiny CLIP built from `cfg` (no download)."
     return dict(embed_dim=cfg.embed_dim,
                 vision_cfg=dict(image_size=cfg.image_size or 64, layers=2, width=64, head_width=32, patch_size=8, mlp_ratio=2.0),
-                text_cfg=dict(context_length=cfg.context_length, vocab_size=49408, width=64, heads=2, layers=2, mlp_ratio=2.0))
+                text_cfg=dict(context_length=cfg.text_len, vocab_size=49408, width=64, heads=2, layers=2, mlp_ratio=2.0))
 
 CLIP_CUSTOM_ARCHS: dict[str, Callable[[Config], dict]] = {'aliret-tiny': clip_tiny_config}
 
@@ -176,7 +255,7 @@ def resolve_clip_weights(arch: str, # open_clip architecture name
                          offline: bool | None = None, # never download (default: from HF_HUB_OFFLINE)
                          cache_dir: str | None = None, # HF cache override (tests)
                         ) -> tuple[str | None, dict]:
-    "Local weights path and the tag's preprocessing/quick_gelu settings for `clip_pretrained`; raise a clear error on a miss."
+    "Local weights path and the tag's preprocessing/quick_gelu settings for `pretrained`; raise a clear error on a miss."
     import open_clip
     if not pretrained: return None, {}
     pcfg = open_clip.get_pretrained_cfg(arch, pretrained)
@@ -184,9 +263,9 @@ def resolve_clip_weights(arch: str, # open_clip architecture name
         if Path(pretrained).is_file(): return pretrained, {}
         tags = open_clip.list_pretrained_tags_by_model(arch)
         if Path(pretrained).suffix or os.sep in pretrained:
-            raise WeightsNotFound(f"clip_pretrained={pretrained!r}: no such weights file. Pass an existing .safetensors/.bin/.pt file, "
+            raise WeightsNotFound(f"pretrained={pretrained!r}: no such weights file. Pass an existing .safetensors/.bin/.pt file, "
                                   f"'local-dir:<folder>' (open_clip_config.json + weights), or a tag of {arch}: {', '.join(tags) or 'none'}")
-        raise ConfigError(f"clip_pretrained={pretrained!r} is neither a file nor an open_clip tag of {arch!r}; tags: {', '.join(tags) or 'none'}")
+        raise ConfigError(f"pretrained={pretrained!r} is neither a file nor an open_clip tag of {arch!r}; tags: {', '.join(tags) or 'none'}")
     extra = {k: pcfg[k] for k in ('mean', 'std', 'interpolation', 'resize_mode') if k in pcfg}
     extra['quick_gelu'] = pcfg.get('quick_gelu', False)
     if 'file' in pcfg: return pcfg['file'], extra
@@ -196,7 +275,7 @@ def resolve_clip_weights(arch: str, # open_clip architecture name
     if _offline(offline):
         where = f'`huggingface-cli download {repo} {files[-1]} --local-dir X`' if hub else f"download {pcfg.get('url')} into a folder X"
         raise WeightsNotFound(f"open_clip weights {arch}/{pretrained} are not on this machine and downloads are off (HF_HUB_OFFLINE). "
-                              f"On a machine with network run {where}, copy X here and pass clip_pretrained='X/{files[-1]}' "
+                              f"On a machine with network run {where}, copy X here and pass pretrained='X/{files[-1]}' "
                               f"(or 'local-dir:X' if X holds open_clip_config.json).")
     try: return open_clip.download_pretrained(pcfg, cache_dir=cache_dir), extra
     except Exception as e: raise WeightsNotFound(f'could not download open_clip weights {arch}/{pretrained}: {e}') from e
@@ -208,6 +287,7 @@ def _quiet_open_clip(f, *a, **kw):
     try: return f(*a, **kw)
     finally: lg.setLevel(lvl)
 
+@register_backend
 class ClipRetrieval(RetrievalModel):
     "open_clip model behind the aliret interface; ITM score = cosine of the ITC embeddings."
     backend = 'clip'
@@ -225,9 +305,9 @@ class ClipRetrieval(RetrievalModel):
 
     @classmethod
     def from_config(cls, cfg: Config, vocab_texts=None, offline: bool | None = None) -> 'ClipRetrieval':
-        "Build from `cfg.clip_arch` / `cfg.clip_pretrained` (tiny from config, or any open_clip architecture)."
+        "Build from `cfg.model` / `cfg.pretrained` (tiny from config, or any open_clip architecture)."
         import open_clip
-        arch, pre, force = cfg.clip_arch, cfg.clip_pretrained, {}
+        arch, pre, force = cfg.model, cfg.pretrained, {}
         if pre.startswith('local-dir:') or arch.startswith(('local-dir:', 'hf-hub:')):
             src = pre if pre.startswith('local-dir:') else arch
             if src.startswith('local-dir:'):
@@ -236,19 +316,19 @@ class ClipRetrieval(RetrievalModel):
                     raise WeightsNotFound(f"{src}: expected a folder with open_clip_config.json and weights (as export_open_clip writes, or a downloaded open_clip hub repo)")
             try: net = open_clip.create_model(src, force_image_size=cfg.image_size or None)
             except Exception as e:
-                raise WeightsNotFound(f"could not load {src}: {e}. Offline, download the repo elsewhere (`huggingface-cli download <repo> --local-dir X`) and pass clip_pretrained='local-dir:X'") from e
+                raise WeightsNotFound(f"could not load {src}: {e}. Offline, download the repo elsewhere (`huggingface-cli download <repo> --local-dir X`) and pass pretrained='local-dir:X'") from e
             model_cfg = open_clip.get_model_config(src)
             if cfg.image_size: model_cfg['vision_cfg']['image_size'] = cfg.image_size
             return cls.from_arch(cfg, dict(open_clip_cfg=model_cfg, preprocess_cfg=open_clip.get_model_preprocess_cfg(net)), net=net)
         if arch in CLIP_CUSTOM_ARCHS: model_cfg, weights, extra = CLIP_CUSTOM_ARCHS[arch](cfg), (pre or None), {}
         else:
             model_cfg = open_clip.get_model_config(arch)
-            if model_cfg is None: raise ConfigError(f"clip_arch={arch!r} is not an open_clip architecture; known: {', '.join(CLIP_CUSTOM_ARCHS)}, {', '.join(open_clip.list_models())}")
+            if model_cfg is None: raise ConfigError(f"model={arch!r} is not an open_clip architecture; known: {', '.join(CLIP_CUSTOM_ARCHS)}, {', '.join(open_clip.list_models())}")
             weights, extra = resolve_clip_weights(arch, pre, offline)
             if extra.pop('quick_gelu', False): model_cfg['quick_gelu'] = True
             if cfg.image_size: model_cfg['vision_cfg']['image_size'] = cfg.image_size
             force = extra
-        if weights and not Path(weights).is_file(): raise WeightsNotFound(f'clip_pretrained={weights!r}: no such weights file')
+        if weights and not Path(weights).is_file(): raise WeightsNotFound(f'pretrained={weights!r}: no such weights file')
         name = register_open_clip_config(model_cfg)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
@@ -302,6 +382,51 @@ def export_open_clip(model: ClipRetrieval, # a clip-backend model
     write_json(d/'open_clip_config.json', dict(model_cfg=model.arch['open_clip_cfg'], preprocess_cfg=model.arch['preprocess_cfg']))
     return d
 
+# %% ../nbs/04_models.ipynb #5357bb71
+@patch
+def tower_parameters(self: ClipRetrieval, tower: str) -> list[nn.Parameter]:
+    "open_clip's `visual`, or its text transformer with token/position embeddings and final LayerNorm."
+    net = self.net
+    if tower == 'vision': return list(net.visual.parameters())
+    if hasattr(net, 'text'): return list(net.text.parameters())   # open_clip CustomTextCLIP
+    mods = [m for m in (net.transformer, net.token_embedding, net.ln_final) if m is not None]
+    return [p for m in mods for p in m.parameters()] + [p for p in (getattr(net, 'positional_embedding', None),) if p is not None]
+
+@patch
+def set_grad_checkpointing(self: ClipRetrieval, on: bool = True):
+    "open_clip's own switch (its blocks checkpoint non-reentrantly)."
+    self.net.set_grad_checkpointing(on)
+
+@patch
+def after_step(self: ClipRetrieval):
+    "Keep the logit scale at most 100, as CLIP's training does."
+    with torch.no_grad(): self.net.logit_scale.clamp_(0, math.log(100))
+
+@patch(cls_method=True)
+def random_like(cls: ClipRetrieval, cfg: Config, vocab_texts=None) -> ClipRetrieval:
+    "The open_clip architecture of `cfg` without its pretrained weights."
+    return cls.from_config(replace(cfg, pretrained=''), offline=True)
+
+@patch
+def standin_config(self: ClipRetrieval, folder: str | Path) -> Config:
+    "The same architecture, random init: no files needed."
+    return replace(self.cfg, pretrained='')
+
+@patch(cls_method=True)
+def weights_available(cls: ClipRetrieval, cfg: Config) -> tuple[bool, str]:
+    "Is `cfg.pretrained` (tag, file or `local-dir:`) on this machine?"
+    pre, arch = cfg.pretrained, cfg.model
+    if arch.startswith('hf-hub:'): return False, f'{arch} is a hub repo'
+    if not pre: return True, 'random init'
+    if pre.startswith('local-dir:'): return (Path(pre[10:])/'open_clip_config.json').is_file(), pre
+    if Path(pre).is_file(): return True, pre
+    import open_clip
+    pcfg = open_clip.get_pretrained_cfg(arch, pre)
+    if not pcfg.get('hf_hub'): return False, f'{arch}/{pre}: unknown tag or url-only weights'
+    repo, files = _clip_tag_files(pcfg['hf_hub'])
+    return (True, repo) if _hf_cached(repo, files) else (False, f'{repo} not in the local HF cache')
+
+
 # %% ../nbs/04_models.ipynb #408a8ece
 BERT_SPECIALS = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
 
@@ -352,7 +477,7 @@ def blip_tiny_config(cfg: Config, # image size and embedding size come from here
     vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, image_size=cfg.image_size or 64,
                   patch_size=8, layer_norm_eps=1e-6, initializer_range=0.02)
     text = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                max_position_embeddings=max(64, cfg.blip_max_len), bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id,
+                max_position_embeddings=max(64, cfg.text_len), bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id,
                 sep_token_id=tokenizer.sep_token_id, eos_token_id=tokenizer.sep_token_id)
     return BlipConfig(vision_config=vision, text_config=text, image_text_hidden_size=cfg.embed_dim)
 
@@ -393,15 +518,17 @@ def _load_blip_hf(src: str, # hub id or local folder in transformers' layout
         net = BlipForImageTextRetrieval.from_pretrained(src, config=config, local_files_only=off)
         tok = blip_tokenizer(src, offline=off)
     except (OSError, ValueError) as e:
-        if Path(src).is_dir(): raise WeightsNotFound(f'blip_model={src!r}: not a transformers BLIP folder (config.json + weights + tokenizer): {e}') from e
+        if Path(src).is_dir(): raise WeightsNotFound(f'model={src!r}: not a transformers BLIP folder (config.json + weights + tokenizer): {e}') from e
         raise WeightsNotFound(f"BLIP weights {src!r} are not on this machine" + (' and downloads are off (HF_HUB_OFFLINE)' if off else '') +
-                              f". On a machine with network run `huggingface-cli download {src} --local-dir X`, copy X here and pass blip_model='X'.") from e
+                              f". On a machine with network run `huggingface-cli download {src} --local-dir X`, copy X here and pass model='X'.") from e
     return net, tok
 
 # %% ../nbs/04_models.ipynb #94189070
+@register_backend
 class BlipRetrieval(RetrievalModel):
     "BLIP ITC + ITM on transformers' modules, with BLIP's `[ENC]` matching input and temperature."
     backend = 'blip'
+    has_itm = True
     def __init__(self, cfg: Config, # config it was built from
                  net: nn.Module, # transformers BlipForImageTextRetrieval
                  tokenizer, # BERT tokenizer with [DEC] and [ENC]
@@ -416,14 +543,14 @@ class BlipRetrieval(RetrievalModel):
             raise ConfigError(f'tokenizer [ENC] id {self.enc_token_id} is outside the text embedding table ({net.config.text_config.vocab_size}): tokenizer and weights do not belong together')
         self.embed_dim = int(net.config.image_text_hidden_size)
         self.image_transform, self.train_transform = blip_transforms(net.config.vision_config.image_size)
-        if cfg.blip_max_len > net.config.text_config.max_position_embeddings:
-            raise ConfigError(f'blip_max_len={cfg.blip_max_len} exceeds the text encoder\'s {net.config.text_config.max_position_embeddings} positions')
+        if cfg.text_len > net.config.text_config.max_position_embeddings:
+            raise ConfigError(f'text_len={cfg.text_len} exceeds the text encoder\'s {net.config.text_config.max_position_embeddings} positions')
 
     @classmethod
     def from_config(cls, cfg: Config, vocab_texts: Iterable[str] | None = None, offline: bool | None = None) -> 'BlipRetrieval':
-        "Build from `cfg.blip_model`: 'tiny' (vocabulary from `vocab_texts`), a hub id, a transformers folder, or an original BLIP/LAVIS .pth."
+        "Build from `cfg.model`: 'tiny' (vocabulary from `vocab_texts`), a hub id, a transformers folder, or an original BLIP/LAVIS .pth."
         from transformers import BlipForImageTextRetrieval
-        src = cfg.blip_model
+        src = cfg.model
         if src == 'tiny':
             tok = blip_tokenizer(build_wordpiece_vocab(vocab_texts or ()))
             with torch.random.fork_rng(devices=[]):
@@ -443,9 +570,9 @@ class BlipRetrieval(RetrievalModel):
         return cls(cfg, BlipForImageTextRetrieval(BlipConfig.from_dict(arch['blip_config'])), tok, arch)
 
     def tokenize(self, texts: Sequence[str] | str) -> dict:
-        "BERT tokens `{'input_ids', 'attention_mask'}`, padded to the longest, truncated to `cfg.blip_max_len`."
+        "BERT tokens `{'input_ids', 'attention_mask'}`, padded to the longest, truncated to `cfg.text_len`."
         enc = self.tokenizer([texts] if isinstance(texts, str) else list(texts), padding='longest', truncation=True,
-                             max_length=self.cfg.blip_max_len, return_tensors='pt')
+                             max_length=self.cfg.text_len, return_tensors='pt')
         return {'input_ids': enc['input_ids'], 'attention_mask': enc['attention_mask']}
 
     def vision(self, pixel_values):
@@ -490,6 +617,57 @@ class BlipRetrieval(RetrievalModel):
         itc = itc_loss(img, txt, self.temp, ids, gather=gather)
         itm = itm_loss(self.itm_logits, feats, tokens, img, txt, ids, self.temp, gather=gather)
         return dict(loss=itc + itm, itc=itc.detach(), itm=itm.detach())
+
+# %% ../nbs/04_models.ipynb #123066e3
+@patch
+def tower_parameters(self: BlipRetrieval, tower: str) -> list[nn.Parameter]:
+    "BLIP's ViT, or its BERT text encoder (cross-attention included)."
+    return list((self.net.vision_model if tower == 'vision' else self.net.text_encoder).parameters())
+
+@patch
+def set_grad_checkpointing(self: BlipRetrieval, on: bool = True):
+    "transformers' gradient checkpointing, explicitly non-reentrant."
+    if on: self.net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False})
+    else: self.net.gradient_checkpointing_disable()
+
+@patch
+def save_extras(self: BlipRetrieval, folder: Path):
+    "The tokenizer (its vocabulary is part of the model) into `folder/tokenizer`."
+    self.tokenizer.save_pretrained(str(Path(folder)/'tokenizer'))
+
+BLIP_VISION = {'base': dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+               'large': dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16)}
+
+@patch(cls_method=True)
+def random_like(cls: BlipRetrieval, cfg: Config, vocab_texts=None) -> BlipRetrieval:
+    "BLIP retrieval at `cfg`'s preset (ViT-B or ViT-L at 384 px, BERT-base text; tiny from config), random weights."
+    from transformers import BlipConfig, BlipForImageTextRetrieval
+    if cfg.name not in BLIP_VISION: return cls.from_config(replace(cfg, model='tiny'), vocab_texts=vocab_texts)
+    tok = blip_tokenizer(build_wordpiece_vocab(vocab_texts or ()))
+    vision = dict(BLIP_VISION[cfg.name], image_size=cfg.image_size or 384, patch_size=16, layer_norm_eps=1e-6)
+    text = dict(vocab_size=30524, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                max_position_embeddings=512, bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id,
+                sep_token_id=tok.sep_token_id, eos_token_id=tok.sep_token_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        net = BlipForImageTextRetrieval(BlipConfig(vision_config=vision, text_config=text, image_text_hidden_size=256))
+    return cls(cfg, net, tok)
+
+@patch
+def standin_config(self: BlipRetrieval, folder: str | Path) -> Config:
+    "This model saved in transformers' layout under `folder`, and the config that loads it from there."
+    self.net.save_pretrained(str(folder))
+    self.tokenizer.save_pretrained(str(folder))
+    return replace(self.cfg, model=str(folder))
+
+@patch(cls_method=True)
+def weights_available(cls: BlipRetrieval, cfg: Config) -> tuple[bool, str]:
+    "`tiny`, a local file or folder, or a hub id already in the local HF cache."
+    src = cfg.model
+    if src == 'tiny' or Path(src).is_file() or Path(src).is_dir(): return True, src
+    ok = _hf_cached(src, ['config.json']) and _hf_cached(src, ['model.safetensors', 'pytorch_model.bin'])
+    return (True, src) if ok else (False, f'{src} not in the local HF cache')
+
 
 # %% ../nbs/04_models.ipynb #968cdcde
 def itc_loss(img: torch.Tensor, # [B, D] normalised image embeddings (this rank)
@@ -688,16 +866,13 @@ def load_original_blip(path: str | Path, # original BLIP/LAVIS .pth
     return model
 
 # %% ../nbs/04_models.ipynb #52e91bba
-BACKENDS: dict[str, type[RetrievalModel]] = {'clip': ClipRetrieval, 'blip': BlipRetrieval}
-
 def build_model(cfg: Config, # which backend, architecture and weights
                 vocab_texts: Iterable[str] | None = None, # captions for the tiny BLIP's vocabulary (ignored otherwise)
                 device: str | torch.device | None = None, # default `pick_device(cfg.device)`
                 offline: bool | None = None, # never download (default: from HF_HUB_OFFLINE)
                ) -> RetrievalModel:
     "Build the retrieval model `cfg` describes, in eval mode on its device."
-    if cfg.backend not in BACKENDS: raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {cfg.backend!r}")
-    m = BACKENDS[cfg.backend].from_config(cfg, vocab_texts=vocab_texts, offline=offline)
+    m = backend_class(cfg.backend).from_config(cfg, vocab_texts=vocab_texts, offline=offline)
     return m.to(device or pick_device(cfg.device)).eval()
 
 # %% ../nbs/04_models.ipynb #4bb76187
@@ -711,13 +886,12 @@ def save_checkpoint(model: RetrievalModel, # the model to save
                    ) -> Path:
     "Write `model` as an aliret checkpoint folder (safetensors + aliret.json, tokenizer for BLIP); return the folder."
     from safetensors.torch import save_model
-    from aliret.core import package_versions
     d = Path(folder); d.mkdir(parents=True, exist_ok=True)
     (d/CHECKPOINT_JSON).unlink(missing_ok=True)
     tmp = d/f'.{CHECKPOINT_WEIGHTS}.tmp'
     save_model(model, str(tmp)); os.replace(tmp, d/CHECKPOINT_WEIGHTS)
     shutil.rmtree(d/'tokenizer', ignore_errors=True)   # never leave another model's tokenizer behind
-    if model.backend == 'blip': model.tokenizer.save_pretrained(str(d/'tokenizer'))
+    model.save_extras(d)
     write_json(d/CHECKPOINT_JSON, dict(format=CHECKPOINT_FORMAT, backend=model.backend, config=asdict(model.cfg), arch=model.arch,
                                        step=int(step), metrics=metrics or {}, versions=package_versions(), **extra))
     return d
@@ -726,27 +900,46 @@ def read_checkpoint_meta(folder: str | Path) -> dict:
     "The `aliret.json` of a checkpoint folder, with a clear error if it is not one."
     p = Path(folder)/CHECKPOINT_JSON
     if not p.is_file():
-        hint = ' (it looks like an original BLIP .pth: use blip_model=<file>)' if Path(folder).is_file() else ''
+        hint = ' (it looks like an original BLIP .pth: use model=<file>)' if Path(folder).is_file() else ''
         raise FileNotFoundError(f'{folder} is not a complete aliret checkpoint: {CHECKPOINT_JSON} missing{hint}. Checkpoints are written by save_checkpoint.')
     meta = json.loads(p.read_text(encoding='utf-8'))
     if meta.get('format') != CHECKPOINT_FORMAT: raise ConfigError(f"{p}: checkpoint format {meta.get('format')!r}, this aliret reads {CHECKPOINT_FORMAT}")
     return meta
 
+def stored_config(folder: str | Path, # checkpoint folder
+                  meta: dict | None = None, # its `aliret.json`, if already read
+                 ) -> dict:
+    "The config a checkpoint was trained with, in today's field names (keys this aliret no longer has dropped, warned)."
+    meta = meta or read_checkpoint_meta(folder)
+    stored = migrate_config({'backend': meta['backend'], **meta['config']})
+    dropped = sorted(set(stored) - set(Config.__dataclass_fields__))
+    if dropped: warnings.warn(f'{folder}: ignoring config keys this aliret no longer has: {dropped}')
+    return check_overrides({k: v for k, v in stored.items() if k not in dropped}, f'{folder}/{CHECKPOINT_JSON}')
+
+MODEL_FIELDS = ('backend', 'model', 'pretrained', 'image_size', 'text_len', 'embed_dim')
+
+def check_checkpoint_fits(folder: str | Path, # checkpoint folder
+                          stored: dict, # its config (`stored_config`)
+                          expect: Config, # the run's config
+                         ):
+    "Refuse a checkpoint whose backend or model fields differ from the run's, naming both."
+    diff = {k: (stored.get(k), getattr(expect, k)) for k in MODEL_FIELDS if stored.get(k) != getattr(expect, k)}
+    if diff:
+        said = '; '.join(f'{k}: checkpoint {a!r}, run {b!r}' for k, (a, b) in diff.items())
+        raise ConfigError(f'{folder} does not belong to this run ({said}): move it out of the run folder or change the run config')
+
 def load_checkpoint(folder: str | Path, # checkpoint folder written by `save_checkpoint`
                     device: str | torch.device | None = None, # default `pick_device(cfg.device)`
+                    expect: Config | None = None, # refuse the checkpoint unless its model fields equal this config's
                     **overrides, # config fields to change (e.g. eval_batch_size, device, precision)
                    ) -> RetrievalModel:
     "Rebuild a model from an aliret checkpoint (no download, no unpickling); `model.checkpoint` holds its JSON."
     from safetensors.torch import load_model
     meta = read_checkpoint_meta(folder)
-    known = {f for f in Config.__dataclass_fields__}
-    dropped = sorted(set(meta['config']) - known)
-    if dropped: warnings.warn(f'{folder}: ignoring config keys this aliret no longer has: {dropped}')
-    cfg_d = {k: v for k, v in meta['config'].items() if k in known}
-    check_overrides(cfg_d, f'{folder}/{CHECKPOINT_JSON}'); check_overrides(overrides)
-    cfg = Config(**{**cfg_d, **overrides})
-    if meta['backend'] not in BACKENDS: raise ConfigError(f"{folder}: unknown backend {meta['backend']!r}")
-    model = BACKENDS[meta['backend']].from_arch(cfg, meta['arch'], Path(folder))
+    stored = stored_config(folder, meta)
+    if expect is not None: check_checkpoint_fits(folder, stored, expect)
+    cfg = Config(**{**stored, **check_overrides(overrides)})
+    model = backend_class(meta['backend']).from_arch(cfg, meta['arch'], Path(folder))
     missing, unexpected = load_model(model, str(Path(folder)/CHECKPOINT_WEIGHTS), strict=False)
     if missing or unexpected: raise ConfigError(f'{folder}: weights do not fit the stored architecture; missing {missing}, unexpected {unexpected}')
     model.checkpoint = meta
@@ -755,21 +948,7 @@ def load_checkpoint(folder: str | Path, # checkpoint folder written by `save_che
 # %% ../nbs/04_models.ipynb #5a6468a3
 def weights_available(cfg: Config) -> tuple[bool, str]:
     "Can `cfg`'s model be built from what is on this machine (no network)? `(ok, reason)`."
-    import open_clip
-    if cfg.backend == 'clip':
-        pre, arch = cfg.clip_pretrained, cfg.clip_arch
-        if arch.startswith('hf-hub:'): return False, f'{arch} is a hub repo'
-        if not pre: return True, 'random init'
-        if pre.startswith('local-dir:'): return (Path(pre[10:])/'open_clip_config.json').is_file(), pre
-        if Path(pre).is_file(): return True, pre
-        pcfg = open_clip.get_pretrained_cfg(arch, pre)
-        if not pcfg.get('hf_hub'): return False, f'{arch}/{pre}: unknown tag or url-only weights'
-        repo, files = _clip_tag_files(pcfg['hf_hub'])
-        return (True, repo) if _hf_cached(repo, files) else (False, f'{repo} not in the local HF cache')
-    src = cfg.blip_model
-    if src == 'tiny' or Path(src).is_file() or Path(src).is_dir(): return True, src
-    ok = _hf_cached(src, ['config.json']) and _hf_cached(src, ['model.safetensors', 'pytorch_model.bin'])
-    return (True, src) if ok else (False, f'{src} not in the local HF cache')
+    return backend_class(cfg.backend).weights_available(cfg)
 
 def check_backend(cfg: Config, # what to build
                   folder: str | Path, # where to write the checkpoint
@@ -786,7 +965,7 @@ def check_backend(cfg: Config, # what to build
         px = torch.stack([x.image_transform(Image.open(p).convert('RGB')) for p in images])
         res[name] = (x.embed_images(images, workers=0), x.embed_texts(texts), x.itm_scores(px, x.tokenize(texts)).cpu().numpy())
     diff = [float(np.abs(a - b).max()) for a, b in zip(res['orig'], res['reloaded'])]
-    return dict(backend=cfg.backend, preset=cfg.name, model=cfg.clip_arch if cfg.backend == 'clip' else cfg.blip_model,
+    return dict(backend=cfg.backend, preset=cfg.name, model=cfg.model,
                 params_m=round(sum(p.numel() for p in m.parameters()) / 1e6, 2), embed_dim=m.embed_dim,
                 build_s=round(t1 - t0, 2), save_load_s=round(t2 - t1, 2), max_diff_img=diff[0], max_diff_txt=diff[1], max_diff_itm=diff[2],
                 status='ok' if max(diff) == 0 else 'MISMATCH')
@@ -803,7 +982,7 @@ def check_backends(folder: str | Path, # scratch folder for checkpoints
     import pandas as pd
     rows = []
     for preset in presets:
-        for backend in BACKENDS:
+        for backend in backend_names():
             cfg = get_config(preset, backend=backend, **overrides)
             ok, why = weights_available(cfg)
             if not ok: rows.append(dict(backend=backend, preset=preset, status=f'skipped: {why}')); continue

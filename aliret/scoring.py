@@ -27,15 +27,15 @@ def resolve_head(model, # a model from `aliret.models`
                  head: str = 'auto', # 'itm', 'itc' or 'auto' (ITM for BLIP, ITC for CLIP)
                 ) -> str:
     "The head to score with; a clear error for a head the model does not have."
-    if head == 'auto': return 'itm' if model.backend == 'blip' else 'itc'
+    if head == 'auto': return 'itm' if model.has_itm else 'itc'
     if head not in HEADS: raise ConfigError(f"head must be 'auto', 'itm' or 'itc', got {head!r}")
-    if head == 'itm' and model.backend != 'blip':
-        raise ConfigError(f"the {model.backend} backend has no ITM head (its itm_scores is the ITC cosine): use head='itc', or a blip model for ITM")
+    if head == 'itm' and not model.has_itm:
+        raise ConfigError(f"the {model.backend} backend has no ITM head (its itm_scores is the ITC cosine): use head='itc', or a model with an ITM head")
     return head
 
 def model_heads(model) -> list[str]:
     "Every head `model` can score with (BLIP: itm and itc; CLIP: itc)."
-    return ['itm', 'itc'] if model.backend == 'blip' else ['itc']
+    return ['itm', 'itc'] if model.has_itm else ['itc']
 
 def score_batch(model, # a model from `aliret.models`
                 pixel_values: torch.Tensor, # [N, 3, H, W] images through `model.image_transform`
@@ -92,7 +92,7 @@ def describe_scorer(model, # a model from `aliret.models`
     arch = hashlib.sha1(json.dumps(model.arch, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return dict(backend=model.backend, head=head, weights=weights_digest(model), arch=arch,
                 precision=model.cfg.precision if model.device.type == 'cuda' else 'fp32',
-                max_len=model.cfg.blip_max_len if model.backend == 'blip' else model.cfg.context_length, source=str(source))
+                max_len=model.text_len, source=str(source))
 
 def scorer_mismatch(a: dict, b: dict) -> list[str]:
     "The identifying keys on which two scorer descriptions differ (empty: the same scorer)."

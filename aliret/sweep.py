@@ -10,21 +10,30 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 from typing import Callable, Sequence
 import numpy as np, pandas as pd
-from .core import SUCCESS, ConfigError, atomic_open, write_json, is_complete, outputs_root, pick_device, get_config
-from .models import CHECKPOINT_JSON, CHECKPOINT_WEIGHTS, read_checkpoint_meta, load_checkpoint, build_model
+from .core import SUCCESS, ConfigError, atomic_open, write_json, is_complete, outputs_root, pick_device, get_config, model_configs
+from .models import CHECKPOINT_JSON, CHECKPOINT_WEIGHTS, read_checkpoint_meta, load_checkpoint, build_model, stored_config
 from .train import CKPT_PREFIX, checkpoint_dirs, val_gallery
 from .retrieval import truth_from_ids, evaluate_embeddings
 from .captions import VARIANTS, DEFAULT_VARIANTS, CAPTION_FILES, caption_variants
 
 # %% auto #0
-__all__ = ['PTH_SUFFIXES', 'ID_COLUMNS', 'SWEEP_COLUMNS', 'NoCheckpoints', 'CheckpointSpec', 'checkpoint_spec',
-           'newest_train_run', 'find_checkpoints', 'file_sha256', 'content_hash', 'texts_hash', 'gallery_hash',
-           'weights_file', 'blip_pth_config', 'checkpoint_fingerprint', 'EmbeddingCache', 'default_cache_dir',
-           'load_sweep_model', 'compute_tag', 'check_variants', 'read_val_variants', 'load_val_variants', 'sweep',
-           'best_pick', 'sweep_matrix', 'plot_sweep_heatmap', 'plot_recall_vs_epoch', 'quick_train']
+__all__ = ['ID_COLUMNS', 'SWEEP_COLUMNS', 'original_backend', 'original_suffixes', 'NoCheckpoints', 'CheckpointSpec',
+           'checkpoint_spec', 'newest_train_run', 'find_checkpoints', 'file_sha256', 'content_hash', 'texts_hash',
+           'gallery_hash', 'weights_file', 'original_config', 'checkpoint_fingerprint', 'EmbeddingCache',
+           'default_cache_dir', 'load_sweep_model', 'compute_tag', 'check_variants', 'read_val_variants',
+           'load_val_variants', 'sweep', 'best_pick', 'sweep_matrix', 'plot_sweep_heatmap', 'plot_recall_vs_epoch',
+           'quick_train']
 
 # %% ../nbs/09_checkpoint_sweep.ipynb #777c9b9a
-PTH_SUFFIXES = ('.pth', '.pt', '.bin')
+def original_backend(path: str | Path, # a checkpoint file
+                    ) -> str | None:
+    "The backend whose model config `reads` files with this suffix (original BLIP/LAVIS `.pth` -> `blip`), else None."
+    suffix = Path(path).suffix.lower()
+    return next((name for name, mc in model_configs().items() if suffix in mc.get('reads', [])), None)
+
+def original_suffixes() -> list[str]:
+    "Every file suffix some backend reads as an original checkpoint."
+    return sorted({s for mc in model_configs().values() for s in mc.get('reads', [])})
 _CKPT_RE = re.compile(r'^ckpt-e(\d+)-s(\d+)$')
 
 class NoCheckpoints(FileNotFoundError):
@@ -34,8 +43,8 @@ class NoCheckpoints(FileNotFoundError):
 class CheckpointSpec:
     "One checkpoint to sweep: where it is, what kind it is, and how it is labelled."
     path: Path # aliret checkpoint folder, or an original BLIP/LAVIS .pth file
-    kind: str # 'aliret' (save_checkpoint folder) or 'blip_pth' (original BLIP/LAVIS state dict)
-    backend: str # 'clip' or 'blip'
+    kind: str # 'aliret' (save_checkpoint folder) or 'original' (a file its backend reads, e.g. a BLIP/LAVIS .pth)
+    backend: str # a registered backend
     step: int | None = None # optimizer step (aliret checkpoints)
     epoch: int | None = None # completed epochs, from a `ckpt-e{E}-s{S}` folder name
     run: str = '' # the training run it belongs to (the folder holding `checkpoints/`)
@@ -50,8 +59,8 @@ def checkpoint_spec(path: str | Path, # aliret checkpoint folder or original BLI
     "Describe one checkpoint; a clear error naming `path` for anything that is not one."
     p = Path(path)
     if p.is_file():
-        if p.suffix.lower() in PTH_SUFFIXES: return CheckpointSpec(p, 'blip_pth', 'blip', run=p.parent.name, label=p.name)
-        raise ValueError(f'checkpoint {p} is a file but not an original BLIP/LAVIS checkpoint ({", ".join(PTH_SUFFIXES)}): '
+        if backend := original_backend(p): return CheckpointSpec(p, 'original', backend, run=p.parent.name, label=p.name)
+        raise ValueError(f'checkpoint {p} is a file but not an original BLIP/LAVIS checkpoint ({", ".join(original_suffixes())}): '
                          'pass an aliret checkpoint folder, an 08_train run folder, a glob, or a BLIP .pth')
     if not p.exists():
         raise FileNotFoundError(f'checkpoint {p} does not exist: pass an aliret checkpoint folder (ckpt-*), an 08_train run folder, a glob, or an original BLIP .pth')
@@ -153,16 +162,16 @@ def weights_file(spec: CheckpointSpec) -> Path:
     "The file holding a checkpoint's weights."
     return spec.path/CHECKPOINT_WEIGHTS if spec.kind == 'aliret' else spec.path
 
-def blip_pth_config(spec: CheckpointSpec, # a `blip_pth` checkpoint
+def original_config(spec: CheckpointSpec, # an `original` checkpoint
                config: str = 'base', # preset or YAML it is loaded with (image_size 0 = the checkpoint's own)
                **overrides, # more config fields (device, eval_batch_size, workers)
               ):
-    "The config an original BLIP .pth is loaded with (`backend='blip'`, `blip_model=<file>`)."
-    return get_config(config, backend='blip', blip_model=str(spec.path), **overrides)
+    "The config an original checkpoint file is loaded with (its backend, `model=<file>`)."
+    return get_config(config, backend=spec.backend, model=str(spec.path), **overrides)
 
 def checkpoint_fingerprint(spec: CheckpointSpec, # the checkpoint
                            mode: str = 'hash', # 'hash' (sha256 of the weights) or 'stat' (path, size, mtime, step)
-                           pth_cfg=None, # config a .pth is loaded with (default `blip_pth_config(spec)`)
+                           pth_cfg=None, # config an original file is loaded with (default `original_config(spec)`)
                           ) -> dict:
     "What identifies a checkpoint's embeddings in the cache."
     w = weights_file(spec)
@@ -172,12 +181,12 @@ def checkpoint_fingerprint(spec: CheckpointSpec, # the checkpoint
     else: raise ValueError(f"fingerprint must be 'hash' or 'stat', got {mode!r}")
     if spec.kind == 'aliret':
         meta = read_checkpoint_meta(spec.path)
-        fp.update(backend=meta['backend'], arch=meta['arch'], **{k: meta['config'].get(k) for k in ('image_size', 'context_length', 'blip_max_len')})
+        fp.update(backend=meta['backend'], arch=meta['arch'], **{k: stored_config(spec.path, meta).get(k) for k in ('image_size', 'text_len')})
     else:
-        c = pth_cfg or blip_pth_config(spec)
+        c = pth_cfg or original_config(spec)
         side = {f: file_sha256(spec.path.parent/f) for f in ('config.json', 'vocab.txt', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json')
                 if (spec.path.parent/f).is_file()}
-        fp.update(backend='blip', image_size=c.image_size, blip_max_len=c.blip_max_len, sidecars=side)
+        fp.update(backend=spec.backend, image_size=c.image_size, text_len=c.text_len, sidecars=side)
     return fp
 
 # %% ../nbs/09_checkpoint_sweep.ipynb #df7b45b4
@@ -235,7 +244,7 @@ def load_sweep_model(spec: CheckpointSpec, # the checkpoint
     dev = pick_device(device)
     over = {**({'eval_batch_size': batch_size} if batch_size else {}), **({'workers': workers} if workers is not None else {})}
     if spec.kind == 'aliret': return load_checkpoint(spec.path, device=dev, **over)
-    return build_model(blip_pth_config(spec, config, **over), device=dev)
+    return build_model(original_config(spec, config, **over), device=dev)
 
 def compute_tag(spec: CheckpointSpec, # the checkpoint
                 device: str = 'auto', # where it will run
@@ -244,7 +253,7 @@ def compute_tag(spec: CheckpointSpec, # the checkpoint
     "Device type (and autocast precision on CUDA) the embeddings are computed with."
     dev = pick_device(device).type
     if dev != 'cuda': return dev
-    prec = read_checkpoint_meta(spec.path)['config'].get('precision', 'fp32') if spec.kind == 'aliret' else blip_pth_config(spec, config).precision
+    prec = read_checkpoint_meta(spec.path)['config'].get('precision', 'fp32') if spec.kind == 'aliret' else original_config(spec, config).precision
     return f'cuda-{prec}'
 
 # %% ../nbs/09_checkpoint_sweep.ipynb #01bcecd7
@@ -342,7 +351,7 @@ def sweep(checkpoints, # `find_checkpoints` specs, or anything it accepts
     rows, stats = [], Counter(pairs=len(specs) * len(names), computed=0, from_cache=0, models_loaded=0, gallery_embeds=0, text_embeds=0)
     for spec in specs:
         t0, n_new = time.perf_counter(), 0
-        fp = checkpoint_fingerprint(spec, fingerprint, blip_pth_config(spec, pth_config) if spec.kind == 'blip_pth' else None)
+        fp = checkpoint_fingerprint(spec, fingerprint, original_config(spec, pth_config) if spec.kind == 'original' else None)
         tag = compute_tag(spec, device, pth_config)
         group = content_hash(fp, tag)[:24]
         write_json(cache.root/group/'checkpoint.json', dict(label=spec.label, path=str(spec.path), compute=tag, fingerprint=fp))

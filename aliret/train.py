@@ -16,10 +16,10 @@ from .core import (SUCCESS, atomic_open, atomic_write, write_json, is_complete, 
 # %% auto #0
 __all__ = ['CKPT_PREFIX', 'DistEnv', 'dist_env', 'init_distributed', 'cleanup_distributed', 'EpochSampler', 'warmup_cosine',
            'make_scheduler', 'rng_state', 'set_rng_state', 'checkpoint_dirs', 'latest_checkpoint', 'prune_checkpoints',
-           'random_shift', 'PairDataset', 'gather_with_grad', 'tower_modules', 'freeze_towers',
-           'enable_grad_checkpointing', 'clamp_temperature', 'loss_fn_for', 'LossModule', 'autocast_for',
-           'NonFiniteLoss', 'check_finite', 'image_ids_of', 'val_gallery', 'evaluate_model', 'save_train_checkpoint',
-           'load_train_state', 'fit', 'read_table', 'main', 'launch', 'resume_dir', 'plot_history']
+           'random_shift', 'PairDataset', 'gather_with_grad', 'freeze_towers', 'loss_fn_for', 'LossModule',
+           'autocast_for', 'NonFiniteLoss', 'check_finite', 'image_ids_of', 'val_gallery', 'evaluate_model',
+           'save_train_checkpoint', 'load_train_state', 'fit', 'read_table', 'main', 'launch', 'resume_dir',
+           'plot_history']
 
 # %% ../nbs/08_train.ipynb #33c22791
 @dataclass(frozen=True)
@@ -180,32 +180,14 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(out, x.contiguous()); return torch.cat(out, 0)
 
-def tower_modules(model, tower: str) -> list[nn.Module]:
-    "The modules of `model`'s image (`vision`) or text (`text`) tower."
-    net = model.net
-    if model.backend == 'blip': return [net.vision_model] if tower == 'vision' else [net.text_encoder]
-    if tower == 'vision': return [net.visual]
-    if hasattr(net, 'text'): return [net.text]   # open_clip CustomTextCLIP
-    return [m for m in (net.transformer, net.token_embedding, net.ln_final) if m is not None]
-
-def freeze_towers(model, vision: bool = False, text: bool = False):
-    "Stop gradients into the chosen towers (projections and temperature stay trainable)."
+def freeze_towers(model, # a model from `aliret.models`
+                  vision: bool = False, # freeze the image tower
+                  text: bool = False, # freeze the text tower
+                 ):
+    "Stop gradients into the chosen towers (`model.tower_parameters`); projections and temperature stay trainable."
     for tower, on in (('vision', vision), ('text', text)):
         if not on: continue
-        for m in tower_modules(model, tower):
-            for p in m.parameters(): p.requires_grad_(False)
-    if text and model.backend == 'clip' and getattr(model.net, 'positional_embedding', None) is not None:
-        model.net.positional_embedding.requires_grad_(False)
-
-def enable_grad_checkpointing(model):
-    "Recompute transformer blocks in backward to save activation memory."
-    if model.backend == 'clip': model.net.set_grad_checkpointing(True)
-    else: model.net.gradient_checkpointing_enable()
-
-def clamp_temperature(model):
-    "Keep the CLIP logit scale at most 100 (BLIP clamps its temperature inside its loss)."
-    if model.backend == 'clip':
-        with torch.no_grad(): model.net.logit_scale.clamp_(0, math.log(100))
+        for p in model.tower_parameters(tower): p.requires_grad_(False)
 
 def loss_fn_for(model, env: DistEnv):
     "`model.losses` with cross-rank gathering when distributed."
@@ -316,10 +298,10 @@ def fit(cfg: Config, # training config (preset + overrides)
     seed_everything(cfg.seed, env.rank)
     last = latest_checkpoint(ckpts) if resume else None
     if resume and last is None: say(f'resume: no complete checkpoint in {ckpts}, starting from scratch')
-    if last is not None: say(f'resuming from {last}'); model = load_checkpoint(last)
+    if last is not None: say(f'resuming from {last}'); model = load_checkpoint(last, expect=cfg)
     else: model = build_model(cfg, vocab_texts=train_table['caption'].tolist())
     freeze_towers(model, cfg.freeze_vision, cfg.freeze_text)
-    if cfg.grad_checkpointing: enable_grad_checkpointing(model)
+    if cfg.grad_checkpointing: model.set_grad_checkpointing(True)
     model.to(device).train()
 
     sampler = EpochSampler(len(train_table), cfg.batch_size, env, seed=cfg.seed)
@@ -370,7 +352,7 @@ def fit(cfg: Config, # training config (preset + overrides)
             scaler.unscale_(opt)
             gnorm = float(nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float('inf')))
             scaler.step(opt); scaler.update(); opt.zero_grad(set_to_none=True); sched.step(); step += 1
-            clamp_temperature(model)
+            model.after_step()
             rec = dict(step=step, epoch=epoch, lr=opt.param_groups[0]['lr'], grad_norm=gnorm, **{k: float(v.detach()) for k, v in losses.items()})
             history.append(rec); bar.update(1); bar.set_postfix({k: f'{v:.3f}' for k, v in rec.items() if k in losses and k != 'loss'})
             if tb:
