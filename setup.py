@@ -30,6 +30,7 @@ setuptools.setup(
     url=cfg['git_url'],
     packages=setuptools.find_packages(include=['aliret', 'aliret.*']),
     include_package_data=True,
+    package_data={'aliret': ['model_configs/*.json']},
     install_requires=requirements,
     extras_require={'dev': dev_requirements},
     dependency_links=cfg.get('dep_links', '').split(),
