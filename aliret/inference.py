@@ -382,7 +382,7 @@ def itm_score_fn(model, # a BLIP (or any) aliret model with `image_features` / `
     def score(q: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         uniq, inv = torch.unique(g, return_inverse=True)
         feats = model.image_features(torch.stack([images[int(j)][0] for j in uniq]))
-        return model.itm_from_features(feats[inv.to(feats.device)], {n: v[q] for n, v in tokens.items()})
+        return model.itm_from_features(feats, {n: v[q] for n, v in tokens.items()}, image_index=inv.to(feats.device))
     return score
 
 def rerank_predictions(p: Predictions, # ITC predictions with at least `k_test` columns

@@ -27,10 +27,12 @@ __all__ = ['BACKENDS', 'CLIP_CUSTOM_ARCHS', 'BERT_SPECIALS', 'BLIP_MEAN', 'BLIP_
            'WeightsNotFound', 'RetrievalModel', 'register_backend', 'backend_class', 'ImageFiles', 'clip_tiny_config',
            'register_open_clip_config', 'resolve_clip_weights', 'ClipRetrieval', 'export_open_clip',
            'build_wordpiece_vocab', 'blip_tokenizer', 'blip_transforms', 'blip_tiny_config', 'interpolate_pos_embed',
-           'set_blip_image_size', 'BlipRetrieval', 'itc_loss', 'sample_hard_negatives', 'pad_tokens', 'itm_loss',
-           'convert_original_blip', 'export_original_blip', 'read_original_blip', 'blip_config_from_original',
-           'load_original_blip', 'build_model', 'save_checkpoint', 'read_checkpoint_meta', 'stored_config',
-           'check_checkpoint_fits', 'load_checkpoint', 'weights_available', 'check_backend', 'check_backends']
+           'set_blip_image_size', 'vit_block', 'blip_vision_states', 'bert_attention', 'cross_kv',
+           'grouped_cross_attention', 'bert_block', 'blip_text_states', 'BlipRetrieval', 'itc_loss',
+           'sample_hard_negatives', 'pad_tokens', 'itm_loss', 'convert_original_blip', 'export_original_blip',
+           'read_original_blip', 'blip_config_from_original', 'load_original_blip', 'build_model', 'save_checkpoint',
+           'read_checkpoint_meta', 'stored_config', 'check_checkpoint_fits', 'load_checkpoint', 'weights_available',
+           'check_backend', 'check_backends']
 
 # %% ../nbs/04_models.ipynb #88927e89
 def _offline(offline: bool | None = None) -> bool:
@@ -358,9 +360,10 @@ class ClipRetrieval(RetrievalModel):
         return self.encode_images(pixel_values)
 
     @_inference
-    def itm_from_features(self, image_feats, tokens):
-        "Cosine of each aligned (image feature, text) pair, float32 `[N]`."
-        return (image_feats.float() * self.encode_texts(tokens)).sum(-1)
+    def itm_from_features(self, image_feats, tokens, image_index=None):
+        "Cosine of each (image feature, text) pair, float32 `[N]`; `image_index[i]` = text i's row of `image_feats`."
+        feats = image_feats if image_index is None else image_feats[image_index]
+        return (feats.float() * self.encode_texts(tokens)).sum(-1)
 
     @property
     def logit_scale(self): return self.net.logit_scale.exp()
@@ -505,6 +508,118 @@ def set_blip_image_size(net, # a transformers BlipForImageTextRetrieval
     for c in {id(x): x for x in (net.config.vision_config, net.vision_model.config)}.values(): c.image_size = image_size
     return net
 
+# %% ../nbs/04_models.ipynb #43b977d0
+def _heads(x: torch.Tensor, n: int) -> torch.Tensor:
+    "`[B, L, n * d]` -> `[B, n, L, d]`."
+    return x.unflatten(-1, (n, -1)).transpose(1, 2)
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    "`[B, n, L, d]` -> `[B, L, n * d]`."
+    return x.transpose(1, 2).flatten(2)
+
+def _checkpointed(f: Callable, *args, on: bool = False):
+    "`f(*args)`, recomputed in backward (non-reentrant) when `on` and gradients are being recorded."
+    if on and torch.is_grad_enabled(): return torch.utils.checkpoint.checkpoint(f, *args, use_reentrant=False)
+    return f(*args)
+
+
+# %% ../nbs/04_models.ipynb #d22d3bfb
+def vit_block(layer: nn.Module, # a transformers `BlipEncoderLayer`
+              h: torch.Tensor, # [B, L, W] states
+             ) -> torch.Tensor:
+    "One BLIP ViT block (pre-norm attention + MLP) with scaled-dot-product attention."
+    a = layer.self_attn
+    q, k, v = a.qkv(layer.layer_norm1(h)).unflatten(-1, (3, a.num_heads, -1)).permute(2, 0, 3, 1, 4)
+    ctx = F.scaled_dot_product_attention(q, k, v, dropout_p=a.dropout.p if a.training else 0.0)
+    h = h + a.projection(_merge_heads(ctx))
+    return h + layer.mlp(layer.layer_norm2(h))
+
+def blip_vision_states(vision_model: nn.Module, # a transformers `BlipVisionModel`
+                       pixel_values: torch.Tensor, # [B, 3, H, W]
+                       checkpointing: bool = False, # recompute blocks in backward
+                      ) -> torch.Tensor:
+    "Vision states `[B, 1 + patches, W]` after the final LayerNorm, as `vision_model(...).last_hidden_state`."
+    h = vision_model.embeddings(pixel_values)
+    for layer in vision_model.encoder.layers: h = _checkpointed(vit_block, layer, h, on=checkpointing)
+    return vision_model.post_layernorm(h)
+
+
+# %% ../nbs/04_models.ipynb #dbdebd4d
+def bert_attention(att: nn.Module, # a transformers `BlipTextAttention` (self- or cross-)
+                   h: torch.Tensor, # [B, L, W] query-side states
+                   k: torch.Tensor, # [B, n, S, d] keys
+                   v: torch.Tensor, # [B, n, S, d] values
+                   mask: torch.Tensor | None = None, # boolean, broadcastable to [B, n, L, S]; True = attend
+                  ) -> torch.Tensor:
+    "BERT attention with SDPA, then its output projection, residual and LayerNorm."
+    s = att.self
+    q = _heads(s.query(h), s.num_attention_heads)
+    ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=s.dropout.p if s.training else 0.0)
+    return att.output(_merge_heads(ctx), h)
+
+def _kv(att: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    "Keys and values of attention block `att` over states `x`, split into heads."
+    s = att.self
+    return _heads(s.key(x), s.num_attention_heads), _heads(s.value(x), s.num_attention_heads)
+
+def cross_kv(text_encoder: nn.Module, # a transformers `BlipTextModel` with cross-attention
+             image_states: torch.Tensor, # [U, P, W] vision states of U distinct images
+            ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    "Every layer's cross-attention keys and values for each image: they depend on the image alone."
+    return [_kv(layer.crossattention, image_states) for layer in text_encoder.encoder.layer]
+
+
+# %% ../nbs/04_models.ipynb #d277ab2c
+def grouped_cross_attention(att: nn.Module, # a transformers `BlipTextAttention` (cross-)
+                            h: torch.Tensor, # [N, L, W] text states of N pairs
+                            k: torch.Tensor, # [U, n, P, d] keys of U distinct images
+                            v: torch.Tensor, # [U, n, P, d] values
+                            index: torch.Tensor, # [N] image of each pair (0..U-1)
+                           ) -> torch.Tensor:
+    "Cross-attention of N texts to their images, each image's keys and values used by all its texts at once."
+    s = att.self
+    n, (N, L, _), U = s.num_attention_heads, h.shape, k.shape[0]
+    q = _heads(s.query(h), n)
+    slot = torch.zeros_like(index)
+    order = torch.argsort(index, stable=True)
+    starts = torch.cumsum(torch.bincount(index, minlength=U), 0) - torch.bincount(index, minlength=U)
+    slot[order] = torch.arange(N, device=index.device) - starts[index[order]]
+    width = int(slot.max()) + 1 if N else 1
+    grid = q.new_zeros(U, width, n, L, q.shape[-1])
+    grid[index, slot] = q
+    ctx = F.scaled_dot_product_attention(grid.permute(0, 2, 1, 3, 4).flatten(2, 3), k, v,
+                                         dropout_p=s.dropout.p if s.training else 0.0)
+    ctx = ctx.unflatten(2, (width, L)).permute(0, 2, 1, 3, 4)[index, slot]
+    return att.output(_merge_heads(ctx), h)
+
+
+# %% ../nbs/04_models.ipynb #6e83ba03
+def bert_block(layer: nn.Module, # a transformers `BlipTextLayer`
+               h: torch.Tensor, # [N, L, W]
+               mask: torch.Tensor, # [N, 1, 1, L] boolean text mask
+               kv: tuple | None = None, # this layer's `cross_kv` of the distinct images (None: text only)
+               index: torch.Tensor | None = None, # [N] image of each text
+              ) -> torch.Tensor:
+    "One BLIP text layer: self-attention, cross-attention to the images when given, feed-forward."
+    h = bert_attention(layer.attention, h, *_kv(layer.attention, h), mask)
+    if kv is not None: h = grouped_cross_attention(layer.crossattention, h, *kv, index)
+    return layer.output(layer.intermediate(h), h)
+
+def blip_text_states(text_encoder: nn.Module, # a transformers `BlipTextModel`
+                     tokens: dict, # `input_ids`, `attention_mask` [N, L]
+                     kv: list | None = None, # `cross_kv` of the distinct images (None: ITC text encoding)
+                     index: torch.Tensor | None = None, # [N] image of each text (default: text i -> image i)
+                     checkpointing: bool = False, # recompute blocks in backward
+                    ) -> torch.Tensor:
+    "Text states `[N, L, W]`, as `text_encoder(...)` gives them (with `encoder_hidden_states` when `kv` is given)."
+    h = text_encoder.embeddings(input_ids=tokens['input_ids'])
+    mask = tokens['attention_mask'][:, None, None, :].bool()
+    if kv is not None and index is None: index = torch.arange(len(h), device=h.device)
+    for i, layer in enumerate(text_encoder.encoder.layer):
+        h = _checkpointed(bert_block, layer, h, mask, None if kv is None else kv[i], index, on=checkpointing)
+    return h
+
+
 # %% ../nbs/04_models.ipynb #df6b7837
 def _load_blip_hf(src: str, # hub id or local folder in transformers' layout
                   offline: bool | None = None, # never download (default: from HF_HUB_OFFLINE)
@@ -538,6 +653,7 @@ class BlipRetrieval(RetrievalModel):
         super().__init__(cfg, arch or {'blip_config': net.config.to_dict()})
         self.net, self.tokenizer = net, tokenizer
         self.temp = nn.Parameter(torch.tensor(float(temp)))
+        self.checkpointing = False
         self.enc_token_id = tokenizer.convert_tokens_to_ids('[ENC]')
         if not 0 <= self.enc_token_id < net.config.text_config.vocab_size:
             raise ConfigError(f'tokenizer [ENC] id {self.enc_token_id} is outside the text embedding table ({net.config.text_config.vocab_size}): tokenizer and weights do not belong together')
@@ -577,7 +693,7 @@ class BlipRetrieval(RetrievalModel):
 
     def vision(self, pixel_values):
         "Vision encoder states `[N, 1 + patches, width]` (post-LayerNorm), differentiable."
-        return self.net.vision_model(pixel_values=pixel_values).last_hidden_state
+        return blip_vision_states(self.net.vision_model, pixel_values, self.checkpointing)
 
     def project_images(self, image_embeds):
         "ITC image embedding from vision states: normalised `vision_proj` of the class token."
@@ -586,14 +702,15 @@ class BlipRetrieval(RetrievalModel):
     def encode_images(self, pixel_values): return self.project_images(self.vision(pixel_values))
 
     def encode_texts(self, tokens):
-        out = self.net.text_encoder(input_ids=tokens['input_ids'], attention_mask=tokens['attention_mask']).last_hidden_state
+        out = blip_text_states(self.net.text_encoder, tokens, checkpointing=self.checkpointing)
         return F.normalize(self.net.text_proj(out[:, 0, :]).float(), dim=-1)
 
-    def itm_logits(self, image_embeds, tokens):
-        "ITM logits `[N, 2]` of aligned (vision states, text) pairs, `[ENC]` first as BLIP does; differentiable."
-        ids = tokens['input_ids'].clone(); ids[:, 0] = self.enc_token_id
-        out = self.net.text_encoder(input_ids=ids, attention_mask=tokens['attention_mask'],
-                                    encoder_hidden_states=image_embeds.to(self.net.itm_head.weight.dtype)).last_hidden_state
+    def itm_logits(self, image_embeds, tokens, image_index=None):
+        "ITM logits `[N, 2]` of (vision states, text) pairs, `[ENC]` first as BLIP does; `image_index[i]` = text i's image."
+        ids = tokens['input_ids'].clone()
+        ids[:, 0] = self.enc_token_id
+        kv = cross_kv(self.net.text_encoder, image_embeds)
+        out = blip_text_states(self.net.text_encoder, {**tokens, 'input_ids': ids}, kv, image_index, self.checkpointing)
         return self.net.itm_head(out[:, 0, :]).float()
 
     @_inference
@@ -602,9 +719,9 @@ class BlipRetrieval(RetrievalModel):
         return self.vision(pixel_values)
 
     @_inference
-    def itm_from_features(self, image_feats, tokens):
-        "ITM match probability of aligned (cached vision states, text) pairs, float32 `[N]`."
-        return self.itm_logits(image_feats, tokens).softmax(-1)[:, 1]
+    def itm_from_features(self, image_feats, tokens, image_index=None):
+        "ITM match probability of (cached vision states, text) pairs, float32 `[N]`; `image_index` as in `itm_logits`."
+        return self.itm_logits(image_feats, tokens, image_index).softmax(-1)[:, 1]
 
     @property
     def logit_scale(self): return 1 / self.temp
@@ -626,9 +743,8 @@ def tower_parameters(self: BlipRetrieval, tower: str) -> list[nn.Parameter]:
 
 @patch
 def set_grad_checkpointing(self: BlipRetrieval, on: bool = True):
-    "transformers' gradient checkpointing, explicitly non-reentrant."
-    if on: self.net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False})
-    else: self.net.gradient_checkpointing_disable()
+    "Recompute every ViT and text block in backward, non-reentrant (aliret's own forward, see the fast paths)."
+    self.checkpointing = on
 
 @patch
 def save_extras(self: BlipRetrieval, folder: Path):
@@ -711,7 +827,7 @@ def pad_tokens(tokens: dict, # `{'input_ids', 'attention_mask'}`, [B, L] each
     "Right-pad every token tensor with zeros (masked out) to `length`, so batches of different ranks can be gathered."
     return {k: F.pad(v, (0, length - v.shape[1])) for k, v in tokens.items()}
 
-def itm_loss(itm_logits: Callable, # (vision states, tokens) -> [N, 2] logits
+def itm_loss(itm_logits: Callable, # (vision states, tokens, image_index) -> [N, 2] logits
              feats: torch.Tensor, # [B, L, W] vision states
              tokens: dict, # [B] tokenised texts aligned with `feats`
              img: torch.Tensor, # [B, D] ITC image embeddings (for negative sampling)
@@ -730,11 +846,15 @@ def itm_loss(itm_logits: Callable, # (vision states, tokens) -> [N, 2] logits
     else: feats_all, img_all, txt_all, ids_all, tok_all = feats, img, txt, ids, tokens
     with torch.no_grad():
         ni, vt, nt, vi = sample_hard_negatives(img @ txt_all.T / temp, ids, generator, txt @ img_all.T / temp, ids_all)
-    B = len(feats); ar = torch.arange(B, device=feats.device)
-    f = torch.cat([feats, feats_all[ni[vt]], feats[ar[vi]]])
+    B = len(feats)
+    ar = torch.arange(B, device=feats.device)
+    neg = ni[vt]
+    if gather:   # negative images from other ranks join the pool; local ones are indexed, not copied
+        feats, neg = torch.cat([feats, feats_all[neg]]), B + torch.arange(len(neg), device=feats.device)
+    index = torch.cat([ar, neg, ar[vi]])
     tk = {k: torch.cat([v, v[ar[vt]], tok_all[k][nt[vi]]]) for k, v in tokens.items()}
     labels = torch.cat([torch.ones(B), torch.zeros(int(vt.sum()) + int(vi.sum()))]).long().to(feats.device)
-    return F.cross_entropy(itm_logits(f, tk), labels)
+    return F.cross_entropy(itm_logits(feats, tk, index), labels)
 
 # %% ../nbs/04_models.ipynb #d88914ed
 # (original BLIP key prefix, transformers key prefix); `#` is a block number. Prefixes ending in `.` match modules.
