@@ -112,6 +112,7 @@ class Config:
     k_test: int = 16 # ITC candidates re-ranked by ITM (BLIP's `k_test`)
     itc_weight: float = 1.0 # re-ranked score = ITM + itc_weight * ITC (BLIP: 1)
     workers: int = 2 # data-loader worker processes
+    jpeg_draft: bool = True # decode JPEGs at libjpeg's reduced scale, never below the model's input size
     device: DeviceName = 'auto' # `auto` = cuda, then mps, then cpu
     seed: int = 42 # base seed (each rank adds its rank)
     save_every_steps: int = 0 # extra checkpoint every N optimizer steps (0 = per epoch only)

@@ -376,12 +376,12 @@ def itm_score_fn(model, # a BLIP (or any) aliret model with `image_features` / `
                  image_paths: Sequence[str | Path], # gallery image files, indexed by gallery_idx
                 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     "`score_fn(query_idx, gallery_idx)` for `itm_rerank`: ITM of aligned pairs, image features computed once per distinct image in a batch."
-    from aliret.models import ImageFiles
     tokens = model.tokenize([str(c) for c in captions])
-    images = ImageFiles([str(p) for p in image_paths], model.image_transform)
+    images = model.image_files(image_paths)
     def score(q: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         uniq, inv = torch.unique(g, return_inverse=True)
-        feats = model.image_features(torch.stack([images[int(j)][0] for j in uniq]))
+        px = torch.stack([images[int(j)][0] for j in uniq]).to(model.device, non_blocking=True)
+        feats = model.image_features(model.normalize(px))
         return model.itm_from_features(feats, {n: v[q] for n, v in tokens.items()}, image_index=inv.to(feats.device))
     return score
 

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import contextlib, functools, hashlib, importlib, json, math, os, re, shutil, string, tempfile, time, warnings, logging
 from collections import Counter
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -24,11 +24,11 @@ from .core import (Config, ConfigError, PRESETS, check_overrides, get_config, pi
 # %% auto #0
 __all__ = ['BACKENDS', 'CLIP_CUSTOM_ARCHS', 'BERT_SPECIALS', 'BLIP_MEAN', 'BLIP_STD', 'BLIP_VISION', 'BLIP_KEY_MAP',
            'BLIP_IGNORED', 'CHECKPOINT_JSON', 'CHECKPOINT_WEIGHTS', 'CHECKPOINT_FORMAT', 'MODEL_FIELDS',
-           'WeightsNotFound', 'RetrievalModel', 'register_backend', 'backend_class', 'ImageFiles', 'clip_tiny_config',
-           'register_open_clip_config', 'resolve_clip_weights', 'ClipRetrieval', 'export_open_clip',
-           'build_wordpiece_vocab', 'blip_tokenizer', 'blip_transforms', 'blip_tiny_config', 'interpolate_pos_embed',
-           'set_blip_image_size', 'vit_block', 'blip_vision_states', 'bert_attention', 'cross_kv',
-           'grouped_cross_attention', 'bert_block', 'blip_text_states', 'BlipRetrieval', 'itc_loss',
+           'WeightsNotFound', 'RetrievalModel', 'register_backend', 'backend_class', 'ImageFiles', 'PixelPipeline',
+           'split_transform', 'clip_tiny_config', 'register_open_clip_config', 'resolve_clip_weights', 'ClipRetrieval',
+           'export_open_clip', 'build_wordpiece_vocab', 'blip_tokenizer', 'blip_transforms', 'blip_tiny_config',
+           'interpolate_pos_embed', 'set_blip_image_size', 'vit_block', 'blip_vision_states', 'bert_attention',
+           'cross_kv', 'grouped_cross_attention', 'bert_block', 'blip_text_states', 'BlipRetrieval', 'itc_loss',
            'sample_hard_negatives', 'pad_tokens', 'itm_loss', 'convert_original_blip', 'export_original_blip',
            'read_original_blip', 'blip_config_from_original', 'load_original_blip', 'build_model', 'save_checkpoint',
            'read_checkpoint_meta', 'stored_config', 'check_checkpoint_fits', 'load_checkpoint', 'weights_available',
@@ -108,6 +108,10 @@ def _embed_pixels(self: RetrievalModel, px): return self.encode_images(px).float
 
 @patch
 @_inference
+def _embed_uint8(self: RetrievalModel, px): return self.encode_images(self.normalize(px)).float()
+
+@patch
+@_inference
 def _embed_tokens(self: RetrievalModel, tokens): return self.encode_texts(tokens).float()
 
 @patch
@@ -120,11 +124,11 @@ def embed_images(self: RetrievalModel, paths: Sequence[str | Path], # image file
     paths = [str(p) for p in paths]
     out = np.zeros((len(paths), self.embed_dim), np.float32); failed = []
     if paths:
-        dl = torch.utils.data.DataLoader(ImageFiles(paths, self.image_transform), batch_size=batch_size or self.cfg.eval_batch_size,
+        dl = torch.utils.data.DataLoader(self.image_files(paths), batch_size=batch_size or self.cfg.eval_batch_size,
                                          num_workers=self.cfg.workers if workers is None else workers,
                                          pin_memory=self.device.type == 'cuda', shuffle=False)
         for px, idx, ok, err in dl:
-            out[idx.numpy()] = self._embed_pixels(px).cpu().numpy()
+            out[idx.numpy()] = self._embed_uint8(px).cpu().numpy()
             for i in (~ok).nonzero().flatten().tolist():
                 r = int(idx[i]); out[r] = np.nan; failed.append((r, paths[r], err[i]))
     if failed:
@@ -206,13 +210,60 @@ class ImageFiles(torch.utils.data.Dataset):
     "Image files -> `(tensor, index, ok, error)`; an unreadable file yields a black image with `ok=False`."
     def __init__(self, paths: Sequence[str], # image files
                  transform: Callable, # PIL image -> tensor
-                ): self.paths, self.transform = list(paths), transform
+                 draft: int = 0, # decode JPEGs at the smallest DCT scale whose sides stay >= this (0 = full size)
+                ): self.paths, self.transform, self.draft = list(paths), transform, draft
     def __len__(self): return len(self.paths)
     def __getitem__(self, i):
         try:
-            with Image.open(self.paths[i]) as im: return self.transform(im.convert('RGB')), i, True, ''
+            with Image.open(self.paths[i]) as im:
+                if self.draft: im.draft('RGB', (self.draft, self.draft))
+                return self.transform(im.convert('RGB')), i, True, ''
         except Exception as e:
             return self.transform(Image.new('RGB', (32, 32))), i, False, f'{type(e).__name__}: {e}'
+
+
+# %% ../nbs/04_models.ipynb #94183da6
+@dataclass
+class PixelPipeline:
+    "A model's eval preprocessing, split: PIL -> uint8 tensor in the workers, scale and normalise on the device."
+    to_uint8: Callable # PIL image -> uint8 [3, H, W] (picklable, for DataLoader workers)
+    mean: tuple # per-channel mean of the final Normalize
+    std: tuple # per-channel std
+    size: int # shortest side the PIL part produces (the JPEG draft target)
+
+def split_transform(transform: Callable, # a torchvision `Compose` ending in `ToTensor()`, `Normalize(mean, std)`
+                   ) -> PixelPipeline:
+    "Split an eval transform at `ToTensor`, so its float work can run on the device."
+    from torchvision import transforms as T
+    steps = list(getattr(transform, 'transforms', []))
+    kinds = [type(s).__name__ for s in steps]
+    if kinds[-2:] not in (['ToTensor', 'Normalize'], ['MaybeToTensor', 'Normalize']):   # torchvision's / open_clip's
+        raise ValueError(f'expected a Compose ending in ToTensor, Normalize; got {kinds}')
+    sizes = [s.size for s in steps[:-2] if isinstance(s, (T.Resize, T.CenterCrop))]
+    size = min(np.ravel(sizes[-1])) if sizes else 0
+    norm = steps[-1]
+    return PixelPipeline(T.Compose([*steps[:-2], T.PILToTensor()]), tuple(norm.mean), tuple(norm.std), int(size))
+
+# %% ../nbs/04_models.ipynb #c6b8c261
+@patch(as_prop=True)
+def pixels(self: RetrievalModel) -> PixelPipeline:
+    "This model's split eval preprocessing (`split_transform` of `image_transform`), built once."
+    if getattr(self, '_pixels', None) is None: self._pixels = split_transform(self.image_transform)
+    return self._pixels
+
+@patch
+def normalize(self: RetrievalModel, px: torch.Tensor, # uint8 [N, 3, H, W] from `pixels.to_uint8`
+             ) -> torch.Tensor:
+    "Scale to [0, 1] and normalise on `px`'s device, as `image_transform`'s ToTensor + Normalize."
+    mean = torch.tensor(self.pixels.mean, device=px.device).view(1, -1, 1, 1)
+    std = torch.tensor(self.pixels.std, device=px.device).view(1, -1, 1, 1)
+    return (px.float() / 255 - mean) / std
+
+@patch
+def image_files(self: RetrievalModel, paths: Sequence[str | Path], # image files
+               ) -> ImageFiles:
+    "The dataset of uint8 images workers decode for this model (JPEG draft per `cfg.jpeg_draft`)."
+    return ImageFiles([str(p) for p in paths], self.pixels.to_uint8, self.pixels.size if self.cfg.jpeg_draft else 0)
 
 # %% ../nbs/04_models.ipynb #9954b447
 def clip_tiny_config(cfg: Config) -> dict:

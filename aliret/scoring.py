@@ -38,12 +38,13 @@ def model_heads(model) -> list[str]:
     return ['itm', 'itc'] if model.has_itm else ['itc']
 
 def score_batch(model, # a model from `aliret.models`
-                pixel_values: torch.Tensor, # [N, 3, H, W] images through `model.image_transform`
+                pixel_values: torch.Tensor, # [N, 3, H, W] uint8 from `model.image_files`, or floats from `image_transform`
                 captions: Sequence[str], # N captions, aligned with the images
                 head: str, # 'itm' or 'itc' (see `resolve_head`)
                ) -> np.ndarray:
     "Scores of N aligned (image, caption) pairs: ITM match probability or ITC cosine, float32 `[N]`."
     tokens = model.tokenize([str(c) for c in captions])
+    if pixel_values.dtype == torch.uint8: pixel_values = model.normalize(pixel_values.to(model.device, non_blocking=True))
     if head == 'itm': return model.itm_scores(pixel_values, tokens).float().cpu().numpy()
     was = model.training; model.eval()
     try:
@@ -213,7 +214,6 @@ def score_shard(model, # a model from `aliret.models`
                ) -> dict:
     "Score rows `[start, end)` of `table` into a resumable shard folder; return its counts and rate."
     from torch.utils.data import DataLoader
-    from aliret.models import ImageFiles
     from aliret.train import dist_env
     n = len(table); end = n if end is None else int(end); start = int(start)
     if not 0 <= start <= end <= n: raise ValueError(f'start/end must satisfy 0 <= start <= end <= {n} (rows of the table), got {start}, {end}')
@@ -241,7 +241,7 @@ def score_shard(model, # a model from `aliret.models`
     for a, b in todo:
         t0 = time.time()
         score = np.empty(b - a, np.float32); ok = np.ones(b - a, bool); reason = [''] * (b - a)
-        dl = DataLoader(ImageFiles(paths[a - start:b - start], model.image_transform), batch_size=bs, shuffle=False,
+        dl = DataLoader(model.image_files(paths[a - start:b - start]), batch_size=bs, shuffle=False,
                         num_workers=w, pin_memory=model.device.type == 'cuda')
         for px, idx, good, err in dl:
             i = idx.numpy()
