@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 export MPLBACKEND := Agg
 
-.PHONY: install demo test export clean-nbs readme docs-check docs-lint figures
+.PHONY: install demo test export clean-nbs readme docs-check docs-lint figures gpu-check
 
 install: $(STAMP)
 
@@ -51,3 +51,9 @@ docs-lint: install
 figures: install
 	$(BIN)/python -m aliret.docs --store-figures outputs/$(RUN)
 	$(BIN)/nbdev_clean
+
+# One-shot GPU check (one CUDA GPU, a few minutes): every `#| cuda` cell, then the GPU rows (embedding, ITM, search,
+# bf16/fp16 training) into outputs/benchmarks/<date>-<gpu>-gpucheck.json. Nothing downloads: random weights.
+gpu-check: install
+	set -e; for nb in $$(grep -l '#| cuda' nbs/*.ipynb); do $(BIN)/nbdev_test --flags cuda --path $$nb; done
+	$(BIN)/python -m aliret.gpucheck --device cuda
