@@ -237,6 +237,8 @@ def gpu_check(device: str = 'cuda', # the device to measure
     log(pd.DataFrame(rows).to_string())
     blip = backend_class('blip').random_like(get_config(s['preset'], backend='blip', device=dev.type), ['red shirt']).to(dev).eval()
     _guarded(rows, 'match', 'itm', 'pairs/s', dev, lambda: itm_rate(blip, s['itm_images'], 8))
+    fl = itm_flops(blip.cpu() if quick else blip)
+    for case, v in fl.items(): rows.append(_row('match', f'gflop/pair {case}', 'GFLOP', v, dev))
     del blip, clip
     _guarded(rows, 'search', 'flat', 'q/s', dev, lambda: search_rate(s['queries'], s['gallery'], s['dim'], dev.type))
     log(pd.DataFrame(rows).to_string())
