@@ -11,14 +11,14 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np, pandas as pd
 
 # %% auto #0
-__all__ = ['BLIP_PUNCT', 'PROMO_WORDS', 'CLEAN_STEPS', 'DEFAULT_CLEAN', 'PROMPT_TEMPLATES', 'ATTRIBUTE_VOCAB', 'VARIANTS',
-           'DEFAULT_VARIANTS', 'CAPTION_FILES', 'as_text', 'fix_text', 'nfkc', 'remove_invisible',
+__all__ = ['BLIP_PUNCT', 'PROMO_WORDS', 'CLEAN_STEPS', 'DEFAULT_CLEAN', 'LAVIS_CLEAN', 'PROMPT_TEMPLATES', 'ATTRIBUTE_VOCAB',
+           'VARIANTS', 'DEFAULT_VARIANTS', 'CAPTION_FILES', 'as_text', 'fix_text', 'nfkc', 'remove_invisible',
            'collapse_whitespace', 'lowercase', 'strip_punct', 'remove_promo', 'dedupe_tokens', 'strip_numbers',
-           'crop_words', 'parse_steps', 'clean_captions', 'trace_cleaning', 'clean_table', 'apply_template',
-           'crop_tokens', 'extract_attributes', 'attribute_prompt', 'attribute_agreement', 'add_suffix',
-           'caption_variants', 'clip_lengths', 'find_bert_vocab', 'approx_bert_lengths', 'bert_tokenizer_from_vocab',
-           'bert_lengths', 'length_fn', 'token_lengths', 'length_report', 'benchmark_cleaning', 'caption_tables',
-           'write_caption_tables', 'read_caption_tables']
+           'crop_words', 'lavis_pre_caption', 'parse_steps', 'clean_captions', 'trace_cleaning', 'clean_table',
+           'apply_template', 'crop_tokens', 'extract_attributes', 'attribute_prompt', 'attribute_agreement',
+           'add_suffix', 'caption_variants', 'clip_lengths', 'find_bert_vocab', 'approx_bert_lengths',
+           'bert_tokenizer_from_vocab', 'bert_lengths', 'length_fn', 'token_lengths', 'length_report',
+           'benchmark_cleaning', 'caption_tables', 'write_caption_tables', 'read_caption_tables']
 
 # %% ../nbs/02_caption_augmentation.ipynb #67db5a77
 def as_text(s: pd.Series | Iterable[str], # captions (a Series keeps its index)
@@ -145,12 +145,23 @@ def crop_words(s: pd.Series, # captions
     s = as_text(s)
     return pd.Series([' '.join(t.split(maxsplit=max_words)[:max_words]) for t in s], index=s.index, dtype=object)
 
+# %% ../nbs/02_caption_augmentation.ipynb #c828f379
+def lavis_pre_caption(s: pd.Series, # captions
+                      max_words: int = 50, # words kept (LAVIS's retrieval configs: 50)
+                     ) -> pd.Series:
+    "LAVIS's `pre_caption`, vectorised: lowercase, BLIP's punctuation to spaces, 2+ whitespace to one, strip, crop."
+    t = as_text(s).str.lower().str.replace(_punct_re(BLIP_PUNCT), ' ', regex=True)
+    t = t.str.replace(r'\s{2,}', ' ', regex=True).str.rstrip('\n').str.strip(' ')
+    return pd.Series([' '.join(c.split(' ')[:max_words]) for c in t], index=t.index, dtype=object)
+
 # %% ../nbs/02_caption_augmentation.ipynb #5db33926
 CLEAN_STEPS: dict[str, Callable] = dict(
     fix_text=fix_text, nfkc=nfkc, invisible=remove_invisible, whitespace=collapse_whitespace, lower=lowercase,
-    punct=strip_punct, promo=remove_promo, dedupe=dedupe_tokens, numbers=strip_numbers, crop=crop_words)
+    punct=strip_punct, promo=remove_promo, dedupe=dedupe_tokens, numbers=strip_numbers, crop=crop_words,
+    lavis=lavis_pre_caption)
 
 DEFAULT_CLEAN = ('fix_text', 'nfkc', 'invisible', 'whitespace', 'lower', 'punct', 'promo', 'dedupe', 'crop')
+LAVIS_CLEAN = ('lavis',)   # what LAVIS feeds its BLIP: use it to score or fine-tune a LAVIS checkpoint
 
 def parse_steps(steps: str | Sequence = DEFAULT_CLEAN, # names, `(name, options)` pairs, or 'a,b,c'
                 options: Mapping[str, Mapping] | None = None, # step name -> keyword options (override)
@@ -339,8 +350,9 @@ VARIANTS = {
     'caption_attr': 'attribute prompt + clean caption',
     'caption_nonum': 'clean caption without numeric tokens',
     'caption_suffix': 'clean caption + query suffix',
+    'caption_lavis': "LAVIS's pre_caption (what a LAVIS-trained BLIP saw)",
 }
-DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v != 'caption_suffix')
+DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v not in ('caption_suffix', 'caption_lavis'))
 
 def caption_variants(df: pd.DataFrame, # table with a `caption` column (other columns are kept in front)
                      names: str | Sequence[str] = DEFAULT_VARIANTS, # variants to compute (list or 'a,b')
@@ -369,7 +381,7 @@ def caption_variants(df: pd.DataFrame, # table with a `caption` column (other co
             'caption_middle': lambda: crop_tokens(clean, crop_share, 'middle'),
             'caption_attr': lambda: attribute_prompt(clean, extract_attributes(clean, vocab), template),
             'caption_nonum': lambda: (lambda x: x.where(x.ne(''), clean))(strip_numbers(clean)),
-            'caption_suffix': lambda: add_suffix(clean, suffix)}
+            'caption_suffix': lambda: add_suffix(clean, suffix), 'caption_lavis': lambda: lavis_pre_caption(raw)}
     out = df[[c for c in df.columns if c == 'caption' or c not in VARIANTS]].copy()   # the raw caption stays where it was
     for n in names:
         if n != 'caption': out[n] = make[n]()

@@ -202,23 +202,26 @@ def train_rows(rows: list, # rows so far (appended to)
                table: pd.DataFrame, # training pairs
                dev: torch.device, # where to train
                s: dict, # `check_sizes`
+               runs: Sequence[tuple] = (('clip', 1), ('blip', 4)), # (backend, batch divisor); the first one's bf16 run is the throughput row
               ):
-    "CLIP throughput and MFU in bf16; bf16 and fp16-with-scaler runs of CLIP and BLIP whose loss must stay finite."
+    "Throughput and MFU of the first backend in bf16; bf16 and fp16-with-scaler runs of each, whose loss must stay finite."
     peak = matmul_rate(dev, 'bfloat16' if dev.type == 'cuda' else 'float32', n=8192 if dev.type == 'cuda' else 512)
-    for backend, batch in (('clip', s['train_batch']), ('blip', max(8, s['train_batch'] // 4))):
+    for i, (backend, div) in enumerate(runs):
+        batch = max(8, s['train_batch'] // div)
         for precision in ('bf16', 'fp16'):
-            runs = []
+            done = []
             def one():
-                runs.append(train_run(backend, s['preset'], table, s['train_steps'], dev.type, precision=precision,
+                done.append(train_run(backend, s['preset'], table, s['train_steps'], dev.type, precision=precision,
                                       batch_size=batch, workers=s['workers']))
-                r = runs[-1]
+                r = done[-1]
                 if not r['finite']: raise FloatingPointError(f'non-finite loss: {backend} {precision}')
                 return r['samples_per_s'], f"loss {r['loss_start']} -> {r['loss_end']} over {r['steps']} steps, batch {batch}"
-            case = f"clip-{s['preset']}" if (backend, precision) == ('clip', 'bf16') else f'{backend}-{precision}'
+            headline = i == 0 and precision == 'bf16'
+            case = f"{backend}-{s['preset']}" if headline else f'{backend}-{precision}'
             _guarded(rows, 'train', case, 'samples/s', dev, one)
-            if runs and case.startswith('clip-') and precision == 'bf16':
-                mfu = runs[0]['samples_per_s'] * runs[0]['gflop_per_sample'] * 1e9 / peak
-                rows.append(_row('train', 'clip-mfu', 'MFU (fraction)', round(mfu, 4), dev, f'matmul peak {peak / 1e12:.1f} TFLOP/s'))
+            if done and headline:
+                mfu = done[0]['samples_per_s'] * done[0]['gflop_per_sample'] * 1e9 / peak
+                rows.append(_row('train', f'{backend}-mfu', 'MFU (fraction)', round(mfu, 4), dev, f'matmul peak {peak / 1e12:.1f} TFLOP/s'))
 
 # %% ../nbs/12a_gpu_check.ipynb #38515965
 def gpu_check(device: str = 'cuda', # the device to measure

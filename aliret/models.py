@@ -506,7 +506,10 @@ def blip_tokenizer(vocab: list[str] | str | Path, # token list, or a folder/hub 
                   ):
     "A BERT WordPiece tokenizer with BLIP's `[DEC]` bos and `[ENC]` extra special token (added if missing)."
     from transformers import AutoTokenizer, BertTokenizer
+    folder = Path(str(vocab))
     if isinstance(vocab, list): tok = BertTokenizer(vocab={t: i for i, t in enumerate(vocab)})
+    elif folder.is_dir() and (folder/'vocab.txt').is_file() and not (folder/'tokenizer_config.json').is_file():
+        tok = BertTokenizer.from_pretrained(str(folder))   # a bare vocab.txt: BERT's WordPiece, uncased as BLIP's
     else: tok = AutoTokenizer.from_pretrained(str(vocab), local_files_only=_offline(offline))
     if tok.bos_token != '[DEC]': tok.add_special_tokens({'bos_token': '[DEC]'})
     if '[ENC]' not in tok.get_vocab(): tok.add_special_tokens({'additional_special_tokens': ['[ENC]']})
@@ -924,7 +927,7 @@ BLIP_KEY_MAP = [
 ]
 # training-only state of the original model, dropped by name (with the reason reported)
 BLIP_IGNORED = [(r'^(visual_encoder_m|text_encoder_m|vision_proj_m|text_proj_m)\.', 'momentum encoder (training only)'),
-                (r'^(image_queue|text_queue|idx_queue|ptr_queue)$', 'ITC queue (training only)'),
+                (r'^(image_queue|text_queue|idx_queue|ptr_queue|queue_ptr)$', 'ITC queue (training only; BLIP: ptr_queue, LAVIS: queue_ptr)'),
                 (r'^text_encoder\.embeddings\.position_ids$', 'position id buffer (rebuilt)')]
 
 def _key_rx(prefix: str):
@@ -947,7 +950,7 @@ def convert_original_blip(sd: dict, # original BLIP/LAVIS state dict (already un
                           strict: bool = True, # refuse on any unexpected, missing or mismatched key
                          ) -> tuple[dict, dict]:
     "Rename an original BLIP state dict onto `BlipRetrieval` keys; return `(state_dict, report)`; nothing dropped silently."
-    rep = dict(mapped=0, ignored={}, unexpected=[], missing=[], mismatched=[], resized=[])
+    rep = dict(mapped=0, ignored={}, unexpected=[], missing=[], mismatched=[], resized=[], defaulted=[])
     out = {}
     for k, v in sd.items():
         why = next((r for p, r in BLIP_IGNORED if re.match(p, k)), None)
@@ -960,6 +963,9 @@ def convert_original_blip(sd: dict, # original BLIP/LAVIS state dict (already un
         if v.shape != target[nk].shape: rep['mismatched'].append(f'{k}: {tuple(v.shape)} vs target {nk} {tuple(target[nk].shape)}'); continue
         out[nk] = v; rep['mapped'] += 1
     rep['missing'] = sorted(set(target) - set(out))
+    if 'temp' in rep['missing']:   # BlipITM checkpoints carry no ITC temperature: it only scales ITC training logits
+        rep['missing'].remove('temp')
+        rep['defaulted'] = [f"temp = {float(target['temp']):g} (the checkpoint has none; only ITC training uses it)"]
     bad = {k: rep[k] for k in ('unexpected', 'missing', 'mismatched') if rep[k]}
     if bad and strict:
         raise ConfigError('original BLIP checkpoint does not fit the target model; refusing to drop or invent weights:\n' +
