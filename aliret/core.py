@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #ded87bbc
 from __future__ import annotations
-import dataclasses, datetime as dt, difflib, importlib.resources, json, os, platform, random, subprocess, sys, tempfile, ast, typing
+import dataclasses, datetime as dt, difflib, fcntl, importlib.resources, json, os, platform, random, subprocess, sys, tempfile, ast, typing
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, asdict, replace
 from pathlib import Path
@@ -15,7 +15,8 @@ __all__ = ['Precision', 'DeviceName', 'PRESETS', 'SUCCESS', 'VERSIONED', 'INJECT
            'outputs_root', 'atomic_open', 'atomic_write', 'write_json', 'Config', 'model_config_dirs', 'model_configs',
            'backend_names', 'ConfigError', 'check_overrides', 'renamed_keys', 'get_config', 'migrate_config',
            'seed_everything', 'pick_device', 'child_env', 'stream_process', 'run_dir', 'is_complete', 'latest_run',
-           'package_versions', 'git_commit', 'RunRecord', 'start_run', 'check_params', 'notebook_params']
+           'package_versions', 'git_commit', 'RunLocked', 'RunLock', 'RunRecord', 'start_run', 'watch_cells',
+           'check_params', 'notebook_params']
 
 # %% ../nbs/00_core.ipynb #34897f9a
 def project_root(start: str | Path | None = None, # where to start looking (default: the working directory)
@@ -332,6 +333,46 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
         return sha.stdout.strip() + ('-dirty' if dirty.stdout.strip() else '')
     except (OSError, subprocess.SubprocessError): return None
 
+# %% ../nbs/00_core.ipynb #903f120f
+class RunLocked(RuntimeError):
+    "Another live process holds the run folder's lock; the message names it."
+
+_HELD: dict[str, 'RunLock'] = {}
+
+class RunLock:
+    "An exclusive, process-lifetime lock on a folder (`<folder>/.lock`), naming its holder."
+    def __init__(self, folder: str | Path, # the run (or step) folder
+                 log=print, # where the take-over warning goes
+                ): self.path, self.fd, self.log = Path(folder)/'.lock', None, log
+
+    def acquire(self) -> 'RunLock':
+        "Take the lock or raise `RunLocked` naming the holder; warn when a dead holder's name is found."
+        key = str(self.path.resolve())
+        if key in _HELD: return _HELD[key]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors='replace').strip()
+            os.close(fd)
+            raise RunLocked(f'{self.path.parent} is in use by another process ({holder or "holder unknown"}): '
+                            'wait for it to finish or stop it first; two jobs must not write one run folder') from None
+        if old := os.pread(fd, 4096, 0).decode(errors='replace').strip():
+            self.log(f'warning: taking over {self.path} from a process that is gone ({old})')
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f'pid {os.getpid()} on {platform.node()} since {dt.datetime.now(dt.timezone.utc).isoformat()}'.encode(), 0)
+        self.fd, _HELD[key] = fd, self
+        return self
+
+    def release(self):
+        "Clear the holder's name and let go (idempotent)."
+        if self.fd is None: return
+        os.ftruncate(self.fd, 0)
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = None
+        _HELD.pop(str(self.path.resolve()), None)
+
 # %% ../nbs/00_core.ipynb #00c14bf3
 class RunRecord:
     "The `run.json` of one run: parameters, versions, commit, seed, timings, status, results; `_SUCCESS` last."
@@ -340,6 +381,7 @@ class RunRecord:
                  seed: int | None = None, # the seed the run used
                 ):
         self.dir = Path(d); self.dir.mkdir(parents=True, exist_ok=True)
+        self.lock = RunLock(self.dir).acquire()
         (self.dir/SUCCESS).unlink(missing_ok=True)
         self.t0 = dt.datetime.now(dt.timezone.utc)
         self.data = dict(params=params, seed=seed, versions=package_versions(), git_commit=git_commit(),
@@ -358,11 +400,13 @@ class RunRecord:
         t1 = dt.datetime.now(dt.timezone.utc)
         self.data.update(end=t1.isoformat(), seconds=round((t1 - self.t0).total_seconds(), 3), status=status)
         self.save()
+        self.lock.release()
 
     def fail(self, err: BaseException | str):
-        "Mark the run failed with the error text; no marker is written."
-        self.data['error'] = f'{type(err).__name__}: {err}' if isinstance(err, BaseException) else str(err)
-        self._end('failed')
+        "Mark the run `failed` (`interrupted` for Ctrl-C) with the error's first line; no marker is written."
+        text = f'{type(err).__name__}: {err}' if isinstance(err, BaseException) else str(err)
+        self.data['error'] = (text.strip().splitlines() or [''])[0]
+        self._end('interrupted' if isinstance(err, KeyboardInterrupt) else 'failed')
 
     def finish(self, **results) -> Path:
         "Record final results and status `ok`, then write the `_SUCCESS` marker last."
@@ -374,8 +418,19 @@ def start_run(step: str, # notebook step name
               params: dict, # validated parameters (must include `output_dir` if any)
               seed: int | None = None, # seed in use
              ) -> RunRecord:
-    "Create the run folder for `step` (from `params['output_dir']`) and start its run record."
-    return RunRecord(run_dir(step, params.get('output_dir', '')), params, seed)
+    "Create the run folder for `step` (from `params['output_dir']`) and start its run record (watched in a notebook)."
+    return watch_cells(RunRecord(run_dir(step, params.get('output_dir', '')), params, seed))
+
+def watch_cells(rec: RunRecord) -> RunRecord:
+    "In IPython (papermill, JupyterLab), mark `rec` failed or interrupted when a later cell raises before it ends."
+    try: ip = get_ipython()   # noqa: F821 (defined inside IPython only)
+    except NameError: return rec
+    def on_error(result):
+        err = result.error_in_exec or result.error_before_exec
+        if err is not None and rec.data['status'] == 'running': rec.fail(err)
+        if rec.data['status'] != 'running': ip.events.unregister('post_run_cell', on_error)
+    ip.events.register('post_run_cell', on_error)
+    return rec
 
 # %% ../nbs/00_core.ipynb #fca83b28
 def check_params(given: dict, # parameter name -> value as passed

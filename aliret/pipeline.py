@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, json, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
-from .core import SUCCESS, is_complete, outputs_root, project_root, atomic_write
+from .core import SUCCESS, is_complete, outputs_root, project_root, atomic_write, RunLock
 
 # %% auto #0
 __all__ = ['DEMO_STEPS', 'METRICS', 'Step', 'PipelineError', 'run_step', 'run_pipeline', 'step_records', 'val_metrics',
@@ -79,13 +79,17 @@ def run_pipeline(run: str = 'demo', # run name: results go to `outputs/<run>/`
     "Run the pipeline's steps in order, skipping complete ones; write `summary.md`; return the run folder."
     root = Path(root or project_root()); steps = DEMO_STEPS if steps is None else steps
     run_path = Path(outputs or outputs_root())/run; run_path.mkdir(parents=True, exist_ok=True)
-    for s in steps:
-        if only and s.name not in only: continue
-        if is_complete(run_path/s.name) and not restart:
-            print(f'[skip] {s.name}: already complete'); continue
-        t0 = time.time(); print(f'[run ] {s.name} ...', flush=True)
-        run_step(s, run_path, root, log_output)
-        print(f'[done] {s.name} in {time.time() - t0:.1f}s', flush=True)
+    lock = RunLock(run_path).acquire()   # a second pipeline on the same run is refused at once
+    try:
+        for s in steps:
+            if only and s.name not in only: continue
+            if is_complete(run_path/s.name) and not restart:
+                print(f'[skip] {s.name}: already complete'); continue
+            t0 = time.time(); print(f'[run ] {s.name} ...', flush=True)
+            try: run_step(s, run_path, root, log_output)
+            except PipelineError: write_summary(run_path, steps); raise   # the summary shows the failed step
+            print(f'[done] {s.name} in {time.time() - t0:.1f}s', flush=True)
+    finally: lock.release()
     summary = write_summary(run_path, steps)
     print(summary)
     return run_path
@@ -97,8 +101,9 @@ def step_records(run_path: Path, steps: list[Step]) -> list[dict]:
     for s in steps:
         f = run_path/s.name/'run.json'
         r = json.loads(f.read_text()) if f.is_file() else {}
-        rows.append(dict(step=s.name, status='complete' if is_complete(run_path/s.name) else r.get('status', 'not run'),
-                         seconds=r.get('seconds'), results=r.get('results', {})))
+        status = 'complete' if is_complete(run_path/s.name) else r.get('status', 'not run')
+        if r.get('error') and status != 'complete': status = f"{status}: {r['error']}"
+        rows.append(dict(step=s.name, status=status, seconds=r.get('seconds'), results=r.get('results', {})))
     return rows
 
 METRICS = ('r1', 'r5', 'r10', 'ali_score')
