@@ -15,10 +15,10 @@ from .core import SUCCESS, atomic_open, data_root, is_complete, project_root, wr
 __all__ = ['ANNOTATION_FILES', 'REASONS', 'GOOD_IMAGES', 'BAD_IMAGES', 'FULL_ONLY_BAD', 'TABLE_FILES', 'REJECTED_FILE',
            'STATS_FILE', 'INGEST_VERSION', 'STOPWORDS', 'DataError', 'find_image_dirs', 'resolve_data_dir',
            'read_annotations', 'has_text', 'nfc', 'check_rows', 'list_images', 'check_image', 'make_test_images',
-           'check_images', 'ingest', 'ingest_test_captions', 'ingest_gallery', 'make_messy_dir', 'ingest_all',
-           'write_tables', 'read_tables', 'read_rejected', 'tables_cache_dir', 'load_tables', 'caption_lengths',
-           'top_words', 'save_fig', 'plot_caption_lengths', 'plot_counts', 'plot_image_stats', 'folder_counts',
-           'rejection_counts', 'image_grid']
+           'check_images', 'no_images_message', 'ingest', 'ingest_test_captions', 'ingest_gallery', 'make_messy_dir',
+           'has_test_split', 'absent_test_split', 'ingest_all', 'write_tables', 'read_tables', 'read_rejected',
+           'tables_cache_dir', 'load_tables', 'caption_lengths', 'top_words', 'save_fig', 'plot_caption_lengths',
+           'plot_counts', 'plot_image_stats', 'folder_counts', 'rejection_counts', 'image_grid']
 
 # %% ../nbs/01_eda.ipynb #e46701e5
 class DataError(ValueError):
@@ -65,9 +65,11 @@ def resolve_data_dir(data_dir: str | Path = '', # AliProducts-layout folder; '' 
     if d is None:
         raise DataError(f"data_dir {str(data_dir)!r} is not a folder (looked at {looked}). "
                         f"Pass -p data_dir <folder> where {_LAYOUT_HELP}; or leave data_dir '' for the embedded sample catalogue.")
-    missing = [f for f in ANNOTATION_FILES if not (d/f).is_file()]
+    missing = [f for f in ('train.json', 'val.json') if not (d/f).is_file()]
     if not find_image_dirs(d): missing.append('train image folders (train_text_img_pairs_<i>_compressed/)')
-    missing += [f'{s}/' for s in ('val_imgs', 'test_imgs') if not (d/s).is_dir()]
+    if not (d/'val_imgs').is_dir(): missing.append('val_imgs/')
+    test = {'test_captions.json': (d/'test_captions.json').is_file(), 'test_imgs/': (d/'test_imgs').is_dir()}
+    if any(test.values()): missing += [f'{k} (the test split is optional, but needs both parts)' for k, v in test.items() if not v]
     if missing:
         raise DataError(f"{d} does not look like an AliProducts folder: missing {', '.join(missing)}. "
                         f"Point data_dir at the unpacked download ({_LAYOUT_HELP}), or leave it '' for the embedded sample catalogue.")
@@ -335,6 +337,17 @@ def check_images(paths: list[str], # image files
     finally: ImageFile.LOAD_TRUNCATED_IMAGES = old
     return pd.DataFrame(cols)
 
+# %% ../nbs/01_eda.ipynb #20d45f25
+def no_images_message(json_path: str | Path, # the annotation file
+                      dirs: list[Path], # the image folders searched
+                     ) -> str:
+    "Why no image of `json_path` was found under `dirs`, and where that split's images live."
+    where = ', '.join(map(str, dirs))
+    hint = 'check the image folder'
+    if find_image_dirs(dirs[0]): hint = f'the train images live in train_text_img_pairs_*: pass find_image_dirs({dirs[0]})'
+    elif (dirs[0]/'val_imgs').is_dir(): hint = f"the val images live in {dirs[0]/'val_imgs'}: pass that folder"
+    return f"no image of {Path(json_path).name} is under {where}; {hint}"
+
 # %% ../nbs/01_eda.ipynb #a01fe1ae
 def _rejected_frame(split: str, row, product, reason, detail) -> pd.DataFrame:
     return pd.DataFrame({'split': split, 'row': np.asarray(row, dtype=np.int64), 'product': np.asarray(product, dtype=object),
@@ -373,6 +386,7 @@ def ingest(json_path: str | Path, # annotation file: a JSON list of {"product", 
     miss = cand[~found]
     c.loc[miss, 'reason'] = 'missing image'
     c.loc[miss, 'detail'] = f'not in {dirs[0]}' if len(dirs) == 1 else f'not in any of {len(dirs)} image folders'
+    if len(cand) and not found.any(): raise DataError(no_images_message(json_path, dirs))
     cand, pos = cand[found], pos[found]
     dir_s = np.array([str(d) + os.sep for d in dirs], dtype=object)
     paths = dir_s[uniq.folder.to_numpy()[pos]] + uniq.name.to_numpy()[pos]
@@ -508,6 +522,20 @@ def make_messy_dir(out: str | Path, # folder to create (AliProducts layout)
     return dict(train=[r for _, r in train], val=[r for _, r in val], test_captions=[r for _, r in tc],
                 test_gallery=[gal[n] for n in sorted(gal)], ambiguous=1, unreferenced=1)
 
+# %% ../nbs/01_eda.ipynb #084468ed
+def has_test_split(d: Path, # a data folder that passed `resolve_data_dir`
+                  ) -> bool:
+    "Does the folder hold the test split (`test_captions.json` and `test_imgs/`)? A partial download may not."
+    return (d/'test_captions.json').is_file() and (d/'test_imgs').is_dir()
+
+def absent_test_split() -> tuple:
+    "Empty test tables (captions, gallery), each with its empty rejection table: a data folder without a test split."
+    tc = pd.DataFrame({'caption_id': pd.Series(dtype='int64'), 'caption': pd.Series(dtype=object)})
+    tg = pd.DataFrame({c: pd.Series(dtype=t) for c, t in [('product', object), ('image_path', object), ('width', 'int64'),
+                       ('height', 'int64'), ('format', object), ('mode', object), ('bytes', 'int64')]})
+    empty = lambda split: _rejected_frame(split, [], [], [], [])
+    return (tc, empty('test_captions')), (tg, empty('test_gallery'))
+
 # %% ../nbs/01_eda.ipynb #b20a4b95
 TABLE_FILES = {'train': 'train_data_map.csv', 'val': 'val_data_map.csv', 'test_captions': 'test_captions.csv', 'test_gallery': 'test_gallery.csv'}
 REJECTED_FILE, STATS_FILE = 'rejected.csv', 'ingest_stats.json'
@@ -523,11 +551,15 @@ def ingest_all(data_dir: str | Path = '', # AliProducts-layout folder; '' = the 
     kw = dict(full_decode=full_decode, workers=workers, progress=progress)
     tr, rtr = ingest(d/'train.json', find_image_dirs(d), 'train', **kw)
     va, rva = ingest(d/'val.json', d/'val_imgs', 'val', **kw)
-    tc, rtc = ingest_test_captions(d/'test_captions.json')
-    tg, rtg = ingest_gallery(d/'test_imgs', **kw)
+    if has_test_split(d):
+        tc, rtc = ingest_test_captions(d/'test_captions.json')
+        tg, rtg = ingest_gallery(d/'test_imgs', **kw)
+    else: (tc, rtc), (tg, rtg) = absent_test_split()
     tables = dict(train=tr, val=va, test_captions=tc, test_gallery=tg)
     stats = {k: v.attrs.get('stats', {}) for k, v in tables.items()}
     stats['test_captions'] = dict(split='test_captions', rows=len(tc) + len(rtc), kept=len(tc), rejected=len(rtc), by_reason=rtc.reason.value_counts().to_dict())
+    if not has_test_split(d):
+        for k in ('test_captions', 'test_gallery'): stats[k] = dict(split=k, rows=0, kept=0, rejected=0, by_reason={}, rows_per_s=0.0, absent=True)
     stats['data_dir'] = str(d)
     return tables, pd.concat([rtr, rva, rtc, rtg], ignore_index=True), stats
 
