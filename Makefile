@@ -11,15 +11,20 @@ export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 export MPLBACKEND := Agg
 
-.PHONY: install demo test export clean-nbs readme docs-check docs-lint figures gpu-check
+.PHONY: install demo test export clean-nbs readme docs-check docs-lint figures gpu-check lab
 
 install: $(STAMP)
 
 $(STAMP): settings.ini setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	set -o pipefail; $(BIN)/python -m pip install -q --disable-pip-version-check -e . 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
-	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (aliret)" >/dev/null
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name python3 >/dev/null   # what the notebooks store: opening one changes nothing
 	touch $(STAMP)
+
+# JupyterLab on the project's environment; notebooks are cleaned as they are saved (nbdev's pre-save hook), so a
+# notebook run in the Lab leaves git status as it was. LAB_ARGS passes more options, e.g. LAB_ARGS='--no-browser --port 8899'.
+lab: install
+	$(BIN)/jupyter lab --notebook-dir=. --ContentsManager.pre_save_hook=nbdev.clean.clean_jupyter $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # Main job: one papermill step per notebook, each into outputs/<run>/<step>/; re-running resumes at the first unfinished step.
 RUN ?= demo
