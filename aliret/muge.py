@@ -18,9 +18,9 @@ __all__ = ['MUGE_SPLITS', 'MUGE_REASONS', 'muge_files', 'read_queries', 'check_i
 
 # %% ../nbs/01a_muge.ipynb #70cc44e9
 MUGE_SPLITS = ('train', 'valid', 'test')
-MUGE_REASONS = ('bad JSON line', 'bad query id', 'empty query text', 'bad item ids', 'duplicate query id', 'bad image line',
-                'bad base64', 'undecodable image', 'duplicate image id', 'duplicate item id', 'item image rejected',
-                'item id not in image file')
+MUGE_REASONS = ('bad JSON line', 'bad query id', 'empty query text', 'bad item ids', 'duplicate query id',
+                'bad image line', 'bad base64', 'undecodable image', 'duplicate image id', 'duplicate item id',
+                'item image rejected', 'item id not in image file')
 _MUGE_HELP = 'a MUGE folder holds {split}_queries.jsonl and {split}_imgs.tsv for split in train, valid, test'
 
 def muge_files(folder: str | Path, # MUGE folder
@@ -51,17 +51,19 @@ def _parse_query(raw: bytes) -> tuple:
 
 def read_queries(path: str | Path, # a `{split}_queries.jsonl` file
                 ) -> tuple[pd.DataFrame, list]:
-    "Kept queries (`row`, `query_id`, `caption`, `item_ids`) and the rejected lines as `(row, product, reason, detail)` tuples."
+    "Kept queries (`row`, `query_id`, `caption`, `item_ids`) and rejected lines as `(row, product, reason, detail)`."
     path, kept, bad, seen = Path(path), [], [], set()
     with open(path, 'rb') as f:
         for n, raw in enumerate(f):
             obj, why, detail = _parse_query(raw)
-            if obj is not None and obj['query_id'] in seen: why, detail = 'duplicate query id', f"query_id {obj['query_id']} already seen"
+            if obj is not None and obj['query_id'] in seen:
+                why, detail = 'duplicate query id', f"query_id {obj['query_id']} already seen"
             if why: bad.append((n, '', why, f'{path.name} line {n + 1}: {detail}')); continue
             seen.add(obj['query_id']); kept.append(dict(row=n, **obj))
     q = pd.DataFrame(kept, columns=['row', 'query_id', 'caption', 'item_ids'])
     empty = ~has_text(q['caption'].tolist())
-    bad += [(n, str(i), 'empty query text', f'{path.name} line {n + 1}: nothing visible in query_text') for n, i in zip(q.row[empty], q.query_id[empty])]
+    for n, i in zip(q.row[empty], q.query_id[empty]):
+        bad.append((n, str(i), 'empty query text', f'{path.name} line {n + 1}: nothing visible in query_text'))
     return q[~empty].reset_index(drop=True).astype({'row': np.int64, 'query_id': np.int64}), bad
 
 # %% ../nbs/01a_muge.ipynb #7e283bf1
@@ -72,7 +74,8 @@ def check_image_line(line: bytes, # one TSV line
                     ) -> tuple:
     "`(image_id, data, width, height, format, mode, reason, detail)` of one image line; `reason` '' when it is good."
     parts = line.rstrip(b'\r\n').split(b'\t')
-    if len(parts) != 2: return None, b'', 0, 0, '', '', 'bad image line', f'expected 2 tab-separated fields, got {len(parts)}'
+    if len(parts) != 2:
+        return None, b'', 0, 0, '', '', 'bad image line', f'expected 2 tab-separated fields, got {len(parts)}'
     try: iid = int(parts[0])
     except ValueError: return None, b'', 0, 0, '', '', 'bad image line', f'image id {parts[0][:30]!r} is not an integer'
     try: data = base64.b64decode(parts[1].strip().translate(_URLSAFE), validate=True)
@@ -90,7 +93,7 @@ def read_images(path: str | Path, # a `{split}_imgs.tsv` file
                 workers: int = 4, # threads decoding images
                 chunk: int = 256, # lines per batch (memory holds one batch of base64)
                ) -> tuple[pd.DataFrame, list, dict]:
-    "Stream the TSV: kept images (`row`, `image_id`, `product`, `image_path`, size columns), rejected tuples, {id: (line, reason)}."
+    "Stream the TSV: kept images (`row`, `image_id`, `product`, `image_path`, sizes), rejects, {id: (line, reason)}."
     path, out = Path(path), Path(image_dir)
     out.mkdir(parents=True, exist_ok=True)
     kept, bad, failed, seen = [], [], {}, set()
@@ -113,7 +116,7 @@ def read_images(path: str | Path, # a `{split}_imgs.tsv` file
         take(n0, lines, ex)
     cols = ['row', 'image_id', 'product', 'image_path', 'width', 'height', 'format', 'mode', 'bytes']
     g = pd.DataFrame(kept, columns=cols).sort_values('image_id', kind='stable').reset_index(drop=True)
-    return g.astype({'row': np.int64, 'image_id': np.int64, 'width': np.int64, 'height': np.int64, 'bytes': np.int64}), bad, failed
+    return g.astype({c: np.int64 for c in ('row', 'image_id', 'width', 'height', 'bytes')}), bad, failed
 
 # %% ../nbs/01a_muge.ipynb #7d673513
 def _pairs(q: pd.DataFrame, g: pd.DataFrame, failed: dict, qname: str, iname: str) -> tuple[pd.DataFrame, list]:
@@ -127,9 +130,13 @@ def _pairs(q: pd.DataFrame, g: pd.DataFrame, failed: dict, qname: str, iname: st
     for n, iid, d, ms in zip(m.row, m.image_id, dup, miss):
         if d: bad.append((n, str(iid), 'duplicate item id', f'{qname} line {n + 1}: item {iid} listed twice'))
         elif ms and iid in failed:
-            bad.append((n, str(iid), 'item image rejected', f'{qname} line {n + 1}: image {iid} rejected at {iname} line {failed[iid][0] + 1} ({failed[iid][1]})'))
-        elif ms: bad.append((n, str(iid), 'item id not in image file', f'{qname} line {n + 1}: image {iid} not in {iname}'))
-    cols = ['row', 'query_id', 'product', 'caption', 'image_path', 'image_id', 'width', 'height', 'format', 'mode', 'bytes']
+            at, why = failed[iid]
+            detail = f'{qname} line {n + 1}: image {iid} rejected at {iname} line {at + 1} ({why})'
+            bad.append((n, str(iid), 'item image rejected', detail))
+        elif ms:
+            bad.append((n, str(iid), 'item id not in image file', f'{qname} line {n + 1}: image {iid} not in {iname}'))
+    cols = ['row', 'query_id', 'product', 'caption', 'image_path', 'image_id', 'width', 'height', 'format', 'mode',
+            'bytes']
     ok = m[~dup & ~miss][cols].reset_index(drop=True)
     return ok.astype({c: np.int64 for c in ('width', 'height', 'bytes')}), bad
 
@@ -140,7 +147,7 @@ def read_muge(folder: str | Path, # MUGE folder
               workers: int = 4, # threads decoding images
               chunk: int = 256, # TSV lines per batch
              ) -> dict:
-    "One MUGE split as aliret tables: {pairs, queries, gallery, rejected}; every line and item reference kept or rejected."
+    "One MUGE split as aliret tables {pairs, queries, gallery, rejected}: every line and item kept or rejected."
     t0 = time.time()
     qf, imf = muge_files(folder, split)
     q, qbad = read_queries(qf)
@@ -150,8 +157,9 @@ def read_muge(folder: str | Path, # MUGE folder
     rejected = pd.concat(rej, ignore_index=True) if rej else _rejected_frame(split, [], [], [], [])
     lines = len(q) + len(qbad) + len(g) + len(gbad)
     secs = time.time() - t0
-    pairs.attrs['stats'] = dict(split=split, lines=lines, queries=len(q), pairs=len(pairs), images=len(g), rejected=len(rejected),
-                                by_reason=rejected.reason.value_counts().to_dict(), seconds=round(secs, 3),
+    pairs.attrs['stats'] = dict(split=split, lines=lines, queries=len(q), pairs=len(pairs), images=len(g),
+                                rejected=len(rejected), by_reason=rejected.reason.value_counts().to_dict(),
+                                seconds=round(secs, 3),
                                 rows_per_s=round(lines / max(secs, 1e-9), 1))
     return dict(pairs=pairs, queries=q[['row', 'query_id', 'caption', 'item_ids']], gallery=g, rejected=rejected)
 
@@ -160,7 +168,8 @@ def _image_ids(products: pd.Series) -> np.ndarray:
     "Integer image ids from product names `<int>.<ext>`, or a `ValueError` naming the first one that is not."
     stems = products.astype(str).str.rsplit('.', n=1).str[0]
     ok = stems.str.fullmatch(r'\d+')
-    if not ok.all(): raise ValueError(f"MUGE needs integer image ids: product {products[~ok].iloc[0]!r} is not '<integer>.<ext>'")
+    if not ok.all():
+        raise ValueError(f"MUGE needs integer image ids: product {products[~ok].iloc[0]!r} is not '<integer>.<ext>'")
     return stems.astype(np.int64).to_numpy()
 
 def muge_queries(tables: dict, # {pairs, optional queries}, or {pairs} of plain aliret columns
@@ -172,7 +181,8 @@ def muge_queries(tables: dict, # {pairs, optional queries}, or {pairs} of plain 
     q = tables.get('queries')
     q = p.drop_duplicates('query_id')[['query_id', 'caption']] if q is None else q
     items = p.groupby('query_id', sort=False)['image_id'].agg(list)
-    return [dict(query_id=int(i), query_text=c, item_ids=[int(x) for x in items.get(i, [])]) for i, c in zip(q.query_id, q.caption)]
+    ids = lambda i: [int(x) for x in items.get(i, [])]
+    return [dict(query_id=int(i), query_text=c, item_ids=ids(i)) for i, c in zip(q.query_id, q.caption)]
 
 # %% ../nbs/01a_muge.ipynb #75422043
 def write_muge(tables: dict, # `read_muge` output, or {pairs[, queries, gallery]} aliret tables
@@ -208,5 +218,6 @@ def catalog_to_muge(catalog: str | Path, # an AliProducts-layout folder (e.g. `s
     tg, _ = ingest_gallery(c/'test_imgs', workers=workers, progress=False)
     write_muge(dict(pairs=tr), out, 'train'); write_muge(dict(pairs=va), out, 'valid')
     q = pd.DataFrame({'query_id': tc.caption_id.to_numpy(), 'caption': tc.caption.to_numpy()})
-    write_muge(dict(pairs=pd.DataFrame(columns=['query_id', 'image_id', 'caption']), queries=q, gallery=tg), out, 'test')
+    no_pairs = pd.DataFrame(columns=['query_id', 'image_id', 'caption'])
+    write_muge(dict(pairs=no_pairs, queries=q, gallery=tg), out, 'test')
     return Path(out)

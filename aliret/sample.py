@@ -102,8 +102,9 @@ ZH_WORDS = {  # material, feature and style words: English word -> Chinese word
     'loose-leaf': '活页', "men's": '男士', "women's": '女士', 'kids': '儿童', 'ins style': 'ins风', 'korean': '韩版',
     'simple': '简约', 'modern': '现代', 'vintage': '复古', 'light luxury': '轻奢', 'portable': '便携', 'mini': '迷你',
     'nordic': '北欧', 'japanese style': '日系', 'casual': '休闲', 'business': '商务', 'cute': '可爱', 'retro': '怀旧'}
-ZH_SPECS = {'shirt': ['S-XXL', 'M', 'XL', '大码'], 'shoe': ['35-44', '39码', '42码'], 'bag': ['1个'], 'bottle': ['500ml', '1000ml', '750ml'],
-            'cup': ['350ml', '400ml'], 'hat': ['均码'], 'phone': ['6.5英寸', '8+256G'], 'watch': ['40mm', '42mm'],
+ZH_SPECS = {'shirt': ['S-XXL', 'M', 'XL', '大码'], 'shoe': ['35-44', '39码', '42码'], 'bag': ['1个'],
+            'bottle': ['500ml', '1000ml', '750ml'], 'cup': ['350ml', '400ml'], 'hat': ['均码'],
+            'phone': ['6.5英寸', '8+256G'], 'watch': ['40mm', '42mm'],
             'lamp': ['USB', '220V'], 'chair': ['1把'], 'ball': ['5号球', '7号球'], 'book': ['100页', 'A4', 'B5']}
 ZH_PROMO = ['热卖', '2022新款', '2023新款', '包邮', '新品上市', '厂家直销', '高品质', '批发', '现货', '正品', '官方旗舰店', '限量',
             '礼物', '平价', '爆款', '有货', '特价']
@@ -160,8 +161,9 @@ def _typo(w: str, rng: np.random.Generator) -> str:
     if k == 1: return w[:i] + w[i+1:]
     return w[:i] + w[i] + w[i:]
 
+# %% ../nbs/00a_sample_data.ipynb #c3e2f1a1
 def _typo_zh(w: str, rng: np.random.Generator) -> str:
-    "One typo in Chinese phrase `w` (swap two neighbouring characters, drop or double one); single characters are left alone."
+    "One typo in Chinese phrase `w` (swap two neighbouring characters, drop or double one); single characters stay."
     if len(w) < 2: return w
     i, k = int(rng.integers(len(w) - 1)), int(rng.integers(3))
     if k == 0: return w[:i] + w[i+1] + w[i] + w[i+2:]
@@ -169,20 +171,24 @@ def _typo_zh(w: str, rng: np.random.Generator) -> str:
     return w[:i] + w[i] + w[i:]
 
 def _join_zh(words: list[str]) -> str:
-    "Chinese phrases written together, with a space only between two Latin/digit ends (`城狐2023新款` but `UrbanFox S-XXL`)."
+    "Chinese phrases joined without spaces, except between two Latin/digit ends (`城狐2023新款`, `UrbanFox S-XXL`)."
+    latin = lambda ch: ch.isascii() and ch.isalnum()
     out = ''
-    for w in words: out += (' ' if out and out[-1].isascii() and out[-1].isalnum() and w[:1].isascii() and w[:1].isalnum() else '') + w
+    for w in words: out += (' ' if out and latin(out[-1]) and latin(w[:1]) else '') + w
     return out
 
 def _title_words(lang: str) -> dict:
     "The word tables of one title language, by slot."
     if check_lang(lang) == 'en':
-        return dict(cat=CATEGORY_WORDS, cat_alt=CATEGORY_PINYIN, col=COLOUR_WORDS, col_alt=COLOUR_PINYIN, pat=PATTERN_WORDS,
+        return dict(cat=CATEGORY_WORDS, cat_alt=CATEGORY_PINYIN, col=COLOUR_WORDS, col_alt=COLOUR_PINYIN,
+                    pat=PATTERN_WORDS,
                     specs=SPECS, promo=PROMO, filler=PINYIN, attr={}, typo=_typo, official='{} official', brand={})
-    return dict(cat=ZH_CATEGORY_WORDS, cat_alt={c: c for c in CATEGORIES}, col=ZH_COLOUR_WORDS, col_alt={c: c for c in COLOURS},
-                pat=ZH_PATTERN_WORDS, specs=ZH_SPECS, promo=ZH_PROMO, filler=ZH_FILLER, attr=ZH_WORDS, typo=_typo_zh,
+    return dict(cat=ZH_CATEGORY_WORDS, cat_alt={c: c for c in CATEGORIES}, col=ZH_COLOUR_WORDS,
+                col_alt={c: c for c in COLOURS}, pat=ZH_PATTERN_WORDS, specs=ZH_SPECS, promo=ZH_PROMO, filler=ZH_FILLER,
+                attr=ZH_WORDS, typo=_typo_zh,
                 official='{}官方', brand=ZH_BRANDS)
 
+# %% ../nbs/00a_sample_data.ipynb #c3e2f1a2
 def make_title(item, # mapping with category, colour, pattern, brand, material, feature, styles, code
                rng: np.random.Generator, # the generator to draw from
                typo_rate: float = 0.03, # chance that any word gets a typo
@@ -194,13 +200,16 @@ def make_title(item, # mapping with category, colour, pattern, brand, material, 
     tr = lambda w: V['attr'].get(w, w)
     cat = V['cat_alt'][c] if rng.random() < MENTION['pinyin_word'] else _pick(rng, V['cat'][c])
     b, zb = item['brand'], V['brand'].get(item['brand'], item['brand'])
-    if rng.random() < 0.03: return cat if rng.random() < 0.5 else f"{zb} {cat}" if en else zb + cat   # the odd bare title
+    if rng.random() < 0.03:   # the odd bare title
+        return cat if rng.random() < 0.5 else f"{zb} {cat}" if en else zb + cat
     head = []
-    if rng.random() < MENTION['brand']: head.append(_pick(rng, [zb, zb, b.lower() if en else b, b.upper(), f'{zb}/', V['official'].format(zb)]))
+    if rng.random() < MENTION['brand']:
+        head.append(_pick(rng, [zb, zb, b.lower() if en else b, b.upper(), f'{zb}/', V['official'].format(zb)]))
     head += [_pick(rng, V['promo']) for _ in range(int(rng.choice(3, p=[0.5, 0.35, 0.15])))]
     mid = [tr(s) for s in item['styles']]
     if rng.random() < MENTION['colour']:
-        mid.append(V['col_alt'][item['colour']] if rng.random() < MENTION['pinyin_word'] else _pick(rng, V['col'][item['colour']]))
+        alt = rng.random() < MENTION['pinyin_word']
+        mid.append(V['col_alt'][item['colour']] if alt else _pick(rng, V['col'][item['colour']]))
     if rng.random() < (MENTION['plain'] if item['pattern'] == 'plain' else MENTION['pattern']):
         mid.append(_pick(rng, V['pat'][item['pattern']]))
     if rng.random() < MENTION['material']: mid.append(tr(item['material']))
@@ -223,6 +232,7 @@ def make_title(item, # mapping with category, colour, pattern, brand, material, 
     elif case < 0.6: words = [w.lower() for w in words]
     return ' '.join(words) if en else _join_zh(words)
 
+# %% ../nbs/00a_sample_data.ipynb #c3e2f1a3
 def near_duplicate_title(title: str, # the title to vary
                          rng: np.random.Generator, # the generator to draw from
                          lang: str = 'en', # title language: 'zh' edits characters instead of words
@@ -243,7 +253,7 @@ def near_duplicate_title(title: str, # the title to vary
         if w != words: return ' '.join(w)
     return title + ' ' + _pick(rng, PROMO)
 def _near_duplicate_zh(title: str, rng: np.random.Generator) -> str:
-    "`near_duplicate_title` for Chinese: the same edits on characters (drop, insert a promo or filler phrase, swap, double)."
+    "`near_duplicate_title` for Chinese: the same edits on characters (drop, insert promo/filler, swap, double)."
     chars = list(title)
     for _ in range(20):
         w = list(chars)
@@ -257,7 +267,6 @@ def _near_duplicate_zh(title: str, rng: np.random.Generator) -> str:
                 i = int(rng.integers(len(w))); w.insert(i, w[i])
         if w != chars: return ''.join(w)
     return title + _pick(rng, ZH_PROMO)
-
 
 # %% ../nbs/00a_sample_data.ipynb #9fee1f31
 def _glyphs(n: int = len(BRANDS), seed: int = 20220601) -> np.ndarray:
@@ -486,7 +495,7 @@ def _noise(items: np.ndarray, # item id of each train row
     source[rows] = src
     return source >= 0, source
 
-def plan_catalog(lang: str = 'en', # title language, one of `LANGS` (the same seed gives the same items, names and noise)
+def plan_catalog(lang: str = 'en', # title language, one of `LANGS` (a seed gives the same items, names, noise)
                  **params, # generator parameters (`CATALOG_DEFAULTS`)
                 ) -> pd.DataFrame:
     "Every image of the catalogue as a row (split, role, item, attributes, title, caption, noise, name, file), before rendering."
@@ -506,7 +515,8 @@ def plan_catalog(lang: str = 'en', # title language, one of `LANGS` (the same se
     # titles: one per item; the second image of a near-duplicate pair gets a near-identical variant
     recs = df.to_dict('records')
     base = {x['item']: make_title(x, r['titles'], typo_rate=p['typo_rate'], lang=lang) for x in recs if not x['twin']}
-    df['title'] = [near_duplicate_title(base[x['item']], r['titles'], lang) if x['twin'] else base[x['item']] for x in recs]
+    twin = lambda x: near_duplicate_title(base[x['item']], r['titles'], lang)
+    df['title'] = [twin(x) if x['twin'] else base[x['item']] for x in recs]
     for split in ('val', 'test'):   # each val/test caption is a query with its own answer: make them unique
         m = (df['split'] == split) & ~((df['role'] == 'query') & df['twin'])
         df.loc[m, 'title'] = _make_unique(df.loc[m, 'title'].tolist(), r['titles'])
@@ -638,7 +648,7 @@ def file_lock(path: str | Path):
             if fcntl: fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 def sample_data_dir(root: str | Path | None = None, # cache folder (default `data_root()`, i.e. `<project>/data`)
-                    lang: str = 'en', # title language: 'zh' lives in `data/sample-zh` (defaults) or `data/sample-zh-<hash>`
+                    lang: str = 'en', # title language: 'zh' gives `data/sample-zh` (defaults) or `sample-zh-<hash>`
                     **params, # generator parameters of `make_catalog`; the defaults give `data/sample`
                    ) -> Path:
     "The cached sample catalogue for `params`, built on first use (race-safe): `data/sample` for the defaults, else `data/sample-<hash>`."
