@@ -87,10 +87,24 @@ def check_image_line(line: bytes, # one TSV line
     except Exception as e: return iid, b'', 0, 0, '', '', 'undecodable image', f'{type(e).__name__}: {e}'[:160]
     return iid, data, w, h, fmt, mode, '', ''
 
-# %% ../nbs/01a_muge.ipynb #ebf20ac8
+# %% ../nbs/01a_muge.ipynb #6529e267
+def _line_id(line: bytes) -> int | None:
+    "The integer image id before the first tab of a TSV line, or None."
+    try: return int(line.split(b'\t', 1)[0])
+    except ValueError: return None
+
+def _save_line(line: bytes, out: Path, dup: bool) -> tuple:
+    "`check_image_line`, then the original bytes written to `out/<id><ext>` unless bad or a repeated id; no bytes returned."
+    iid, data, w, h, fmt, mode, why, detail = check_image_line(line)
+    if not why and dup: why, detail = 'duplicate image id', f'image id {iid} already seen on an earlier line'
+    name = f'{iid}{_EXT.get(fmt, ".img")}'
+    if not why: (out/name).write_bytes(data)
+    return iid, name, w, h, fmt, mode, len(data), why, detail
+
+# %% ../nbs/01a_muge.ipynb #1111eb9f
 def read_images(path: str | Path, # a `{split}_imgs.tsv` file
                 image_dir: str | Path, # where the image files are written
-                workers: int = 4, # threads decoding images
+                workers: int = 4, # threads decoding and writing images
                 chunk: int = 256, # lines per batch (memory holds one batch of base64)
                ) -> tuple[pd.DataFrame, list, dict]:
     "Stream the TSV: kept images (`row`, `image_id`, `product`, `image_path`, sizes), rejects, {id: (line, reason)}."
@@ -98,16 +112,15 @@ def read_images(path: str | Path, # a `{split}_imgs.tsv` file
     out.mkdir(parents=True, exist_ok=True)
     kept, bad, failed, seen = [], [], {}, set()
     def take(n0, lines, ex):
-        for n, r in enumerate(ex.map(check_image_line, lines), n0):
-            iid, data, w, h, fmt, mode, why, detail = r
-            if not why and iid in seen: why, detail = 'duplicate image id', f'image id {iid} already seen'
-            if why:
-                bad.append((n, '' if iid is None else str(iid), why, f'{path.name} line {n + 1}: {detail}'))
-                if iid is not None and iid not in seen: failed.setdefault(iid, (n, why))
-                continue
-            seen.add(iid); name = f'{iid}{_EXT.get(fmt, ".img")}'
-            (out/name).write_bytes(data)
-            kept.append((n, iid, name, str(out/name), w, h, fmt, mode, len(data)))
+        dup = []
+        for i in map(_line_id, lines):
+            dup.append(i in seen)
+            if i is not None: seen.add(i)
+        for n, r in enumerate(ex.map(_save_line, lines, [out] * len(lines), dup), n0):
+            iid, name, w, h, fmt, mode, size, why, detail = r
+            if why and iid is not None and why != 'duplicate image id': failed.setdefault(iid, (n, why))
+            if why: bad.append((n, '' if iid is None else str(iid), why, f'{path.name} line {n + 1}: {detail}'))
+            else: kept.append((n, iid, name, str(out/name), w, h, fmt, mode, size))
     with open(path, 'rb') as f, ThreadPoolExecutor(max(1, workers)) as ex:
         lines, n0 = [], 0
         for line in f:
@@ -118,7 +131,7 @@ def read_images(path: str | Path, # a `{split}_imgs.tsv` file
     g = pd.DataFrame(kept, columns=cols).sort_values('image_id', kind='stable').reset_index(drop=True)
     return g.astype({c: np.int64 for c in ('row', 'image_id', 'width', 'height', 'bytes')}), bad, failed
 
-# %% ../nbs/01a_muge.ipynb #7d673513
+# %% ../nbs/01a_muge.ipynb #f326b837
 def _pairs(q: pd.DataFrame, g: pd.DataFrame, failed: dict, qname: str, iname: str) -> tuple[pd.DataFrame, list]:
     "One row per (query, item) joined to the gallery, and the rejected references."
     e = q[['row', 'query_id', 'caption', 'item_ids']].explode('item_ids').dropna(subset=['item_ids'])
@@ -140,7 +153,7 @@ def _pairs(q: pd.DataFrame, g: pd.DataFrame, failed: dict, qname: str, iname: st
     ok = m[~dup & ~miss][cols].reset_index(drop=True)
     return ok.astype({c: np.int64 for c in ('width', 'height', 'bytes')}), bad
 
-# %% ../nbs/01a_muge.ipynb #9367114f
+# %% ../nbs/01a_muge.ipynb #eb96341d
 def read_muge(folder: str | Path, # MUGE folder
               split: str, # one of `MUGE_SPLITS`
               image_dir: str | Path, # where the decoded image files are written
@@ -163,7 +176,7 @@ def read_muge(folder: str | Path, # MUGE folder
                                 rows_per_s=round(lines / max(secs, 1e-9), 1))
     return dict(pairs=pairs, queries=q[['row', 'query_id', 'caption', 'item_ids']], gallery=g, rejected=rejected)
 
-# %% ../nbs/01a_muge.ipynb #7f21557b
+# %% ../nbs/01a_muge.ipynb #ba1f3f8a
 def _image_ids(products: pd.Series) -> np.ndarray:
     "Integer image ids from product names `<int>.<ext>`, or a `ValueError` naming the first one that is not."
     stems = products.astype(str).str.rsplit('.', n=1).str[0]
@@ -184,7 +197,7 @@ def muge_queries(tables: dict, # {pairs, optional queries}, or {pairs} of plain 
     ids = lambda i: [int(x) for x in items.get(i, [])]
     return [dict(query_id=int(i), query_text=c, item_ids=ids(i)) for i, c in zip(q.query_id, q.caption)]
 
-# %% ../nbs/01a_muge.ipynb #75422043
+# %% ../nbs/01a_muge.ipynb #b9009290
 def write_muge(tables: dict, # `read_muge` output, or {pairs[, queries, gallery]} aliret tables
                folder: str | Path, # MUGE folder to write into
                split: str, # one of `MUGE_SPLITS`
@@ -204,7 +217,7 @@ def write_muge(tables: dict, # `read_muge` output, or {pairs[, queries, gallery]
             f.write(b'%d\t%s\n' % (ids[i], enc(Path(g['image_path'].iloc[i]).read_bytes())))
     return qf, imf
 
-# %% ../nbs/01a_muge.ipynb #69cb91de
+# %% ../nbs/01a_muge.ipynb #480f17fa
 def catalog_to_muge(catalog: str | Path, # an AliProducts-layout folder (e.g. `sample_data_dir(lang='zh')`)
                     out: str | Path, # MUGE folder to write
                     workers: int = 4, # threads checking images
