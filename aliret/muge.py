@@ -14,7 +14,7 @@ from .data import DataError, _rejected_frame, has_text, ingest, ingest_test_capt
 
 # %% auto #0
 __all__ = ['MUGE_SPLITS', 'MUGE_REASONS', 'muge_files', 'read_queries', 'check_image_line', 'read_images', 'read_muge',
-           'muge_queries', 'write_muge', 'catalog_to_muge']
+           'muge_queries', 'write_muge', 'catalog_to_muge', 'ingest_muge']
 
 # %% ../nbs/01a_muge.ipynb #70cc44e9
 MUGE_SPLITS = ('train', 'valid', 'test')
@@ -94,7 +94,7 @@ def _line_id(line: bytes) -> int | None:
     except ValueError: return None
 
 def _save_line(line: bytes, out: Path, dup: bool) -> tuple:
-    "`check_image_line`, then the original bytes written to `out/<id><ext>` unless bad or a repeated id; no bytes returned."
+    "`check_image_line`, then the original bytes written to `out/<id><ext>` unless bad or a repeated id."
     iid, data, w, h, fmt, mode, why, detail = check_image_line(line)
     if not why and dup: why, detail = 'duplicate image id', f'image id {iid} already seen on an earlier line'
     name = f'{iid}{_EXT.get(fmt, ".img")}'
@@ -234,3 +234,20 @@ def catalog_to_muge(catalog: str | Path, # an AliProducts-layout folder (e.g. `s
     no_pairs = pd.DataFrame(columns=['query_id', 'image_id', 'caption'])
     write_muge(dict(pairs=no_pairs, queries=q, gallery=tg), out, 'test')
     return Path(out)
+
+# %% ../nbs/01a_muge.ipynb #a8cf58d5
+def ingest_muge(folder: str | Path, # MUGE folder with train, valid and test files
+                image_root: str | Path, # images are written to `image_root/<split>/`
+                workers: int = 4, # threads decoding images
+               ) -> tuple[dict, pd.DataFrame, dict]:
+    "All MUGE splits as `(tables, rejected, stats)` like `ingest_all` (train, val, test_captions, test_gallery, val_gallery)."
+    for s in MUGE_SPLITS: muge_files(folder, s)   # a missing split stops before any image is written
+    r = {s: read_muge(folder, s, Path(image_root)/s, workers) for s in MUGE_SPLITS}
+    gal = lambda s: r[s]['gallery'].drop(columns=['row', 'image_id'])
+    tq = r['test']['queries']
+    tables = dict(train=r['train']['pairs'], val=r['valid']['pairs'],
+                  test_captions=pd.DataFrame({'caption_id': tq.query_id.to_numpy(), 'caption': tq.caption.to_numpy()}),
+                  test_gallery=gal('test'), val_gallery=gal('valid'))
+    stats = {s: r[s]['pairs'].attrs['stats'] for s in MUGE_SPLITS}
+    rejected = pd.concat([r[s]['rejected'] for s in MUGE_SPLITS], ignore_index=True)
+    return tables, rejected, {**stats, 'data_dir': str(folder)}
