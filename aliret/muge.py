@@ -4,7 +4,7 @@
 
 # %% ../nbs/01a_muge.ipynb #73115dea
 from __future__ import annotations
-import base64, binascii, io, json, os, time
+import base64, binascii, io, json, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -240,7 +240,7 @@ def ingest_muge(folder: str | Path, # MUGE folder with train, valid and test fil
                 image_root: str | Path, # images are written to `image_root/<split>/`
                 workers: int = 4, # threads decoding images
                ) -> tuple[dict, pd.DataFrame, dict]:
-    "All MUGE splits as `(tables, rejected, stats)` like `ingest_all` (train, val, test_captions, test_gallery, val_gallery)."
+    "All MUGE splits as `(tables, rejected, stats)` shaped like `ingest_all`, plus a `val_gallery` table."
     for s in MUGE_SPLITS: muge_files(folder, s)   # a missing split stops before any image is written
     r = {s: read_muge(folder, s, Path(image_root)/s, workers) for s in MUGE_SPLITS}
     gal = lambda s: r[s]['gallery'].drop(columns=['row', 'image_id'])
