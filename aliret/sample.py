@@ -13,10 +13,11 @@ from .core import data_root, SUCCESS
 # %% auto #0
 __all__ = ['GENERATOR_VERSION', 'CATEGORIES', 'CATEGORY_WORDS', 'CATEGORY_PINYIN', 'COLOURS', 'COLOUR_WORDS', 'COLOUR_PINYIN',
            'PATTERNS', 'PATTERN_WORDS', 'BRANDS', 'MATERIALS', 'FEATURES', 'SPECS', 'STYLES', 'PROMO', 'PINYIN',
-           'MENTION', 'GLYPHS', 'CATALOG_DEFAULTS', 'sample_items', 'make_title', 'near_duplicate_title', 'shape_mask',
-           'pattern_mask', 'draw_poses', 'render_items', 'jpeg_bytes', 'train_folder', 'check_catalog_params',
-           'plan_catalog', 'write_images', 'make_catalog', 'load_catalog', 'catalog_key', 'is_catalog', 'file_lock',
-           'sample_data_dir']
+           'ZH_CATEGORY_WORDS', 'ZH_COLOUR_WORDS', 'ZH_PATTERN_WORDS', 'ZH_BRANDS', 'ZH_WORDS', 'ZH_SPECS', 'ZH_PROMO',
+           'ZH_FILLER', 'LANGS', 'MENTION', 'GLYPHS', 'CATALOG_DEFAULTS', 'check_lang', 'sample_items', 'make_title',
+           'near_duplicate_title', 'shape_mask', 'pattern_mask', 'draw_poses', 'render_items', 'jpeg_bytes',
+           'train_folder', 'check_catalog_params', 'plan_catalog', 'write_images', 'make_catalog', 'load_catalog',
+           'catalog_key', 'is_catalog', 'file_lock', 'sample_data_dir']
 
 # %% ../nbs/00a_sample_data.ipynb #59a43598
 GENERATOR_VERSION = 1  # bump whenever the output for a given seed changes: cached catalogues are then rebuilt
@@ -67,6 +68,56 @@ PROMO = ['hot sale', '2022 new', '2023 new', 'free shipping', 'new arrival', 'fa
 PINYIN = ['baoyou', 'xinkuan', 'zhengpin', 'chaoliu', 'tongkuan', 'jianyue', 'yuanchuang', 'shishang', 'gaoji', 'qingshe',
           'chaohuo', 'wanghong', 'kuanban', 'xiaozhong']
 
+# %% ../nbs/00a_sample_data.ipynb #a1c0f3e2
+ZH_CATEGORY_WORDS = {
+    'shirt': ['衬衫', 'T恤', '打底衫', '上衣', '雪纺衫'], 'shoe': ['鞋子', '运动鞋', '鞋', '板鞋'],
+    'bag': ['包包', '手提包', '托特包', '单肩包'], 'bottle': ['瓶子', '运动水瓶', '水壶', '随手瓶'],
+    'cup': ['杯子', '马克杯', '咖啡杯', '茶杯'], 'hat': ['帽子', '鸭舌帽', '渔夫帽', '遮阳帽'],
+    'phone': ['手机', '移动电话', '智能手机', '电话'], 'watch': ['手表', '腕表', '石英表'],
+    'lamp': ['台灯', '书桌灯', '桌灯', '小夜灯'], 'chair': ['椅子', '凳子', '躺椅', '扶手椅'],
+    'ball': ['球', '足球', '篮球', '排球'], 'book': ['书', '笔记本', '日记本', '精装书']}
+ZH_COLOUR_WORDS = {'red': ['红色', '酒红色', '深红色'], 'pink': ['粉色', '玫瑰粉'], 'orange': ['橙色'], 'yellow': ['黄色', '柠檬黄'],
+                   'green': ['绿色', '草绿色'], 'blue': ['蓝色', '天蓝色'], 'navy': ['藏青色', '藏蓝色', '深蓝色'],
+                   'purple': ['紫色', '紫罗兰'], 'brown': ['棕色', '咖啡色', '卡其棕'], 'black': ['黑色'],
+                   'white': ['白色', '象牙白'], 'grey': ['灰色', '浅灰色']}
+ZH_PATTERN_WORDS = {'plain': ['纯色', '素色', '净色'], 'stripes': ['条纹', '竖条纹', '横条纹'],
+                    'dots': ['波点', '圆点', '点点'], 'checks': ['格子', '格纹', '千鸟格', '方格']}
+ZH_BRANDS = {'Aolike': '奥利克', 'Benshu': '本树', 'Cuiyu': '翠羽', 'Delanke': '德兰克', 'Feiyangg': '飞扬', 'Gumei': '古美',
+             'Haoxiang': '好享', 'Jiameng': '佳梦', 'Kaluo': '卡洛', 'Lemeng': '乐萌', 'M&D': 'M&D', 'Nuoya': '诺雅',
+             'Qiansi': '千丝', 'UrbanFox': '城狐', 'Yunshang': '云裳'}
+ZH_WORDS = {  # material, feature and style words: English word -> Chinese word
+    'cotton': '纯棉', 'linen': '亚麻', 'polyester': '涤纶', 'silk': '真丝', 'leather': '真皮', 'canvas': '帆布', 'mesh': '网面',
+    'pu leather': 'PU皮', 'nylon': '尼龙', 'pu': 'PU', 'stainless steel': '不锈钢', 'glass': '玻璃', 'plastic': '塑料',
+    'tritan': 'Tritan', 'ceramic': '陶瓷', 'bone china': '骨瓷', 'wool': '羊毛', 'straw': '草编', 'aluminium': '铝制',
+    'silicone': '硅胶', 'alloy': '合金', 'metal': '金属', 'wood': '木质', 'fabric': '布艺', 'solid wood': '实木',
+    'rubber': '橡胶', 'paper': '纸质', 'kraft paper': '牛皮纸', 'hardcover': '硬壳',
+    'short sleeve': '短袖', 'long sleeve': '长袖', 'loose': '宽松', 'slim fit': '修身', 'round neck': '圆领', 'running': '跑步',
+    'breathable': '透气', 'non-slip': '防滑', 'lace-up': '系带', 'crossbody': '斜挎', 'large capacity': '大容量',
+    'zipper': '拉链', 'messenger': '邮差', 'insulated': '保温', 'leak-proof': '防漏', 'sports': '运动', 'with straw': '带吸管',
+    'with lid': '带盖', 'heat resistant': '耐热', 'office': '办公', 'couple': '情侣', 'sunscreen': '防晒', 'adjustable': '可调节',
+    'baseball': '棒球', 'fisherman': '渔夫', '5g': '5G', 'dual sim': '双卡双待', 'full screen': '全面屏', '128gb': '128G',
+    'waterproof': '防水', 'luminous': '夜光', 'mechanical': '机械', 'smart': '智能', 'led': 'LED', 'eye protection': '护眼',
+    'dimmable': '调光', 'bedside': '床头', 'ergonomic': '人体工学', 'folding': '折叠', 'dining': '餐桌', 'training': '训练',
+    'size 5': '5号', 'wear-resistant': '耐磨', 'match': '比赛', 'a5': 'A5', 'thickened': '加厚', 'student': '学生',
+    'loose-leaf': '活页', "men's": '男士', "women's": '女士', 'kids': '儿童', 'ins style': 'ins风', 'korean': '韩版',
+    'simple': '简约', 'modern': '现代', 'vintage': '复古', 'light luxury': '轻奢', 'portable': '便携', 'mini': '迷你',
+    'nordic': '北欧', 'japanese style': '日系', 'casual': '休闲', 'business': '商务', 'cute': '可爱', 'retro': '怀旧'}
+ZH_SPECS = {'shirt': ['S-XXL', 'M', 'XL', '大码'], 'shoe': ['35-44', '39码', '42码'], 'bag': ['1个'],
+            'bottle': ['500ml', '1000ml', '750ml'], 'cup': ['350ml', '400ml'], 'hat': ['均码'],
+            'phone': ['6.5英寸', '8+256G'], 'watch': ['40mm', '42mm'],
+            'lamp': ['USB', '220V'], 'chair': ['1把'], 'ball': ['5号球', '7号球'], 'book': ['100页', 'A4', 'B5']}
+ZH_PROMO = ['热卖', '2022新款', '2023新款', '包邮', '新品上市', '厂家直销', '高品质', '批发', '现货', '正品', '官方旗舰店', '限量',
+            '礼物', '平价', '爆款', '有货', '特价']
+ZH_FILLER = ['百搭', '新款', '潮流', '同款', '简约风', '原创', '时尚', '高级感', '质感', '超火', '网红', '宽版', '小众', '洋气']
+LANGS = ('en', 'zh')
+
+def check_lang(lang: str, # title language
+              ) -> str:
+    "`lang` if it is one of `LANGS`, else a `ValueError` naming the allowed ones."
+    if lang not in LANGS: raise ValueError(f'lang must be one of {LANGS}, got {lang!r}')
+    return lang
+
+
 # %% ../nbs/00a_sample_data.ipynb #016cd636
 _CAT_W = np.array([10, 9, 9, 7, 7, 7, 6, 6, 5, 5, 5, 5], float)
 _COL_W = np.array([8, 6, 5, 5, 6, 7, 5, 5, 5, 11, 10, 7], float)
@@ -110,48 +161,84 @@ def _typo(w: str, rng: np.random.Generator) -> str:
     if k == 1: return w[:i] + w[i+1:]
     return w[:i] + w[i] + w[i:]
 
+# %% ../nbs/00a_sample_data.ipynb #c3e2f1a1
+def _typo_zh(w: str, rng: np.random.Generator) -> str:
+    "One typo in Chinese phrase `w` (swap two neighbouring characters, drop or double one); single characters stay."
+    if len(w) < 2: return w
+    i, k = int(rng.integers(len(w) - 1)), int(rng.integers(3))
+    if k == 0: return w[:i] + w[i+1] + w[i] + w[i+2:]
+    if k == 1: return w[:i] + w[i+1:]
+    return w[:i] + w[i] + w[i:]
+
+def _join_zh(words: list[str]) -> str:
+    "Chinese phrases joined without spaces, except between two Latin/digit ends (`城狐2023新款`, `UrbanFox S-XXL`)."
+    latin = lambda ch: ch.isascii() and ch.isalnum()
+    out = ''
+    for w in words: out += (' ' if out and latin(out[-1]) and latin(w[:1]) else '') + w
+    return out
+
+def _title_words(lang: str) -> dict:
+    "The word tables of one title language, by slot."
+    if check_lang(lang) == 'en':
+        return dict(cat=CATEGORY_WORDS, cat_alt=CATEGORY_PINYIN, col=COLOUR_WORDS, col_alt=COLOUR_PINYIN,
+                    pat=PATTERN_WORDS,
+                    specs=SPECS, promo=PROMO, filler=PINYIN, attr={}, typo=_typo, official='{} official', brand={})
+    return dict(cat=ZH_CATEGORY_WORDS, cat_alt={c: c for c in CATEGORIES}, col=ZH_COLOUR_WORDS,
+                col_alt={c: c for c in COLOURS}, pat=ZH_PATTERN_WORDS, specs=ZH_SPECS, promo=ZH_PROMO, filler=ZH_FILLER,
+                attr=ZH_WORDS, typo=_typo_zh,
+                official='{}官方', brand=ZH_BRANDS)
+
+# %% ../nbs/00a_sample_data.ipynb #c3e2f1a2
 def make_title(item, # mapping with category, colour, pattern, brand, material, feature, styles, code
                rng: np.random.Generator, # the generator to draw from
                typo_rate: float = 0.03, # chance that any word gets a typo
-               max_words: int = 30, # titles are cut to this many words
+               max_words: int = 30, # titles are cut to this many words (Chinese: phrases)
+               lang: str = 'en', # title language, one of `LANGS`
               ) -> str:
     "An e-commerce title for `item`: brand, attributes, category, filler and promo words, pinyin, typos."
-    c = item['category']
-    cat = CATEGORY_PINYIN[c] if rng.random() < MENTION['pinyin_word'] else _pick(rng, CATEGORY_WORDS[c])
-    if rng.random() < 0.03: return cat if rng.random() < 0.5 else f"{item['brand']} {cat}"   # the odd bare title
+    V, c, en = _title_words(lang), item['category'], lang == 'en'
+    tr = lambda w: V['attr'].get(w, w)
+    cat = V['cat_alt'][c] if rng.random() < MENTION['pinyin_word'] else _pick(rng, V['cat'][c])
+    b, zb = item['brand'], V['brand'].get(item['brand'], item['brand'])
+    if rng.random() < 0.03:   # the odd bare title
+        return cat if rng.random() < 0.5 else f"{zb} {cat}" if en else zb + cat
     head = []
     if rng.random() < MENTION['brand']:
-        b = item['brand']; head.append(_pick(rng, [b, b, b.lower(), b.upper(), f'{b}/', f'{b} official']))
-    head += [_pick(rng, PROMO) for _ in range(int(rng.choice(3, p=[0.5, 0.35, 0.15])))]
-    mid = list(item['styles'])
+        head.append(_pick(rng, [zb, zb, b.lower() if en else b, b.upper(), f'{zb}/', V['official'].format(zb)]))
+    head += [_pick(rng, V['promo']) for _ in range(int(rng.choice(3, p=[0.5, 0.35, 0.15])))]
+    mid = [tr(s) for s in item['styles']]
     if rng.random() < MENTION['colour']:
-        mid.append(COLOUR_PINYIN[item['colour']] if rng.random() < MENTION['pinyin_word'] else _pick(rng, COLOUR_WORDS[item['colour']]))
+        alt = rng.random() < MENTION['pinyin_word']
+        mid.append(V['col_alt'][item['colour']] if alt else _pick(rng, V['col'][item['colour']]))
     if rng.random() < (MENTION['plain'] if item['pattern'] == 'plain' else MENTION['pattern']):
-        mid.append(_pick(rng, PATTERN_WORDS[item['pattern']]))
-    if rng.random() < MENTION['material']: mid.append(item['material'])
-    if item['feature']: mid.append(item['feature'])
+        mid.append(_pick(rng, V['pat'][item['pattern']]))
+    if rng.random() < MENTION['material']: mid.append(tr(item['material']))
+    if item['feature']: mid.append(tr(item['feature']))
     mid.append(cat)
-    tail = [_pick(rng, SPECS[c])] if rng.random() < 0.3 else []
+    tail = [_pick(rng, V['specs'][c])] if rng.random() < 0.3 else []
     if item['code']: tail.append(item['code'])
-    tail += [_pick(rng, PROMO) for _ in range(int(rng.choice(3, p=[0.6, 0.3, 0.1])))]
+    tail += [_pick(rng, V['promo']) for _ in range(int(rng.choice(3, p=[0.6, 0.3, 0.1])))]
     phrases = head + mid + tail
-    for _ in range(int(rng.choice(3, p=[0.65, 0.25, 0.1]))):   # pinyin tokens anywhere
-        phrases.insert(int(rng.integers(len(phrases) + 1)), _pick(rng, PINYIN))
+    for _ in range(int(rng.choice(3, p=[0.65, 0.25, 0.1]))):   # pinyin (Chinese: English) tokens anywhere
+        phrases.insert(int(rng.integers(len(phrases) + 1)), _pick(rng, V['filler']))
     if rng.random() < 0.25: phrases = [phrases[i] for i in rng.permutation(len(phrases))]   # scrambled order
-    words = ' '.join(phrases).split()
-    words = [_typo(w, rng) if rng.random() < typo_rate else w for w in words]
+    words = ' '.join(phrases).split() if en else phrases
+    words = [V['typo'](w, rng) if rng.random() < typo_rate else w for w in words]
     if rng.random() < 0.05:   # a repeated token
         i = int(rng.integers(len(words))); words.insert(i, words[i])
     words = words[:max_words]
     case = rng.random()
     if case < 0.45: words = [w[:1].upper() + w[1:] for w in words]
     elif case < 0.6: words = [w.lower() for w in words]
-    return ' '.join(words)
+    return ' '.join(words) if en else _join_zh(words)
 
+# %% ../nbs/00a_sample_data.ipynb #c3e2f1a3
 def near_duplicate_title(title: str, # the title to vary
                          rng: np.random.Generator, # the generator to draw from
+                         lang: str = 'en', # title language: 'zh' edits characters instead of words
                         ) -> str:
     "A near-identical variant of `title` (one or two small edits: drop, insert, swap, typo), never equal to it."
+    if check_lang(lang) == 'zh': return _near_duplicate_zh(title, rng)
     words = title.split()
     for _ in range(20):
         w = list(words)
@@ -165,6 +252,21 @@ def near_duplicate_title(title: str, # the title to vary
                 i = int(rng.integers(len(w))); w[i] = _typo(w[i], rng)
         if w != words: return ' '.join(w)
     return title + ' ' + _pick(rng, PROMO)
+def _near_duplicate_zh(title: str, rng: np.random.Generator) -> str:
+    "`near_duplicate_title` for Chinese: the same edits on characters (drop, insert promo/filler, swap, double)."
+    chars = list(title)
+    for _ in range(20):
+        w = list(chars)
+        for _ in range(int(rng.integers(1, 3))):
+            k = int(rng.integers(4))
+            if k == 0 and len(w) > 2: del w[int(rng.integers(len(w)))]
+            elif k == 1: w.insert(int(rng.integers(len(w) + 1)), _pick(rng, ZH_PROMO + ZH_FILLER))
+            elif k == 2 and len(w) > 1:
+                i = int(rng.integers(len(w) - 1)); w[i], w[i+1] = w[i+1], w[i]
+            else:
+                i = int(rng.integers(len(w))); w.insert(i, w[i])
+        if w != chars: return ''.join(w)
+    return title + _pick(rng, ZH_PROMO)
 
 # %% ../nbs/00a_sample_data.ipynb #9fee1f31
 def _glyphs(n: int = len(BRANDS), seed: int = 20220601) -> np.ndarray:
@@ -393,9 +495,11 @@ def _noise(items: np.ndarray, # item id of each train row
     source[rows] = src
     return source >= 0, source
 
-def plan_catalog(**params) -> pd.DataFrame:
+def plan_catalog(lang: str = 'en', # title language, one of `LANGS` (a seed gives the same items, names, noise)
+                 **params, # generator parameters (`CATALOG_DEFAULTS`)
+                ) -> pd.DataFrame:
     "Every image of the catalogue as a row (split, role, item, attributes, title, caption, noise, name, file), before rendering."
-    p = check_catalog_params(**params); r = _rngs(p['seed'])
+    p = check_catalog_params(**params); r = _rngs(p['seed']); check_lang(lang)
     parts, item0 = [], 0
     for split in ('train', 'val'):
         n = p[f'n_{split}']
@@ -410,8 +514,9 @@ def plan_catalog(**params) -> pd.DataFrame:
     df = pd.concat(parts, ignore_index=True).join(sample_items(item0, r['items']), on='item')
     # titles: one per item; the second image of a near-duplicate pair gets a near-identical variant
     recs = df.to_dict('records')
-    base = {x['item']: make_title(x, r['titles'], typo_rate=p['typo_rate']) for x in recs if not x['twin']}
-    df['title'] = [near_duplicate_title(base[x['item']], r['titles']) if x['twin'] else base[x['item']] for x in recs]
+    base = {x['item']: make_title(x, r['titles'], typo_rate=p['typo_rate'], lang=lang) for x in recs if not x['twin']}
+    twin = lambda x: near_duplicate_title(base[x['item']], r['titles'], lang)
+    df['title'] = [twin(x) if x['twin'] else base[x['item']] for x in recs]
     for split in ('val', 'test'):   # each val/test caption is a query with its own answer: make them unique
         m = (df['split'] == split) & ~((df['role'] == 'query') & df['twin'])
         df.loc[m, 'title'] = _make_unique(df.loc[m, 'title'].tolist(), r['titles'])
@@ -473,6 +578,7 @@ def make_catalog(out_dir: str | Path, # folder to create (absent or empty, unles
                  n_nested: int = 1, # how many of them (the last ones) use the nested form
                  typo_rate: float = 0.03, # chance of a typo per title word
                  overwrite: bool = False, # allow writing into a non-empty folder
+                 lang: str = 'en', # title language, one of `LANGS`
                 ) -> Path:
     "Write a synthetic catalogue in the AliProducts layout into `out_dir`; the `_SUCCESS` marker (version + parameters) comes last."
     p = check_catalog_params(**{k: v for k, v in locals().items() if k in CATALOG_DEFAULTS})
@@ -480,7 +586,7 @@ def make_catalog(out_dir: str | Path, # folder to create (absent or empty, unles
     if out.exists() and not out.is_dir(): raise FileExistsError(f'{out} exists and is not a folder: pass a folder path for the catalogue')
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f'{out} is not empty: pass a new or empty folder, or overwrite=True')
-    df = plan_catalog(**p)
+    df = plan_catalog(check_lang(lang), **p)
     out.mkdir(parents=True, exist_ok=True); (out/SUCCESS).unlink(missing_ok=True)
     write_images(df, out, p['image_size'], _rngs(p['seed'])['render'])
     pairs = lambda split: [dict(product=a, caption=b) for a, b in df.loc[df['split'] == split, ['product', 'caption']].itertuples(index=False)]
@@ -494,10 +600,11 @@ def make_catalog(out_dir: str | Path, # folder to create (absent or empty, unles
     counts = dict(train=int((df['split'] == 'train').sum()), val=int((df['split'] == 'val').sum()), test_captions=len(q),
                   test_gallery=len(te), noisy=int(df['noisy'].sum()), near_duplicate_pairs=int(df['twin'].sum()),
                   items=int(df['item'].nunique()))
-    _dump(out/'catalog.json', dict(generator='aliret.sample', version=GENERATOR_VERSION, seed=p['seed'], params=p, counts=counts,
+    extra = {} if lang == 'en' else dict(lang=lang)   # English records stay as they were before languages existed
+    _dump(out/'catalog.json', dict(generator='aliret.sample', version=GENERATOR_VERSION, seed=p['seed'], params=p, **extra, counts=counts,
                                    vocabulary=dict(categories=CATEGORIES, colours=list(COLOURS), patterns=PATTERNS, brands=BRANDS),
                                    images=[{k: _plain(v) for k, v in zip(cols, r)} for r in df[cols].itertuples(index=False, name=None)]))
-    (out/SUCCESS).write_text(json.dumps(dict(version=GENERATOR_VERSION, params=p), sort_keys=True) + '\n')
+    (out/SUCCESS).write_text(json.dumps(dict(version=GENERATOR_VERSION, params=p, **extra), sort_keys=True) + '\n')
     return out
 
 def load_catalog(d: str | Path) -> pd.DataFrame:
@@ -509,19 +616,24 @@ def load_catalog(d: str | Path) -> pd.DataFrame:
     return df
 
 # %% ../nbs/00a_sample_data.ipynb #0f0b1f60
-def catalog_key(params: dict) -> str:
-    "Short stable hash of the generator version and the (complete) parameters."
-    return hashlib.sha1(json.dumps(dict(version=GENERATOR_VERSION, params=params), sort_keys=True).encode()).hexdigest()[:10]
+def catalog_key(params: dict, # complete generator parameters
+                lang: str = 'en', # title language
+               ) -> str:
+    "Short stable hash of the generator version, the (complete) parameters and a non-English language."
+    rec = dict(version=GENERATOR_VERSION, params=params, **({} if lang == 'en' else dict(lang=lang)))
+    return hashlib.sha1(json.dumps(rec, sort_keys=True).encode()).hexdigest()[:10]
 
 def is_catalog(d: str | Path, # candidate catalogue folder
                params: dict | None = None, # the parameters it must have been built with (None: any)
+               lang: str = 'en', # the title language it must have
               ) -> bool:
-    "Is `d` a complete catalogue of this generator version (and of these parameters)?"
+    "Is `d` a complete catalogue of this generator version and language (and of these parameters)?"
     m = Path(d)/SUCCESS
     if not m.is_file(): return False
     try: rec = json.loads(m.read_text())
     except (OSError, ValueError): return False
-    return rec.get('version') == GENERATOR_VERSION and (params is None or rec.get('params') == params)
+    same = rec.get('version') == GENERATOR_VERSION and rec.get('lang', 'en') == lang
+    return same and (params is None or rec.get('params') == params)
 
 @contextlib.contextmanager
 def file_lock(path: str | Path):
@@ -536,18 +648,20 @@ def file_lock(path: str | Path):
             if fcntl: fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 def sample_data_dir(root: str | Path | None = None, # cache folder (default `data_root()`, i.e. `<project>/data`)
+                    lang: str = 'en', # title language: 'zh' gives `data/sample-zh` (defaults) or `sample-zh-<hash>`
                     **params, # generator parameters of `make_catalog`; the defaults give `data/sample`
                    ) -> Path:
     "The cached sample catalogue for `params`, built on first use (race-safe): `data/sample` for the defaults, else `data/sample-<hash>`."
-    p = check_catalog_params(**params)
+    p = check_catalog_params(**params); check_lang(lang)
     root = Path(root) if root is not None else data_root()
-    d = root/('sample' if p == CATALOG_DEFAULTS else f'sample-{catalog_key(p)}')
-    if is_catalog(d, p): return d
+    stem = 'sample' if lang == 'en' else f'sample-{lang}'
+    d = root/(stem if p == CATALOG_DEFAULTS else f'{stem}-{catalog_key(p, lang)}')
+    if is_catalog(d, p, lang): return d
     with file_lock(root/'.sample.lock'):
-        if is_catalog(d, p): return d                          # built by someone else while we waited
+        if is_catalog(d, p, lang): return d                    # built by someone else while we waited
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=f'.{d.name}.build-'))
         try:
-            make_catalog(tmp, overwrite=True, **p)
+            make_catalog(tmp, overwrite=True, lang=lang, **p)
             os.chmod(tmp, 0o755)
             if d.exists():                                     # stale or incomplete: move aside, then delete
                 old = Path(tempfile.mkdtemp(dir=root, prefix=f'.{d.name}.stale-'))
