@@ -1,6 +1,7 @@
 # The two README commands. Both build the virtual environment themselves on first use.
 #   make demo   the main job: every pipeline notebook through papermill on the embedded sample catalogue
-#   make test   clean check, export-in-sync check, every notebook's tests (nbdev_test); non-zero on any failure
+#   make test   clean check, export-in-sync check, every notebook's tests (nbdev_test), the tools' tests (pytest tools/),
+#               then the offline docs check; non-zero on any failure
 SHELL := /bin/bash
 PY ?= python3
 VENV ?= .venv
@@ -17,7 +18,7 @@ install: $(STAMP)
 
 $(STAMP): settings.ini setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	set -o pipefail; $(BIN)/python -m pip install -q --disable-pip-version-check -e . 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+	set -o pipefail; $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name python3 >/dev/null   # what the notebooks store: opening one changes nothing
 	touch $(STAMP)
 
@@ -44,17 +45,18 @@ test: install
 readme: install
 	$(BIN)/python -c "import nbformat; nb = nbformat.read('nbs/index.ipynb', 4); open('README.md', 'w').write('\n\n'.join(c.source for c in nb.cells if c.cell_type == 'markdown') + '\n')"
 
-# Offline docs check (no Quarto): nbdev's processing of every notebook -> _site_offline/, each page checked in
-# headless Chromium (Debian's chromium package). docs-lint finds cells that would break nbdev's docs build.
+# Offline docs check (no Quarto; developer tooling in tools/, see tools/README.md): nbdev's processing of every
+# notebook -> _site_offline/, each page checked in headless Chromium (Debian's chromium package).
+# docs-lint finds cells that would break nbdev's docs build.
 docs-check: install
-	$(BIN)/python -m aliret.docs
+	$(BIN)/python tools/docs_check.py
 
 docs-lint: install
-	$(BIN)/python -m aliret.docs --lint
+	$(BIN)/python tools/docs_check.py --lint
 
 # Refresh the figures the docs show from a finished main-job run (`make demo` first), then clean the notebooks.
 figures: install
-	$(BIN)/python -m aliret.docs --store-figures outputs/$(RUN)
+	$(BIN)/python tools/docs_check.py --store-figures outputs/$(RUN)
 	$(BIN)/nbdev_clean
 
 # One-shot GPU check (one CUDA GPU, a few minutes): every `#| cuda` cell, then the GPU rows (embedding, ITM, search,

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The body of `make test`: clean check, export-in-sync check, every notebook under nbdev_test, then the offline docs check.
+# The body of `make test`: clean check, export-in-sync check, every notebook under nbdev_test, the tests of the developer
+# tools (pytest tools/), then the offline docs check (tools/docs_check.py).
 # Fails when notebooks are dirty, when aliret/ disagrees with the notebooks, when any test fails,
 # or when fewer notebooks ran than exist (nbdev_test itself exits 0 when nothing matches).
 set -euo pipefail
@@ -28,11 +29,15 @@ failed=$(sed -n '/^nbdev Tests Failed/,$p' "$log" | grep -c '\.ipynb' || true)
 [ "$status" -eq 0 ] || { echo "nbdev_test: $((completed - failed)) passed, $failed failed"; exit "$status"; }
 if [ "$completed" -ne "$total" ]; then echo "FAIL: only $completed of $total notebooks ran under nbdev_test"; exit 1; fi
 
+# The developer tools (tools/, not part of the package) have plain pytest tests.
+"$BIN/python" -m pytest -q -p no:cacheprovider tools/ || { echo "FAIL: the tests of tools/ (pytest tools/)"; exit 1; }
+echo "ok: tools/ tests pass"
+
 # The docs site, built offline as nbdev processes it and checked page by page in headless Chromium.
 # Required in CI (.ci/run installs Debian's chromium); elsewhere skipped with the install hint when Chromium is absent.
 docs=0
 if command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null || [ -n "${ALIRET_CHROMIUM:-}" ] || [ -n "${CI:-}" ]; then
-  "$BIN/python" -m aliret.docs --no-screenshot || docs=$?
+  "$BIN/python" tools/docs_check.py --no-screenshot || docs=$?
   [ "$docs" -eq 0 ] && echo "ok: docs site builds and every page passes in Chromium" || echo "FAIL: docs check (exit $docs): see the table above"
 else
   echo "skipped: docs check (no Chromium here: 'sudo apt-get install -y chromium', then 'make docs-check')"
