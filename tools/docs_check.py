@@ -998,7 +998,7 @@ HOME_TOPICS = {
     'what aliret is': [r'AliProducts', r'retriev', r'notebook'],
     'the two commands': [r'make demo', r'make test'],
     'real AliProducts data': [r'data_dir', r'train\.json', r'test_captions\.json'],
-    'pretrained BLIP/CLIP weights': [r'BLIP', r'CLIP', r'blip_model|clip_pretrained', r'local'],
+    'pretrained BLIP/CLIP weights': [r'BLIP', r'CLIP', r'\bmodel: |\bpretrained: ', r'local'],
     'running on GPUs': [r'GPU', r'-p\s+nproc\s+\d|--nproc|nproc_per_node|08_train\.ipynb\S*\s.*-p\s+config\s'],
 }
 

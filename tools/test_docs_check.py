@@ -236,7 +236,7 @@ def test_home_problems():
     "Missing home-page topics name their missing patterns; notebooks missing from the map are listed."
     home = ('aliret: retrieval on AliProducts as notebooks. make demo; make test. 00_core 01_eda. '
             'Pass -p data_dir with train.json and test_captions.json; '
-            'weights from a local folder: blip_model for BLIP, clip_pretrained for CLIP.')
+            'weights from a local folder: model: /models/blip for BLIP, pretrained: /models/w.safetensors for CLIP.')
     hp = home_problems(home, ['index.ipynb', '00_core.ipynb', '01_eda.ipynb'])
     eq(len(hp), 1)
     assert hp[0].startswith('home page lacks running on GPUs (no match for: GPU ; -p'), hp
