@@ -56,11 +56,12 @@ def _find_dir(p: str | Path) -> tuple[Path | None, str]:
     return next((_abs(c) for c in cands if c.is_dir()), None), ', '.join(map(str, cands))
 
 def resolve_data_dir(data_dir: str | Path = '', # AliProducts-layout folder; '' = the embedded sample catalogue
+                     lang: str = 'en', # language of the sample catalogue's titles ('en', or 'zh' for Chinese backends)
                     ) -> Path:
     "The absolute data folder, after checking that it has the AliProducts layout; '' gives the sample catalogue."
     if not str(data_dir):
         from aliret.sample import sample_data_dir
-        return _abs(sample_data_dir())
+        return _abs(sample_data_dir(lang=lang))
     d, looked = _find_dir(data_dir)
     if d is None:
         raise DataError(f"data_dir {str(data_dir)!r} is not a folder (looked at {looked}). "
@@ -601,6 +602,7 @@ def tables_cache_dir(data: Path, # resolved data folder
 def load_tables(tables_dir: str | Path = '', # a finished 01_eda run folder; '' = ingest `data_dir` on the fly (cached)
                 data_dir: str | Path = '', # AliProducts-layout folder for on-the-fly ingest; '' = the sample catalogue
                 progress: bool = True, # progress bars when ingesting
+                lang: str = 'en', # the sample catalogue's language when `data_dir` is '' (a backend's `caption_language`)
                ) -> dict:
     "The validated tables: dict with keys train, val, test_captions, test_gallery."
     if str(tables_dir):
@@ -610,7 +612,7 @@ def load_tables(tables_dir: str | Path = '', # a finished 01_eda run folder; '' 
         if missing: raise DataError(f"{d}: missing {', '.join(missing)}; is it a 01_eda run folder? Run `papermill nbs/01_eda.ipynb out.ipynb -p output_dir {d}`")
         if not is_complete(d): raise DataError(f'{d}: no {SUCCESS} marker, so the 01_eda run that wrote it did not finish; run it again')
         return read_tables(d)
-    data = resolve_data_dir(data_dir)
+    data = resolve_data_dir(data_dir, lang)
     cache = tables_cache_dir(data)
     if is_complete(cache): return read_tables(cache)
     tables, rejected, stats = ingest_all(data, progress=progress)
