@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 # %% auto #0
-__all__ = ['Precision', 'DeviceName', 'PRESETS', 'SUCCESS', 'VERSIONED', 'INJECTED_MARK', 'project_root', 'data_root',
+__all__ = ['Precision', 'DeviceName', 'PRESETS', 'BACKENDS', 'SUCCESS', 'VERSIONED', 'INJECTED_MARK', 'project_root', 'data_root',
            'outputs_root', 'atomic_open', 'atomic_write', 'write_json', 'Config', 'model_config_dirs', 'model_configs',
            'backend_names', 'ConfigError', 'check_overrides', 'renamed_keys', 'get_config', 'migrate_config',
            'seed_everything', 'pick_device', 'child_env', 'stream_process', 'run_dir', 'is_complete', 'latest_run',
@@ -148,6 +148,8 @@ def model_configs() -> dict[str, dict]:
 def backend_names() -> list[str]:
     "Names of the registered backends."
     return sorted(model_configs())
+
+BACKENDS: dict[str, type] = {}   # backend name -> its class, filled by `aliret.models.register_backend` on import
 
 
 # %% ../nbs/00_core.ipynb #4f143862

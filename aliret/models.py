@@ -19,16 +19,16 @@ from PIL import Image
 from fastcore.basics import patch
 
 from .core import (Config, ConfigError, PRESETS, check_overrides, get_config, pick_device, atomic_write, write_json,
-                         model_configs, backend_names, migrate_config, package_versions)
+                         model_configs, backend_names, migrate_config, package_versions, BACKENDS)
 
 # %% auto #0
-__all__ = ['BACKENDS', 'CLIP_CUSTOM_ARCHS', 'BERT_SPECIALS', 'BLIP_MEAN', 'BLIP_STD', 'BLIP_VISION', 'BLIP_KEY_MAP',
-           'BLIP_IGNORED', 'CHECKPOINT_JSON', 'CHECKPOINT_WEIGHTS', 'CHECKPOINT_FORMAT', 'MODEL_FIELDS',
-           'WeightsNotFound', 'RetrievalModel', 'register_backend', 'backend_class', 'ImageFiles', 'PixelPipeline',
-           'split_transform', 'clip_tiny_config', 'register_open_clip_config', 'resolve_clip_weights', 'ClipRetrieval',
-           'export_open_clip', 'build_wordpiece_vocab', 'blip_tokenizer', 'blip_transforms', 'blip_tiny_config',
-           'interpolate_pos_embed', 'set_blip_image_size', 'vit_block', 'blip_vision_states', 'bert_attention',
-           'cross_kv', 'grouped_cross_attention', 'bert_block', 'blip_text_states', 'BlipRetrieval', 'itc_loss',
+__all__ = ['CLIP_CUSTOM_ARCHS', 'BERT_SPECIALS', 'BLIP_MEAN', 'BLIP_STD', 'BLIP_VISION', 'BLIP_KEY_MAP', 'BLIP_IGNORED',
+           'CHECKPOINT_JSON', 'CHECKPOINT_WEIGHTS', 'CHECKPOINT_FORMAT', 'MODEL_FIELDS', 'WeightsNotFound',
+           'RetrievalModel', 'register_backend', 'backend_class', 'ImageFiles', 'PixelPipeline', 'split_transform',
+           'clip_tiny_config', 'register_open_clip_config', 'resolve_clip_weights', 'ClipRetrieval', 'export_open_clip',
+           'build_wordpiece_vocab', 'blip_tokenizer', 'blip_transforms', 'blip_tiny_config', 'interpolate_pos_embed',
+           'set_blip_image_size', 'vit_block', 'blip_vision_states', 'bert_attention', 'cross_kv',
+           'grouped_cross_attention', 'bert_block', 'blip_text_states', 'BlipRetrieval', 'itc_loss',
            'sample_hard_negatives', 'pad_tokens', 'itm_loss', 'convert_original_blip', 'export_original_blip',
            'read_original_blip', 'blip_config_from_original', 'load_original_blip', 'build_model', 'save_checkpoint',
            'read_checkpoint_meta', 'stored_config', 'check_checkpoint_fits', 'load_checkpoint', 'weights_available',
@@ -187,8 +187,6 @@ def standin_config(self: RetrievalModel, folder: str | Path, # where to write wh
 
 
 # %% ../nbs/04_models.ipynb #b8452233
-BACKENDS: dict[str, type[RetrievalModel]] = {}
-
 def register_backend(cls: type[RetrievalModel]) -> type[RetrievalModel]:
     "Class decorator: `cls` implements backend `cls.backend`, whose model config must exist."
     if cls.backend not in model_configs(): raise ConfigError(f"backend {cls.backend!r} has no model config (aliret/model_configs/{cls.backend}.json)")
