@@ -13,7 +13,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
 from urllib.parse import urljoin, urlsplit, unquote
 import nbformat, pandas as pd
-from .core import project_root
+from .core import AliretError, project_root
 
 # %% auto #0
 __all__ = ['MANIFEST', 'HOME_TOPICS', 'page_name', 'nb_title', 'list_notebooks', 'cell_directives', 'api_names', 'figure_counts',
@@ -563,10 +563,10 @@ def link_problems(page: str, # the page, site-relative
     return list(dict.fromkeys(bad))
 
 # %% ../nbs/13_docs.ipynb #a91f2bf8
-class ChromiumMissing(RuntimeError):
+class ChromiumMissing(AliretError, RuntimeError):
     "No headless Chromium on this machine."
 
-class DocsCheckError(AssertionError):
+class DocsCheckError(AliretError, AssertionError):
     "Some pages failed the docs check; `.report` holds the per-page table."
     def __init__(self, msg, report=None): super().__init__(msg); self.report = report
 
