@@ -13,7 +13,7 @@ import numpy as np, pandas as pd
 from .core import SUCCESS, ConfigError, atomic_open, write_json, is_complete, outputs_root, pick_device, get_config, model_configs
 from .models import CHECKPOINT_JSON, CHECKPOINT_WEIGHTS, read_checkpoint_meta, load_checkpoint, build_model, stored_config
 from .train import val_gallery
-from .checkpoints import (_CKPT_RE, NoCheckpoints, checkpoint_complete, original_backend, original_suffixes, newest_train_run,
+from .checkpoints import (_CKPT_RE, NoCheckpoints, checkpoint_complete, original_backend, newest_train_run, expand_checkpoints,
                                 resolve_checkpoints, file_sha256, content_hash, checkpoint_fingerprint, EmbeddingStore)
 from .retrieval import truth_from_ids, evaluate_embeddings
 from .captions import VARIANTS, DEFAULT_VARIANTS, CAPTION_FILES, caption_variants
@@ -40,16 +40,10 @@ class CheckpointSpec:
 
 def checkpoint_spec(path: str | Path, # aliret checkpoint folder or original BLIP .pth file
                    ) -> CheckpointSpec:
-    "Describe one checkpoint; a clear error naming `path` for anything that is not one."
+    "Describe one checkpoint; a clear error naming `path` for anything that is not one (`expand_checkpoints` checks it)."
     p = Path(path)
-    if p.is_file():
-        if backend := original_backend(p): return CheckpointSpec(p, 'original', backend, run=p.parent.name, label=p.name)
-        raise ValueError(f'checkpoint {p} is a file but not an original BLIP/LAVIS checkpoint ({", ".join(original_suffixes())}): '
-                         'pass an aliret checkpoint folder, an 08_train run folder, a glob, or a BLIP .pth')
-    if not p.exists():
-        raise FileNotFoundError(f'checkpoint {p} does not exist: pass an aliret checkpoint folder (ckpt-*), an 08_train run folder, a glob, or an original BLIP .pth')
-    if (p/CHECKPOINT_JSON).is_file() and not checkpoint_complete(p):
-        raise FileNotFoundError(f'checkpoint {p} is incomplete (no {SUCCESS}): training was killed while writing it; pick another or resume 08_train')
+    if p.is_file() or not checkpoint_complete(p): expand_checkpoints(p)   # raises unless an original file (or a run folder)
+    if p.is_file(): return CheckpointSpec(p, 'original', original_backend(p), run=p.parent.name, label=p.name)
     meta = read_checkpoint_meta(p)
     m = _CKPT_RE.match(p.name)
     run = p.parent.parent.name if p.parent.name == 'checkpoints' else p.parent.name
