@@ -11,6 +11,12 @@ from dataclasses import replace
 from typing import Any, Callable, Sequence
 import numpy as np
 from .core import write_json, outputs_root, package_versions, pick_device, get_config, stream_process, child_env
+from .retrieval import topk_search, build_index, search, default_nlist, faiss_gpu_available, _as_f32, _block_topk, _merge, itm_rerank
+from .models import build_model, weights_available, backend_class, ImageFiles, autocast_for
+from .train import init_distributed, cleanup_distributed, image_ids_of, fit
+from .data import resolve_data_dir, find_image_dirs, ingest
+from .captions import benchmark_cleaning
+from .core import atomic_write
 
 # %% auto #0
 __all__ = ['SIMD_FLAGS', 'CHUNK_BUDGET_MB', 'ALIPRODUCTS_TRAIN_ROWS', 'TARGETS', 'TARGET_GALLERY', 'cpu_cores', 'cpu_model',
@@ -300,7 +306,6 @@ def search_section(sizes: Sequence[int] = (10000, 100000), # gallery sizes
                   ) -> list[dict]:
     "Every search path on synthetic galleries: one row per (size, dim, dtype, path) with speed, memory and recall."
     import torch, faiss
-    from aliret.retrieval import topk_search, build_index, search, default_nlist, faiss_gpu_available, _as_f32, _block_topk, _merge
     dev = pick_device(device); cuda = dev.type == 'cuda'; sync = torch.cuda.synchronize if cuda else None
     gpu_faiss = cuda and faiss_gpu_available(); fdev = str(dev) if gpu_faiss else 'cpu'
     rows = []
@@ -379,7 +384,6 @@ def bench_model(backend: str, # a registered backend
                 vocab_texts: Sequence[str] | None = None, # captions (the tiny BLIP's vocabulary)
                ):
     "`(model, source)`: the preset's model with its real weights when they are on this machine, else the same architecture with random weights."
-    from aliret.models import build_model, weights_available, backend_class
     vocab_texts = None if vocab_texts is None else [str(t) for t in vocab_texts]
     cfg = get_config(preset, backend=backend)
     ok, why = weights_available(cfg)
@@ -403,7 +407,6 @@ def embed_section(backends: Sequence[str], # 'clip', 'blip'
                  ) -> list[dict]:
     "Images/s and texts/s: full path, model alone, input side alone; best worker count; efficiency and serial bound."
     import torch
-    from aliret.models import ImageFiles
     rows, paths, texts = [], [str(p) for p in image_paths], [str(t) for t in texts]
     for backend in backends:
         for preset in presets:
@@ -443,11 +446,9 @@ def embed_section(backends: Sequence[str], # 'clip', 'blip'
 # %% ../nbs/12_benchmarks.ipynb #8f3afff2
 def _precision_ctx(model, precision: str):
     "Autocast for `precision` ('fp32' or 'amp' = bf16) on the model's device; sets the model's own CUDA precision to match."
-    import torch, dataclasses
-    cuda = model.device.type == 'cuda'
-    model.cfg = dataclasses.replace(model.cfg, precision='bf16' if precision == 'amp' else 'fp32')
-    if precision == 'amp' and not cuda: return torch.autocast('cpu', dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    model.cfg = replace(model.cfg, precision='bf16' if precision == 'amp' else 'fp32')
+    if model.device.type == 'cuda': return contextlib.nullcontext()   # the model's own autocast covers CUDA
+    return autocast_for(model.device, model.cfg.precision, cpu=True)
 
 def decode_images(model, # a retrieval model (its eval transform is used)
                   paths: Sequence[str], # image files
@@ -471,7 +472,6 @@ def match_section(backends: Sequence[str], # 'clip', 'blip'
                  ) -> list[dict]:
     "ITM pairs/s: per-pair loop vs aliret's batched re-ranking (and batched without the feature cache), per batch size and precision."
     import torch
-    from aliret.retrieval import itm_rerank
     rows = []
     for backend in backends:
         for preset in presets:
@@ -518,7 +518,6 @@ def scale_worker(spec: str, # JSON file with the worker's arguments (written by 
                 ) -> None:
     "One rank of the scale-out test (run under torchrun): embed and score its shard, time both between barriers; rank 0 writes the results."
     import torch, torch.distributed as dist
-    from aliret.train import init_distributed, cleanup_distributed
     a = json.loads(Path(spec).read_text())
     torch.set_num_threads(a['threads'])
     dev = pick_device(a['device'])
@@ -650,7 +649,6 @@ def train_step_flops(model, # a retrieval model
     "Model FLOPs of one training step (forward + backward of `model.losses`) on the first `batch_size` rows."
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-    from aliret.train import image_ids_of
     rows = table.iloc[:batch_size]
     px = decode_images(model, rows.image_path.tolist())
     tok = model._to_device(model.tokenize(rows.caption.tolist()))
@@ -669,7 +667,6 @@ def train_section(backends: Sequence[str], presets: Sequence[str],
                  ) -> list[dict]:
     "Samples/s, peak memory and model FLOP utilisation of `fit` per backend and preset."
     import torch
-    from aliret.train import fit
     rows, dev = [], pick_device(device)
     md = matmul_dtype or ('bfloat16' if dev.type == 'cuda' else 'float32')
     peak_rate = matmul_rate(dev, md, n=8192 if dev.type == 'cuda' else 2048)
@@ -704,8 +701,6 @@ def data_section(data_dir: str = '', # AliProducts-layout folder ('' = the sampl
                  target_rows: int = ALIPRODUCTS_TRAIN_ROWS, # size to project to
                 ) -> list[dict]:
     "Ingest rows/s (header checks, full decode) and caption cleaning rows/s, with the projected time for `target_rows`."
-    from aliret.data import resolve_data_dir, find_image_dirs, ingest
-    from aliret.captions import benchmark_cleaning
     data = resolve_data_dir(data_dir); dirs = find_image_dirs(data); rows = []
     for full in (False, True):
         r = best_time(lambda: ingest(data/'train.json', dirs, 'train', full_decode=full, workers=workers, progress=False), repeats, max_s)
@@ -1003,7 +998,6 @@ def write_results(results_dir: str | Path, # folder for the JSON and PNGs ('' = 
                   payload: dict, # machine, params, table, sections...
                  ) -> Path:
     "Write `<results_dir>/<stem>.json` (atomically, `dumps_rows` layout) and return its path."
-    from aliret.core import atomic_write
     d = Path(results_dir) if str(results_dir) else outputs_root()/'benchmarks'
     p = atomic_write(d/f'{stem}.json', dumps_rows(_plain(payload)) + '\n')
     p.chmod(0o644)   # a committed file, readable by all (the atomic write creates it private)

@@ -9,6 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np, pandas as pd
+from .core import atomic_open, is_complete, SUCCESS
 
 # %% auto #0
 __all__ = ['BLIP_PUNCT', 'PROMO_WORDS', 'CLEAN_STEPS', 'DEFAULT_CLEAN', 'LAVIS_CLEAN', 'PROMPT_TEMPLATES', 'ATTRIBUTE_VOCAB',
@@ -524,7 +525,6 @@ def write_caption_tables(d: str | Path, # run folder
                          ct: Mapping[str, pd.DataFrame], # from `caption_tables`
                         ) -> dict[str, Path]:
     "Write the caption tables as CSV (atomically); return {name: path}."
-    from aliret.core import atomic_open
     out = {}
     for k, fn in CAPTION_FILES.items():
         with atomic_open(Path(d)/fn) as f: ct[k].to_csv(f, index=False)
@@ -534,7 +534,6 @@ def write_caption_tables(d: str | Path, # run folder
 def read_caption_tables(d: str | Path, # a finished 02_caption_augmentation run folder
                        ) -> dict[str, pd.DataFrame]:
     "Read the caption tables of a finished run, text exactly as written; clear errors for a wrong folder."
-    from aliret.core import is_complete, SUCCESS
     d = Path(d)
     if not d.is_dir(): raise FileNotFoundError(f"captions_dir {str(d)!r} is not a folder: pass a finished 02_caption_augmentation run folder, or '' to compute the tables on the fly")
     if missing := [fn for fn in CAPTION_FILES.values() if not (d/fn).is_file()]:

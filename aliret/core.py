@@ -13,10 +13,10 @@ from typing import Any, Literal, get_args, get_origin
 # %% auto #0
 __all__ = ['Precision', 'DeviceName', 'PRESETS', 'BACKENDS', 'SUCCESS', 'VERSIONED', 'INJECTED_MARK', 'project_root', 'data_root',
            'outputs_root', 'atomic_open', 'atomic_write', 'write_json', 'Config', 'model_config_dirs', 'model_configs',
-           'backend_names', 'ConfigError', 'check_overrides', 'renamed_keys', 'get_config', 'migrate_config',
-           'seed_everything', 'pick_device', 'child_env', 'stream_process', 'run_dir', 'is_complete', 'latest_run',
-           'package_versions', 'git_commit', 'RunLocked', 'RunLock', 'RunRecord', 'start_run', 'watch_cells',
-           'check_params', 'notebook_params']
+           'backend_names', 'AliretError', 'ConfigError', 'check_overrides', 'renamed_keys', 'get_config',
+           'migrate_config', 'seed_everything', 'pick_device', 'child_env', 'stream_process', 'run_dir', 'is_complete',
+           'latest_run', 'package_versions', 'git_commit', 'RunLocked', 'RunLock', 'RunRecord', 'start_run',
+           'watch_cells', 'check_params', 'notebook_params']
 
 # %% ../nbs/00_core.ipynb #34897f9a
 def project_root(start: str | Path | None = None, # where to start looking (default: the working directory)
@@ -152,8 +152,12 @@ def backend_names() -> list[str]:
 BACKENDS: dict[str, type] = {}   # backend name -> its class, filled by `aliret.models.register_backend` on import
 
 
+# %% ../nbs/00_core.ipynb #a1e77e01
+class AliretError(Exception):
+    "Base of every error aliret raises on purpose: `except AliretError` catches them all (each also keeps its builtin base)."
+
 # %% ../nbs/00_core.ipynb #4f143862
-class ConfigError(ValueError):
+class ConfigError(AliretError, ValueError):
     "A config or parameter problem, with a message that names the key and what is allowed."
 
 def _type_ok(value, tp) -> bool:

@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Iterable
 import numpy as np, pandas as pd
-from .core import SUCCESS, atomic_open, data_root, is_complete, project_root, write_json
+from .core import AliretError, SUCCESS, atomic_open, data_root, is_complete, project_root, write_json
+from .sample import sample_data_dir
 
 # %% auto #0
 __all__ = ['ANNOTATION_FILES', 'REASONS', 'GOOD_IMAGES', 'BAD_IMAGES', 'FULL_ONLY_BAD', 'TABLE_FILES', 'REJECTED_FILE',
@@ -21,7 +22,7 @@ __all__ = ['ANNOTATION_FILES', 'REASONS', 'GOOD_IMAGES', 'BAD_IMAGES', 'FULL_ONL
            'plot_counts', 'plot_image_stats', 'folder_counts', 'rejection_counts', 'image_grid']
 
 # %% ../nbs/01_eda.ipynb #e46701e5
-class DataError(ValueError):
+class DataError(AliretError, ValueError):
     "A bad data folder or annotation file: the message names the file (line and column where they apply) and the fix."
 
 ANNOTATION_FILES = ('train.json', 'val.json', 'test_captions.json')
@@ -60,7 +61,6 @@ def resolve_data_dir(data_dir: str | Path = '', # AliProducts-layout folder; '' 
                     ) -> Path:
     "The absolute data folder, after checking that it has the AliProducts layout; '' gives the sample catalogue."
     if not str(data_dir):
-        from aliret.sample import sample_data_dir
         return _abs(sample_data_dir(lang=lang))
     d, looked = _find_dir(data_dir)
     if d is None:

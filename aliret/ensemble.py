@@ -10,14 +10,15 @@ from pathlib import Path
 from typing import Callable, Sequence
 import numpy as np, pandas as pd, torch
 from .core import pick_device
-from .retrieval import Truth, truth_from_pairs, retrieval_metrics, hit_rank, topk_search, itm_rerank, _block_topk
-from .inference import Embeddings, Predictions, search_embeddings, complete_runs, table_hash, METRIC_KEYS
+from .retrieval import Truth, truth_from_pairs, retrieval_metrics, hit_rank, topk_search, itm_rerank, _block_topk, paired_bootstrap
+from .inference import Predictions, search_embeddings, table_hash, METRIC_KEYS
+from .checkpoints import Embeddings, complete_runs
 
 # %% auto #0
 __all__ = ['NORMS', 'POOL_KINDS', 'GRID', 'STRATEGIES', 'check_aligned', 'concat_features', 'feature_fusion', 'normalise_rows',
            'score_fusion', 'topk_lists', 'rrf_fusion', 'reweight_itm', 'itm_candidates', 'Pool', 'build_pool',
            'query_folds', 'truth_rows', 'objective', 'coordinate_search', 'tune_weights', 'cross_fit', 'fuse',
-           'metrics_row', 'evaluate_fusion', 'tune_itm', 'caption_scores', 'paired_bootstrap', 'model_combinations',
+           'metrics_row', 'evaluate_fusion', 'tune_itm', 'caption_scores', 'model_combinations',
            'plot_recall_vs_models', 'apply_choice', 'matching_inference_run']
 
 # %% ../nbs/11_ensemble_strategies.ipynb #04fc84de
@@ -361,20 +362,6 @@ def caption_scores(ids: np.ndarray, # [Q, >=10] ranked ids
     "Each scored caption's share of `ali_score`: (hit@5 + hit@10) / 2 (captions without a correct image dropped)."
     r = hit_rank(np.asarray(ids)[:, :10], truth)
     return (((r < 5).astype(np.float64) + (r < 10)) / 2)[truth.counts > 0]
-
-def paired_bootstrap(ids_a: np.ndarray, # [Q, >=10] ranking A
-                     ids_b: np.ndarray, # [Q, >=10] ranking B, same captions
-                     truth: Truth, # their truth
-                     n_boot: int = 2000, # resamples
-                     seed: int = 0, # resampling seed
-                    ) -> dict:
-    "ali_score(A) - ali_score(B) with a paired bootstrap 95% interval over captions, and the captions each wins."
-    d = caption_scores(ids_a, truth) - caption_scores(ids_b, truth); n = len(d)
-    rng, means = np.random.default_rng(seed), []
-    for a in range(0, n_boot, 100):   # 100 resamples at a time: memory 100 x Q
-        means.append(d[rng.integers(0, n, (min(100, n_boot - a), n))].mean(1))
-    lo, hi = np.quantile(np.concatenate(means), [0.025, 0.975])
-    return dict(diff=float(d.mean()), lo=float(lo), hi=float(hi), a_better=int((d > 0).sum()), b_better=int((d < 0).sum()), n=n)
 
 # %% ../nbs/11_ensemble_strategies.ipynb #fa68f1c2
 def model_combinations(names: Sequence[str], # model names

@@ -10,11 +10,13 @@ from typing import Sequence
 import numpy as np, pandas as pd
 from .core import atomic_open, write_json, ConfigError
 from .scoring import flag_counts, roc_pr
+from .train import val_gallery
+from .retrieval import truth_from_ids, topk_search, hit_rank, paired_bootstrap
 
 # %% auto #0
 __all__ = ['FILTERED', 'REJECTED', 'threshold_curve', 'threshold_for_fraction', 'otsu_threshold', 'best_f1_threshold',
            'choose_threshold', 'split_by_threshold', 'write_filtered', 'equal_budget_table', 'val_ranks',
-           'rank_metrics', 'paired_bootstrap', 'plot_threshold_curves', 'plot_comparison']
+           'rank_metrics', 'rank_scores', 'plot_threshold_curves', 'plot_comparison']
 
 # %% ../nbs/06_threshold_testing.ipynb #042d079b
 def threshold_curve(scores, # score per pair (NaN = not scored: always rejected)
@@ -127,8 +129,6 @@ def val_ranks(model, # a model from `aliret.models`
               k: int = 10, # search depth
              ) -> np.ndarray:
     "0-based rank of each val caption's first correct image (k = not in the top k), by exact search over the val gallery."
-    from aliret.train import val_gallery
-    from aliret.retrieval import truth_from_ids, topk_search, hit_rank
     gal = val_gallery(val_table)
     img = model.embed_images(gal.image_path.tolist(), batch_size=batch_size, workers=workers)
     txt = model.embed_texts(val_table['caption'].tolist(), batch_size=batch_size)
@@ -140,23 +140,12 @@ def rank_metrics(ranks: np.ndarray, # per-query ranks `[Q]`, or `[S, Q]` for S t
     r = {k: float(np.mean(np.asarray(ranks) < k)) for k in (1, 5, 10)}
     return dict(r1=r[1], r5=r[5], r10=r[10], mean_recall=(r[1] + r[5] + r[10]) / 3, ali_score=(r[5] + r[10]) / 2)
 
-def paired_bootstrap(ranks_a: np.ndarray, # per-query ranks of model A: `[Q]`, or `[S, Q]` for S seeds
-                     ranks_b: np.ndarray, # per-query ranks of model B (same queries; any number of seeds)
-                     metric: str = 'ali_score', # key of `rank_metrics`
-                     n_boot: int = 2000, # resamples
-                     seed: int = 0, # resampling seed
-                     level: float = 0.95, # interval coverage
-                    ) -> dict:
-    "Difference B - A of `metric` with a paired percentile-bootstrap interval over the queries (seeds averaged per query)."
-    a, b = np.atleast_2d(ranks_a), np.atleast_2d(ranks_b)
-    if a.shape[1] != b.shape[1]: raise ValueError(f'paired ranks must cover the same queries: {a.shape[1]} vs {b.shape[1]}')
+def rank_scores(ranks: np.ndarray, # per-query ranks `[Q]`, or `[S, Q]` for S training seeds
+                metric: str = 'ali_score', # key of `rank_metrics`
+               ) -> np.ndarray:
+    "Each query's share of `metric` from its rank (same shape as `ranks`): the scores `paired_bootstrap` compares."
     ks = dict(r1=[1], r5=[5], r10=[10], mean_recall=[1, 5, 10], ali_score=[5, 10])[metric]
-    hit = lambda r: np.mean([(r < k).mean(0) for k in ks], axis=0)   # per-query contribution to the metric, seeds averaged
-    d = hit(b) - hit(a)
-    idx = np.random.default_rng(seed).integers(0, len(d), (n_boot, len(d)))
-    boot = d[idx].mean(1)
-    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
-    return dict(metric=metric, delta=float(d.mean()), lo=float(lo), hi=float(hi), n_queries=len(d), n_boot=n_boot)
+    return np.mean([np.asarray(ranks) < k for k in ks], axis=0)
 
 # %% ../nbs/06_threshold_testing.ipynb #79d5faef
 def plot_threshold_curves(curve: pd.DataFrame, # from `threshold_curve`

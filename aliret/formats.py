@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Mapping, Sequence
 import numpy as np, pandas as pd
-from .core import atomic_open, write_json
+from .core import AliretError, atomic_open, write_json
 
 # %% auto #0
 __all__ = ['MAX_SHOWN', 'OPENCLIP_COLUMNS', 'FormatError', 'relative_paths', 'blip_train_entries', 'blip_eval_entries',
@@ -18,7 +18,7 @@ __all__ = ['MAX_SHOWN', 'OPENCLIP_COLUMNS', 'FormatError', 'relative_paths', 'bl
            'openclip_csv_dataset_class', 'write_submission', 'validate_submission', 'read_submission']
 
 # %% ../nbs/03_blip_format.ipynb #60f8ce1a
-class FormatError(ValueError):
+class FormatError(AliretError, ValueError):
     "A file does not match its format; the message names the file and the offending entries."
 
 MAX_SHOWN = 20  # problems listed in one error message (the total is always given)

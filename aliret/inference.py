@@ -14,112 +14,31 @@ from .retrieval import (Truth, truth_from_ids, retrieval_metrics, topk_search, b
                               load_eval_split, faiss_gpu_available)
 from .formats import write_submission, validate_submission
 from .data import DataError, load_tables, read_rejected, resolve_data_dir, read_annotations, tables_cache_dir
-from .train import checkpoint_dirs
+from .models import read_checkpoint_meta, ImageFiles, load_checkpoint, backend_class, build_model, save_checkpoint
+from .train import fit
+from .checkpoints import (PICKS, complete_runs, pick_checkpoints, resolve_checkpoints, latest_checkpoint, checkpoint_fingerprint,
+                                fingerprint_key, STORE_FILES, Embeddings, _unit_rows, write_store, read_store, store_matches)
 
 # %% auto #0
-__all__ = ['PICKS', 'STORE_FILES', 'INDEXES', 'METRIC_KEYS', 'BACKENDS_NEEDED', 'complete_runs', 'checkpoint_meta',
-           'pick_checkpoints', 'resolve_checkpoints', 'checkpoint_fingerprint', 'ModelSpec', 'model_spec', 'Split',
-           'data_dir_of', 'val_split', 'test_queries', 'test_split', 'table_hash', 'Embeddings', 'write_store',
-           'read_store', 'store_matches', 'ensure_store', 'search_embeddings', 'Predictions', 'save_predictions',
-           'load_predictions', 'write_checked_submission', 'rebuild_submission', 'itm_score_fn', 'rerank_predictions',
-           'prediction_metrics', 'run_inference', 'read_models', 'missing_backends', 'stand_in_checkpoints',
-           'train_tiny_checkpoints']
-
-# %% ../nbs/10_test_inference.ipynb #de548ae5
-PICKS = ('last', 'best', 'all')
-
-def complete_runs(step: str = '08_train', # step whose runs to look for
-                  has: str = 'checkpoints', # a file or folder the run must hold (checked with `exists`)
-                  root: str | Path | None = None, # default `outputs/`
-                 ) -> list[Path]:
-    "Finished runs of `step` (`outputs/<step>/<ts>` or a main job's `outputs/<run>/<step>*`) holding `has`, newest first."
-    root = Path(root or outputs_root())
-    cands = {p.parent for p in [*root.glob(f'{step}*/*/{SUCCESS}'), *root.glob(f'*/{step}*/{SUCCESS}')]}
-    runs = [r for r in cands if (r/has).exists() and (has != 'checkpoints' or checkpoint_dirs(r/has))]
-    return sorted(runs, key=lambda r: (r/SUCCESS).stat().st_mtime, reverse=True)
-
-def checkpoint_meta(ckpt: str | Path) -> dict:
-    "The `aliret.json` of a checkpoint folder (error naming the folder when it is not one)."
-    from aliret.models import read_checkpoint_meta
-    return read_checkpoint_meta(ckpt)
-
-def pick_checkpoints(run: str | Path, # an 08_train run folder
-                     pick: str = 'last', # 'last', 'best' or 'all'
-                    ) -> list[Path]:
-    "The checkpoint folder(s) of a training run that `pick` selects."
-    if pick not in PICKS: raise ValueError(f"pick must be one of {', '.join(PICKS)}, got {pick!r}")
-    ds = checkpoint_dirs(Path(run)/'checkpoints')
-    if not ds: raise FileNotFoundError(f'{run}: no complete checkpoint under {Path(run)/"checkpoints"}; is it an 08_train run folder that finished an epoch?')
-    if pick == 'last': return [ds[-1]]
-    if pick == 'all': return ds
-    scored = []
-    for i, d in enumerate(ds):
-        m = checkpoint_meta(d).get('metrics') or {}
-        if m.get('ali_score') is not None: scored.append((float(m['ali_score']), i))
-    if not scored:
-        warnings.warn(f"{run}: no checkpoint recorded a val ali_score (trained without val?); pick='best' falls back to the last one")
-        return [ds[-1]]
-    return [ds[max(scored)[1]]]
-
-def _expand(entry: str) -> list[Path]:
-    "One entry of a checkpoint list: a glob (sorted matches) or a plain path."
-    if any(c in entry for c in '*?['): return [Path(p) for p in sorted(glob.glob(entry))]
-    return [Path(entry)]
-
-def resolve_checkpoints(spec: str = '', # comma list of checkpoint folders, 08_train run folders or globs; '' = newest run per backend
-                        pick: str = 'last', # which checkpoint(s) of a run folder: 'last', 'best', 'all'
-                        step: str = '08_train', # training step searched when `spec` is empty
-                        root: str | Path | None = None, # where runs are searched (default `outputs/`)
-                       ) -> list[Path]:
-    "Checkpoint folders to run, in the order given, without duplicates."
-    out = []
-    entries = [e.strip() for e in str(spec).split(',') if e.strip()]
-    if not entries:
-        newest = {}
-        for r in complete_runs(step, root=root):
-            newest.setdefault(checkpoint_meta(checkpoint_dirs(r/'checkpoints')[-1])['backend'], r)
-        entries_p = [newest[b] for b in sorted(newest)]
-        for r in entries_p: out += pick_checkpoints(r, pick)
-    for e in entries:
-        paths = _expand(e)
-        if not paths: raise FileNotFoundError(f'checkpoints entry {e!r} matches nothing')
-        for p in paths:
-            if (p/'aliret.json').is_file(): out.append(p)
-            elif (p/'checkpoints').is_dir():
-                if not is_complete(p): warnings.warn(f'{p}: the training run did not finish ({SUCCESS} missing); using its complete checkpoints')
-                out += pick_checkpoints(p, pick)
-            else: raise FileNotFoundError(f'{p}: neither a checkpoint folder (no aliret.json) nor an 08_train run folder (no checkpoints/); pass one of those')
-    seen, uniq = set(), []
-    for p in out:
-        if p.resolve() not in seen: seen.add(p.resolve()); uniq.append(p)
-    return uniq
+__all__ = ['INDEXES', 'METRIC_KEYS', 'BACKENDS_NEEDED', 'ModelSpec', 'model_spec', 'Split', 'data_dir_of', 'val_split',
+           'test_queries', 'test_split', 'table_hash', 'ensure_store', 'search_embeddings', 'Predictions',
+           'save_predictions', 'load_predictions', 'write_checked_submission', 'rebuild_submission', 'itm_score_fn',
+           'rerank_predictions', 'prediction_metrics', 'run_inference', 'read_models', 'missing_backends',
+           'stand_in_checkpoints', 'train_tiny_checkpoints']
 
 # %% ../nbs/10_test_inference.ipynb #7be3da7c
-_SKIP = {SUCCESS, 'train_state.pt'}
-
-def checkpoint_fingerprint(ckpt: str | Path) -> str:
-    "sha1 (first 16 hex digits) of a checkpoint's model files: `aliret.json`, weights and tokenizer; not the optimizer or RNG state."
-    d = Path(ckpt); h = hashlib.sha1()
-    files = sorted(p for p in d.rglob('*') if p.is_file() and p.name not in _SKIP and not p.name.startswith(('rng-', '.')))
-    if not (d/'aliret.json').is_file(): raise FileNotFoundError(f'{d}: not a checkpoint folder (no aliret.json)')
-    for p in files:
-        h.update(p.relative_to(d).as_posix().encode() + b'\0')
-        with open(p, 'rb') as f:
-            for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
-    return h.hexdigest()[:16]
-
 @dataclass(frozen=True)
 class ModelSpec:
     "A checkpoint to run: readable unique name, folder, backend, content fingerprint and its config."
     name: str # e.g. `clip-e6-s276-3fa2c1`
     checkpoint: Path # checkpoint folder
     backend: str # 'clip' or 'blip'
-    fingerprint: str # `checkpoint_fingerprint`
+    fingerprint: str # `fingerprint_key(checkpoint_fingerprint(...))`
     config: dict # the checkpoint's stored config
 
 def model_spec(ckpt: str | Path) -> ModelSpec:
     "Describe a checkpoint folder (reads `aliret.json` and hashes the files; loads no weights)."
-    meta = checkpoint_meta(ckpt); fp = checkpoint_fingerprint(ckpt)
+    meta = read_checkpoint_meta(ckpt); fp = fingerprint_key(checkpoint_fingerprint(ckpt))
     tag = Path(ckpt).name.removeprefix('ckpt-')
     return ModelSpec(f"{meta['backend']}-{tag}-{fp[:6]}", Path(ckpt), meta['backend'], fp, meta.get('config', {}))
 
@@ -189,8 +108,6 @@ def test_split(tables_dir: str | Path = '', # a 01_eda run folder; '' = ingest d
     return Split('test', q, g, truth, unans)
 
 # %% ../nbs/10_test_inference.ipynb #ec2500be
-STORE_FILES = ('images.npy', 'image_ids.csv', 'texts.npy', 'text_ids.csv', 'manifest.json')
-
 def table_hash(queries: pd.DataFrame, # caption_id, caption
                gallery: pd.DataFrame, # product
               ) -> str:
@@ -199,62 +116,6 @@ def table_hash(queries: pd.DataFrame, # caption_id, caption
     for col in (queries['caption_id'].astype(str), queries['caption'].astype(str), gallery['product'].astype(str)):
         h.update('\x1f'.join(col).encode('utf-8', 'surrogatepass') + b'\x1e')
     return h.hexdigest()[:16]
-
-@dataclass
-class Embeddings:
-    "A model's embeddings of one split with their ids (rows L2-normalised, float32)."
-    images: np.ndarray # [G, D]
-    image_ids: np.ndarray # [G] product names
-    texts: np.ndarray # [Q, D]
-    text_ids: np.ndarray # [Q] caption ids
-    manifest: dict
-
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    "float32 rows scaled to unit length (zero rows stay zero)."
-    x = np.asarray(x, dtype=np.float32); n = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.divide(x, n, out=np.zeros_like(x), where=n > 0)
-
-def write_store(d: str | Path, # store folder (created; an old store there is invalidated first)
-                images, # [G, D] gallery embeddings
-                image_ids: Sequence[str], # gallery names, one per row
-                texts, # [Q, D] caption embeddings
-                text_ids: Sequence[int], # caption ids, one per row
-                manifest: dict, # what made them
-               ) -> Path:
-    "Write one model's embeddings of one split: fp16 arrays, id CSVs, manifest, `_SUCCESS` last."
-    d = Path(d); d.mkdir(parents=True, exist_ok=True); (d/SUCCESS).unlink(missing_ok=True)
-    images, texts = np.asarray(images), np.asarray(texts)
-    if len(images) != len(image_ids) or len(texts) != len(text_ids):
-        raise ValueError(f'{d}: {len(images)} image rows for {len(image_ids)} ids, {len(texts)} text rows for {len(text_ids)} ids')
-    bad = ~np.isfinite(images).all(1)
-    if bad.any(): images = np.where(bad[:, None], 0, images)   # unreadable images: zero rows, listed in the manifest
-    for name, arr in (('images.npy', images), ('texts.npy', texts)):
-        with atomic_open(d/name, 'wb') as f: np.save(f, arr.astype(np.float16))
-    for name, col, ids in (('image_ids.csv', 'product', image_ids), ('text_ids.csv', 'caption_id', text_ids)):
-        with atomic_open(d/name, 'w') as f: pd.DataFrame({col: list(ids)}).to_csv(f, index=False)
-    write_json(d/'manifest.json', {**manifest, 'n_images': len(images), 'n_texts': len(texts), 'dim': int(images.shape[1]),
-                                   'zero_rows': [str(image_ids[i]) for i in np.flatnonzero(bad)]})
-    atomic_write(d/SUCCESS, 'ok\n')
-    return d
-
-def read_store(d: str | Path) -> Embeddings:
-    "Read a complete store (error naming the folder and the fix when it is incomplete or inconsistent)."
-    d = Path(d)
-    if not is_complete(d): raise FileNotFoundError(f'{d}: embedding store incomplete ({SUCCESS} missing); run the inference again to recompute it')
-    rd = lambda f, c, t: pd.read_csv(d/f, dtype={c: t}, keep_default_na=False, na_values=[])[c].to_numpy()
-    e = Embeddings(_unit_rows(np.load(d/'images.npy')), rd('image_ids.csv', 'product', str), _unit_rows(np.load(d/'texts.npy')),
-                   rd('text_ids.csv', 'caption_id', 'int64'), json.loads((d/'manifest.json').read_text(encoding='utf-8')))
-    if len(e.images) != len(e.image_ids) or len(e.texts) != len(e.text_ids): raise ValueError(f'{d}: arrays and id files disagree in length; delete the folder to recompute')
-    return e
-
-def store_matches(d: str | Path, # store folder
-                  want: dict, # manifest keys that must match
-                 ) -> bool:
-    "Is `d` a complete store whose manifest agrees with `want`?"
-    d = Path(d)
-    if not is_complete(d) or not all((d/f).is_file() for f in STORE_FILES): return False
-    m = json.loads((d/'manifest.json').read_text(encoding='utf-8'))
-    return all(m.get(k) == v for k, v in want.items())
 
 def ensure_store(d: str | Path, # store folder for this model and split
                  spec: ModelSpec, # the model
@@ -430,7 +291,6 @@ def run_inference(specs: Sequence[ModelSpec], # models to run
                   log: Callable = print, # progress messages
                  ) -> pd.DataFrame:
     "Embed, search, re-rank and score every model on every split; one row per model x split x scoring; writes `models.json`."
-    from aliret.models import load_checkpoint, backend_class
     if k < 10: raise ValueError(f'k must be at least 10 (the submission needs a top 10), got {k}')
     out = Path(out_dir); rows, models = [], []
     for s in specs:
@@ -495,7 +355,7 @@ def missing_backends(ckpts: Sequence[str | Path], # checkpoints found
                      need: Sequence[str] = BACKENDS_NEEDED, # backends the notebook wants one of each
                     ) -> list[str]:
     "Backends in `need` that none of `ckpts` has."
-    have = {checkpoint_meta(c)['backend'] for c in ckpts}
+    have = {read_checkpoint_meta(c)['backend'] for c in ckpts}
     return [b for b in need if b not in have]
 
 def stand_in_checkpoints(out_dir: str | Path, # where to save them
@@ -504,7 +364,6 @@ def stand_in_checkpoints(out_dir: str | Path, # where to save them
                          seed: int = 0, # weight seed
                         ) -> list[Path]:
     "Untrained tiny models saved as checkpoints (chance-level recall): stand-ins when no trained model exists."
-    from aliret.models import build_model, save_checkpoint
     out = []
     for b in backends:
         d = Path(out_dir)/f'untrained-{b}'
@@ -521,7 +380,6 @@ def train_tiny_checkpoints(out_dir: str | Path, # folder for the training runs (
                            log: Callable = print, # progress messages
                           ) -> list[Path]:
     "Train tiny models with `aliret.train.fit` (resumable) and return each one's last checkpoint."
-    from aliret.train import fit, latest_checkpoint
     out = []
     for b in backends:
         d = Path(out_dir)/f'tiny-{b}'; last = latest_checkpoint(d/'checkpoints')

@@ -18,17 +18,17 @@ from PIL import Image
 
 from fastcore.basics import patch
 
-from .core import (Config, ConfigError, PRESETS, check_overrides, get_config, pick_device, atomic_write, write_json,
+from .core import (AliretError, Config, ConfigError, PRESETS, check_overrides, get_config, pick_device, atomic_write, write_json,
                          model_configs, backend_names, migrate_config, package_versions, BACKENDS)
 
 # %% auto #0
 __all__ = ['CLIP_CUSTOM_ARCHS', 'BERT_SPECIALS', 'BLIP_MEAN', 'BLIP_STD', 'BLIP_VISION', 'BLIP_KEY_MAP', 'BLIP_IGNORED',
            'CHECKPOINT_JSON', 'CHECKPOINT_WEIGHTS', 'CHECKPOINT_FORMAT', 'MODEL_FIELDS', 'WeightsNotFound',
-           'RetrievalModel', 'register_backend', 'backend_class', 'ImageFiles', 'PixelPipeline', 'split_transform',
-           'clip_tiny_config', 'register_open_clip_config', 'resolve_clip_weights', 'ClipRetrieval', 'export_open_clip',
-           'build_wordpiece_vocab', 'blip_tokenizer', 'blip_transforms', 'blip_tiny_config', 'interpolate_pos_embed',
-           'set_blip_image_size', 'vit_block', 'blip_vision_states', 'bert_attention', 'cross_kv',
-           'grouped_cross_attention', 'bert_block', 'blip_text_states', 'BlipRetrieval', 'itc_loss',
+           'autocast_for', 'RetrievalModel', 'register_backend', 'backend_class', 'ImageFiles', 'PixelPipeline',
+           'split_transform', 'clip_tiny_config', 'register_open_clip_config', 'resolve_clip_weights', 'ClipRetrieval',
+           'export_open_clip', 'build_wordpiece_vocab', 'blip_tokenizer', 'blip_transforms', 'blip_tiny_config',
+           'interpolate_pos_embed', 'set_blip_image_size', 'vit_block', 'blip_vision_states', 'bert_attention',
+           'cross_kv', 'grouped_cross_attention', 'bert_block', 'blip_text_states', 'BlipRetrieval', 'itc_loss',
            'sample_hard_negatives', 'pad_tokens', 'itm_loss', 'convert_original_blip', 'export_original_blip',
            'read_original_blip', 'blip_config_from_original', 'load_original_blip', 'build_model', 'save_checkpoint',
            'read_checkpoint_meta', 'stored_config', 'check_checkpoint_fits', 'load_checkpoint', 'weights_available',
@@ -40,7 +40,7 @@ def _offline(offline: bool | None = None) -> bool:
     if offline is not None: return bool(offline)
     return any(os.environ.get(k, '').strip().lower() in ('1', 'true', 'yes', 'on') for k in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE'))
 
-class WeightsNotFound(FileNotFoundError):
+class WeightsNotFound(AliretError, FileNotFoundError):
     "Pretrained weights are not on this machine (and may not be downloaded); the message says how to point at local ones."
 
 def _inference(f):
@@ -54,6 +54,18 @@ def _inference(f):
         finally: self.train(was)
     return _f
 
+
+# %% ../nbs/04_models.ipynb #a7c0ca01
+def autocast_for(device: torch.device | str, # where the computation runs
+                 precision: str, # 'fp32', 'bf16' or 'fp16'
+                 cpu: bool = False, # also bf16 autocast on CPU (benchmarks only: aliret computes fp32 on CPU)
+                ):
+    "The one autocast helper: `precision` on CUDA (bf16 or fp16), else a no-op (bf16 on CPU only when `cpu`)."
+    dev = torch.device(device).type
+    if precision == 'fp32': return contextlib.nullcontext()
+    if dev == 'cuda': return torch.autocast('cuda', dtype=torch.bfloat16 if precision == 'bf16' else torch.float16)
+    if cpu and dev == 'cpu': return torch.autocast('cpu', dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 # %% ../nbs/04_models.ipynb #7386bb1d
 class RetrievalModel(nn.Module):
@@ -72,9 +84,7 @@ class RetrievalModel(nn.Module):
 
     def autocast(self):
         "Autocast context for inference/training: `cfg.precision` on CUDA, nothing on CPU/MPS."
-        if self.device.type == 'cuda' and self.cfg.precision != 'fp32':
-            return torch.autocast('cuda', dtype=torch.bfloat16 if self.cfg.precision == 'bf16' else torch.float16)
-        return contextlib.nullcontext()
+        return autocast_for(self.device, self.cfg.precision)
 
     def _to_device(self, x):
         "Move a tensor (or a dict of tensors) to the model's device."

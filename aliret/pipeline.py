@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse, json, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
-from .core import SUCCESS, is_complete, outputs_root, project_root, atomic_write, RunLock
+from .core import AliretError, SUCCESS, is_complete, outputs_root, project_root, atomic_write, RunLock
+from .core import _assignments
 
 # %% auto #0
 __all__ = ['DEMO_STEPS', 'METRICS', 'Step', 'PipelineError', 'run_step', 'run_pipeline', 'step_records', 'val_metrics',
@@ -43,7 +44,7 @@ DEMO_STEPS = [
 ]
 
 # %% ../nbs/00b_pipeline.ipynb #a065a273
-class PipelineError(RuntimeError):
+class PipelineError(AliretError, RuntimeError):
     "A pipeline step failed; the message names the step and where its executed notebook is."
 
 def run_step(step: Step, # the step to run
@@ -145,7 +146,6 @@ def write_summary(run_path: Path, steps: list[Step]) -> str:
 def parameters_cell(nb_path: str | Path) -> dict:
     "Defaults of a notebook's single `parameters` cell (error naming the notebook if there is not exactly one)."
     import nbformat
-    from aliret.core import _assignments
     nb = nbformat.read(str(nb_path), as_version=4)
     cells = [c for c in nb.cells if 'parameters' in c.metadata.get('tags', [])]
     if len(cells) != 1: raise PipelineError(f'{nb_path}: expected one cell tagged parameters, found {len(cells)}')

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 import numpy as np, pandas as pd, torch
+from .data import load_tables, resolve_data_dir
 
 # %% auto #0
 __all__ = ['Empty', 'Truth', 'truth_from_pairs', 'truth_from_ids', 'hit_matrix', 'hit_rank', 'recall_at_k', 'recall_curve',
-           'mean_recall', 'ali_score', 'r_mean', 'retrieval_metrics', 'topk_search', 'evaluate_embeddings',
-           'faiss_gpu_available', 'default_nlist', 'build_index', 'search', 'recall_vs_flat', 'Reranked', 'itm_rerank',
-           'chance_recall', 'plot_recall_curves', 'plot_topk_grid', 'load_eval_split']
+           'mean_recall', 'ali_score', 'r_mean', 'retrieval_metrics', 'paired_bootstrap', 'topk_search',
+           'evaluate_embeddings', 'faiss_gpu_available', 'default_nlist', 'build_index', 'search', 'recall_vs_flat',
+           'Reranked', 'itm_rerank', 'chance_recall', 'plot_recall_curves', 'plot_topk_grid', 'load_eval_split']
 
 # %% ../nbs/07_retrieval.ipynb #984d5dc5
 @dataclass(frozen=True, eq=False)
@@ -157,6 +158,24 @@ def retrieval_metrics(t2i_ids, # [Q, k>=10] text->image retrieved ids
         out.update(i2t_r1=i2t[1], i2t_r5=i2t[5], i2t_r10=i2t[10], i2t_mean_recall=mean_recall(i2t),
                    r_mean=r_mean(t2i, i2t), i2t_n_queries=int((inv.counts > 0).sum()))
     return out
+
+# %% ../nbs/07_retrieval.ipynb #b007b002
+def paired_bootstrap(scores_a, # per-query scores of A: `[Q]`, or `[S, Q]` for S seeds (averaged per query)
+                     scores_b, # per-query scores of B on the same queries (any number of seeds)
+                     n_boot: int = 2000, # resamples
+                     seed: int = 0, # resampling seed
+                     level: float = 0.95, # interval coverage
+                    ) -> dict:
+    "Mean A - B over the queries with a paired percentile-bootstrap interval, and how many queries each side wins."
+    a = np.atleast_2d(np.asarray(scores_a, dtype=np.float64)).mean(0)
+    b = np.atleast_2d(np.asarray(scores_b, dtype=np.float64)).mean(0)
+    if len(a) != len(b): raise ValueError(f'paired scores must cover the same queries: {len(a)} vs {len(b)}')
+    d = a - b; n = len(d)
+    rng, means = np.random.default_rng(seed), []
+    for s in range(0, n_boot, 100):   # 100 resamples at a time: memory 100 x Q
+        means.append(d[rng.integers(0, n, (min(100, n_boot - s), n))].mean(1))
+    lo, hi = np.quantile(np.concatenate(means), [(1 - level) / 2, (1 + level) / 2])
+    return dict(delta=float(d.mean()), lo=float(lo), hi=float(hi), a_better=int((d > 0).sum()), b_better=int((d < 0).sum()), n=n, n_boot=n_boot)
 
 # %% ../nbs/07_retrieval.ipynb #8aa7edc1
 def _as_2d(x, # embeddings: numpy array, torch tensor or nested list
@@ -456,7 +475,6 @@ def load_eval_split(split: Literal['val', 'test'] = 'val', # which split to eval
                    ) -> tuple[pd.DataFrame, pd.DataFrame, Truth]:
     "(queries [caption_id, caption], gallery [product, image_path], truth) of a split, from the validated tables."
     import json
-    from aliret.data import load_tables, resolve_data_dir
     t = load_tables(tables_dir, data_dir, progress=False)
     if split == 'val':
         q = t['val'].rename(columns={'row': 'caption_id'})[['caption_id', 'caption', 'product']].reset_index(drop=True)

@@ -8,8 +8,11 @@ import argparse, hashlib, json, os, re, signal, sys, time
 from pathlib import Path
 from typing import Callable, Sequence
 import numpy as np, pandas as pd, torch
-from .core import (SUCCESS, atomic_open, atomic_write, write_json, is_complete, ConfigError, get_config, pick_device, stream_process,
+from .core import (AliretError, SUCCESS, atomic_open, atomic_write, write_json, is_complete, ConfigError, get_config, pick_device, stream_process,
                          child_env)
+from .models import ImageFiles, build_model, load_checkpoint
+from .train import dist_env, read_table
+from .data import resolve_data_dir
 
 # %% auto #0
 __all__ = ['HEADS', 'SCORER_KEYS', 'MANIFEST', 'SHARD_FORMAT', 'SHARD_PREFIX', 'CHUNK_RE', 'CHUNK_LOG', 'resolve_head',
@@ -135,7 +138,7 @@ MANIFEST, SHARD_FORMAT, SHARD_PREFIX = 'manifest.json', 1, 'shard-'
 CHUNK_RE = re.compile(r'^chunk-(\d{12})-(\d{12})\.parquet$')
 CHUNK_LOG = 'scored chunk'   # marker of the per-chunk log line (the launcher counts them)
 
-class ShardError(ValueError):
+class ShardError(AliretError, ValueError):
     "Shards that cannot be resumed or merged; the message names each one and what to do."
 
 def shard_dir(out_dir: str | Path, start: int, end: int) -> Path:
@@ -214,7 +217,6 @@ def score_shard(model, # a model from `aliret.models`
                ) -> dict:
     "Score rows `[start, end)` of `table` into a resumable shard folder; return its counts and rate."
     from torch.utils.data import DataLoader
-    from aliret.train import dist_env
     n = len(table); end = n if end is None else int(end); start = int(start)
     if not 0 <= start <= end <= n: raise ValueError(f'start/end must satisfy 0 <= start <= end <= {n} (rows of the table), got {start}, {end}')
     head = resolve_head(model, head)
@@ -375,7 +377,6 @@ def load_scorer(checkpoint: str | Path = '', # aliret checkpoint folder ('' = bu
                 device: str | torch.device | None = None, # default: the config's device
                ) -> tuple:
     "`(model, source)`: an aliret checkpoint, or the model `config` describes (pretrained weights as they are)."
-    from aliret.models import build_model, load_checkpoint
     ov = dict(overrides or {})
     if str(checkpoint): return load_checkpoint(checkpoint, device=device, **ov), str(Path(checkpoint).resolve())
     cfg = get_config(config, **ov)
@@ -383,7 +384,6 @@ def load_scorer(checkpoint: str | Path = '', # aliret checkpoint folder ('' = bu
 
 def main(argv: list[str] | None = None):
     "Command line: `score` one shard (one rank under torchrun) or `merge` a run (`python -m aliret.scoring`)."
-    from aliret.train import read_table, dist_env
     ap = argparse.ArgumentParser(prog='python -m aliret.scoring', description='Score (image, caption) pairs of a table, one shard per rank; merge the shards.')
     sub = ap.add_subparsers(dest='cmd', required=True)
     s = sub.add_parser('score', help='score this rank\'s shard (run it under torchrun for several ranks)')
@@ -466,7 +466,6 @@ def known_noise(table: pd.DataFrame, # a train table (product, caption)
                 data_dir: str | Path = '', # its data folder ('' = the sample catalogue)
                ) -> np.ndarray | None:
     "Per row: is this (product, caption) a planted noisy pair of the catalogue's `noisy_pairs.csv`? None when the data has no such file."
-    from aliret.data import resolve_data_dir
     f = resolve_data_dir(data_dir)/'noisy_pairs.csv'
     if not f.is_file(): return None
     nz = pd.read_csv(f, dtype=str, keep_default_na=False)

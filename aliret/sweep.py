@@ -12,33 +12,21 @@ from typing import Callable, Sequence
 import numpy as np, pandas as pd
 from .core import SUCCESS, ConfigError, atomic_open, write_json, is_complete, outputs_root, pick_device, get_config, model_configs
 from .models import CHECKPOINT_JSON, CHECKPOINT_WEIGHTS, read_checkpoint_meta, load_checkpoint, build_model, stored_config
-from .train import CKPT_PREFIX, checkpoint_dirs, val_gallery
+from .train import val_gallery
+from .checkpoints import (_CKPT_RE, NoCheckpoints, checkpoint_complete, original_backend, newest_train_run, expand_checkpoints,
+                                resolve_checkpoints, file_sha256, content_hash, checkpoint_fingerprint, EmbeddingStore)
 from .retrieval import truth_from_ids, evaluate_embeddings
 from .captions import VARIANTS, DEFAULT_VARIANTS, CAPTION_FILES, caption_variants
+from .data import load_tables
+from .train import fit
 
 # %% auto #0
-__all__ = ['ID_COLUMNS', 'SWEEP_COLUMNS', 'original_backend', 'original_suffixes', 'NoCheckpoints', 'CheckpointSpec',
-           'checkpoint_spec', 'newest_train_run', 'find_checkpoints', 'file_sha256', 'content_hash', 'texts_hash',
-           'gallery_hash', 'weights_file', 'original_config', 'checkpoint_fingerprint', 'EmbeddingCache',
-           'default_cache_dir', 'load_sweep_model', 'compute_tag', 'check_variants', 'read_val_variants',
-           'load_val_variants', 'sweep', 'best_pick', 'sweep_matrix', 'plot_sweep_heatmap', 'plot_recall_vs_epoch',
-           'quick_train']
+__all__ = ['ID_COLUMNS', 'SWEEP_COLUMNS', 'CheckpointSpec', 'checkpoint_spec', 'find_checkpoints', 'texts_hash', 'gallery_hash',
+           'original_config', 'default_cache_dir', 'load_sweep_model', 'compute_tag', 'check_variants',
+           'read_val_variants', 'load_val_variants', 'sweep', 'best_pick', 'sweep_matrix', 'plot_sweep_heatmap',
+           'plot_recall_vs_epoch', 'quick_train']
 
 # %% ../nbs/09_checkpoint_sweep.ipynb #777c9b9a
-def original_backend(path: str | Path, # a checkpoint file
-                    ) -> str | None:
-    "The backend whose model config `reads` files with this suffix (original BLIP/LAVIS `.pth` -> `blip`), else None."
-    suffix = Path(path).suffix.lower()
-    return next((name for name, mc in model_configs().items() if suffix in mc.get('reads', [])), None)
-
-def original_suffixes() -> list[str]:
-    "Every file suffix some backend reads as an original checkpoint."
-    return sorted({s for mc in model_configs().values() for s in mc.get('reads', [])})
-_CKPT_RE = re.compile(r'^ckpt-e(\d+)-s(\d+)$')
-
-class NoCheckpoints(FileNotFoundError):
-    "No checkpoint was given and none was found; the message says how to produce some."
-
 @dataclass(frozen=True)
 class CheckpointSpec:
     "One checkpoint to sweep: where it is, what kind it is, and how it is labelled."
@@ -50,50 +38,18 @@ class CheckpointSpec:
     run: str = '' # the training run it belongs to (the folder holding `checkpoints/`)
     label: str = '' # short name, unique within a sweep
 
-def _train_ckpt_complete(p: Path) -> bool:
-    "Is aliret checkpoint folder `p` finished? (`ckpt-*` folders from training need their `_SUCCESS`; others their `aliret.json`.)"
-    return (p/CHECKPOINT_JSON).is_file() and (is_complete(p) or not _CKPT_RE.match(p.name))
-
 def checkpoint_spec(path: str | Path, # aliret checkpoint folder or original BLIP .pth file
                    ) -> CheckpointSpec:
-    "Describe one checkpoint; a clear error naming `path` for anything that is not one."
+    "Describe one checkpoint; a clear error naming `path` for anything that is not one (`expand_checkpoints` checks it)."
     p = Path(path)
-    if p.is_file():
-        if backend := original_backend(p): return CheckpointSpec(p, 'original', backend, run=p.parent.name, label=p.name)
-        raise ValueError(f'checkpoint {p} is a file but not an original BLIP/LAVIS checkpoint ({", ".join(original_suffixes())}): '
-                         'pass an aliret checkpoint folder, an 08_train run folder, a glob, or a BLIP .pth')
-    if not p.exists():
-        raise FileNotFoundError(f'checkpoint {p} does not exist: pass an aliret checkpoint folder (ckpt-*), an 08_train run folder, a glob, or an original BLIP .pth')
-    if (p/CHECKPOINT_JSON).is_file() and not _train_ckpt_complete(p):
-        raise FileNotFoundError(f'checkpoint {p} is incomplete (no {SUCCESS}): training was killed while writing it; pick another or resume 08_train')
+    if p.is_file() or not checkpoint_complete(p): expand_checkpoints(p)   # raises unless an original file (or a run folder)
+    if p.is_file(): return CheckpointSpec(p, 'original', original_backend(p), run=p.parent.name, label=p.name)
     meta = read_checkpoint_meta(p)
     m = _CKPT_RE.match(p.name)
     run = p.parent.parent.name if p.parent.name == 'checkpoints' else p.parent.name
     return CheckpointSpec(p, 'aliret', meta['backend'], int(meta.get('step', 0)), int(m.group(1)) if m else None, run, p.name)
 
 # %% ../nbs/09_checkpoint_sweep.ipynb #a73e8174
-def _expand(p: Path, # one checkpoints entry (not a glob)
-            skipped: list, # collects (path, reason) of incomplete checkpoints passed over
-           ) -> list[Path]:
-    "The checkpoint paths one entry stands for: itself, or every complete checkpoint of a run / checkpoints folder."
-    if p.is_file() or not p.exists() or (p/CHECKPOINT_JSON).is_file(): return [p]
-    root = p/'checkpoints' if (p/'checkpoints').is_dir() else p
-    every = checkpoint_dirs(root, complete_only=False)
-    if not every:
-        raise FileNotFoundError(f'{p} is neither a checkpoint folder ({CHECKPOINT_JSON}), an 08_train run folder (checkpoints/{CKPT_PREFIX}*), '
-                                'nor an original BLIP .pth: pass one of those or a glob')
-    done = checkpoint_dirs(root)
-    skipped += [(d, f'incomplete: no {SUCCESS}') for d in every if d not in done]
-    if not done: raise FileNotFoundError(f'{p}: none of its {len(every)} checkpoint folder(s) is complete yet (no {SUCCESS}); wait for 08_train or resume it')
-    return done
-
-def newest_train_run(root: str | Path | None = None, # where run folders live (default `outputs/`)
-                    ) -> Path | None:
-    "The newest complete `08_train` run folder holding a complete checkpoint (standalone or inside a main-job run), or None."
-    root = Path(root or outputs_root())
-    runs = [d for pat in ('08_train*/*', '*/08_train*') for d in root.glob(pat) if d.is_dir() and is_complete(d) and checkpoint_dirs(d/'checkpoints')]
-    return max(runs, key=lambda d: (d/SUCCESS).stat().st_mtime) if runs else None
-
 def _unique_labels(paths: Sequence[Path]) -> list[str]:
     "Shortest path tails (without a `checkpoints` part) that tell the checkpoints apart."
     parts = [[x for x in p.parts if x != 'checkpoints'] for p in paths]
@@ -105,48 +61,17 @@ def _unique_labels(paths: Sequence[Path]) -> list[str]:
 def find_checkpoints(checkpoints: str | Sequence[str | Path] = '', # glob, comma-separated list, run folder, checkpoint, .pth ('' = newest 08_train run)
                      root: str | Path | None = None, # where '' looks for 08_train runs (default `outputs/`)
                     ) -> list[CheckpointSpec]:
-    "Resolve the `checkpoints` parameter into checkpoint specs (in the given order, duplicates dropped, labels unique)."
-    items = [x.strip() for x in checkpoints.split(',') if x.strip()] if isinstance(checkpoints, str) else [str(x) for x in checkpoints]
-    if not items:
-        run = newest_train_run(root)
-        if run is None:
-            raise NoCheckpoints(f'no complete 08_train run under {Path(root or outputs_root())}: train one first with '
-                                '`papermill nbs/08_train.ipynb out.ipynb` (or `make demo`), then pass -p checkpoints <that run folder>, '
-                                "a glob such as 'outputs/08_train/*/checkpoints/ckpt-*', or a comma-separated list (original BLIP .pth files work too)")
-        items = [str(run)]
-    paths, skipped = [], []
-    for it in items:
-        if any(c in it for c in '*?['):
-            hits = sorted(Path(h) for h in _glob.glob(os.path.expanduser(it), recursive=True))
-            if not hits: raise FileNotFoundError(f'checkpoint glob {it!r} matches nothing')
-            for h in hits:
-                if h.is_dir() and (h/CHECKPOINT_JSON).is_file() and not _train_ckpt_complete(h): skipped.append((h, f'incomplete: no {SUCCESS}'))
-                else: paths += _expand(h, skipped)
-        else: paths += _expand(Path(os.path.expanduser(it)), skipped)
-    if skipped: warnings.warn(f'skipped {len(skipped)} incomplete checkpoint(s): ' + '; '.join(f'{p} ({why})' for p, why in skipped))
-    seen, uniq = set(), []
-    for p in paths:
-        if (r := p.resolve()) not in seen: seen.add(r); uniq.append(p)
-    specs = [checkpoint_spec(p.absolute()) for p in uniq]
+    "Every checkpoint the `checkpoints` parameter names (`resolve_checkpoints`, all of a run's) as specs with unique labels."
+    given = [x for x in checkpoints.split(',') if x.strip()] if isinstance(checkpoints, str) else list(checkpoints)
+    if not given and newest_train_run(root) is None:
+        raise NoCheckpoints(f'no complete 08_train run under {Path(root or outputs_root())}: train one first with '
+                            '`papermill nbs/08_train.ipynb out.ipynb` (or `make demo`), then pass -p checkpoints <that run folder>, '
+                            "a glob such as 'outputs/08_train/*/checkpoints/ckpt-*', or a comma-separated list (original BLIP .pth files work too)")
+    specs = [checkpoint_spec(p.absolute()) for p in resolve_checkpoints(checkpoints, pick='all', root=root, per_backend=False)]
     if not specs: raise FileNotFoundError(f'checkpoints={checkpoints!r}: nothing complete to sweep')
     return [CheckpointSpec(**{**asdict(s), 'label': l}) for s, l in zip(specs, _unique_labels([s.path for s in specs]))]
 
 # %% ../nbs/09_checkpoint_sweep.ipynb #fafa8911
-def file_sha256(path: str | Path, # file to hash
-                chunk: int = 1 << 23, # bytes read at a time
-               ) -> str:
-    "Hex sha256 of a file, streamed."
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        while b := f.read(chunk): h.update(b)
-    return h.hexdigest()
-
-def content_hash(*parts) -> str:
-    "Hex sha256 of JSON-able parts (lists of strings, dicts, numbers)."
-    h = hashlib.sha256()
-    for p in parts: h.update(json.dumps(p, sort_keys=True, default=str).encode()); h.update(b'\x1e')
-    return h.hexdigest()
-
 def texts_hash(texts: Sequence[str]) -> str:
     "Hash of caption texts in order."
     return content_hash([str(t) for t in texts])
@@ -158,10 +83,6 @@ def gallery_hash(gallery: pd.DataFrame, # product, image_path (one row per image
     return content_hash(gallery['product'].astype(str).tolist(), gallery['image_path'].astype(str).tolist(),
                         [(s.st_size, s.st_mtime_ns) if s else (-1, -1) for s in st])
 
-def weights_file(spec: CheckpointSpec) -> Path:
-    "The file holding a checkpoint's weights."
-    return spec.path/CHECKPOINT_WEIGHTS if spec.kind == 'aliret' else spec.path
-
 def original_config(spec: CheckpointSpec, # an `original` checkpoint
                config: str = 'base', # preset or YAML it is loaded with (image_size 0 = the checkpoint's own)
                **overrides, # more config fields (device, eval_batch_size, workers)
@@ -169,66 +90,7 @@ def original_config(spec: CheckpointSpec, # an `original` checkpoint
     "The config an original checkpoint file is loaded with (its backend, `model=<file>`)."
     return get_config(config, backend=spec.backend, model=str(spec.path), **overrides)
 
-def checkpoint_fingerprint(spec: CheckpointSpec, # the checkpoint
-                           mode: str = 'hash', # 'hash' (sha256 of the weights) or 'stat' (path, size, mtime, step)
-                           pth_cfg=None, # config an original file is loaded with (default `original_config(spec)`)
-                          ) -> dict:
-    "What identifies a checkpoint's embeddings in the cache."
-    w = weights_file(spec)
-    if not w.is_file(): raise FileNotFoundError(f'checkpoint {spec.path}: weights file {w} is missing')
-    if mode == 'hash': fp = dict(sha256=file_sha256(w))
-    elif mode == 'stat': s = w.stat(); fp = dict(path=str(w.resolve()), size=s.st_size, mtime_ns=s.st_mtime_ns, step=spec.step)
-    else: raise ValueError(f"fingerprint must be 'hash' or 'stat', got {mode!r}")
-    if spec.kind == 'aliret':
-        meta = read_checkpoint_meta(spec.path)
-        fp.update(backend=meta['backend'], arch=meta['arch'], **{k: stored_config(spec.path, meta).get(k) for k in ('image_size', 'text_len')})
-    else:
-        c = pth_cfg or original_config(spec)
-        side = {f: file_sha256(spec.path.parent/f) for f in ('config.json', 'vocab.txt', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json')
-                if (spec.path.parent/f).is_file()}
-        fp.update(backend=spec.backend, image_size=c.image_size, text_len=c.text_len, sidecars=side)
-    return fp
-
 # %% ../nbs/09_checkpoint_sweep.ipynb #df7b45b4
-class EmbeddingCache:
-    "Embeddings on disk as fp16 `.npy` with a JSON marker (ids, shape) written last; results as small JSON files."
-    def __init__(self, root: str | Path): self.root = Path(root)
-
-    def _files(self, group: str, name: str) -> tuple[Path, Path]: return self.root/group/f'{name}.npy', self.root/group/f'{name}.json'
-
-    def get(self, group: str, # checkpoint key
-            name: str, # entry name, e.g. gallery-<hash>
-           ) -> tuple[np.ndarray, dict] | None:
-        "The fp16 array and its marker, or None if the entry is missing or incomplete."
-        npy, mk = self._files(group, name)
-        if not mk.is_file(): return None
-        try: meta = json.loads(mk.read_text(encoding='utf-8')); arr = np.load(npy, allow_pickle=False)
-        except (OSError, ValueError, EOFError): return None
-        return (arr, meta) if list(arr.shape) == meta.get('shape') and arr.dtype == np.float16 else None
-
-    def put(self, group: str, # checkpoint key
-            name: str, # entry name
-            arr: np.ndarray, # [N, D] embeddings (stored as fp16)
-            **meta, # ids and anything else JSON-able
-           ) -> np.ndarray:
-        "Store `arr` as fp16, then its marker; return the stored fp16 array."
-        npy, mk = self._files(group, name)
-        a16 = np.ascontiguousarray(arr, dtype=np.float16)
-        mk.unlink(missing_ok=True)
-        with atomic_open(npy, 'wb') as f: np.save(f, a16, allow_pickle=False)
-        write_json(mk, dict(shape=list(a16.shape), dtype='float16', **meta))
-        return a16
-
-    def get_result(self, group: str, name: str) -> dict | None:
-        "A stored result, or None."
-        p = self.root/group/f'{name}.json'
-        try: return json.loads(p.read_text(encoding='utf-8')) if p.is_file() else None
-        except ValueError: return None
-
-    def put_result(self, group: str, name: str, res: dict) -> dict:
-        "Store a result atomically."
-        write_json(self.root/group/f'{name}.json', res); return res
-
 def default_cache_dir() -> Path:
     "Where sweeps share their cache: `outputs/09_checkpoint_sweep/cache` (safe to delete at any time)."
     return outputs_root()/'09_checkpoint_sweep'/'cache'
@@ -293,7 +155,6 @@ def load_val_variants(captions_dir: str = '', # a finished 02 run ('' = compute 
                      ) -> pd.DataFrame:
     "The val pairs (row, product, caption, image_path) with one column per caption variant."
     if captions_dir: return read_val_variants(captions_dir)
-    from aliret.data import load_tables
     val = load_tables(tables_dir, data_dir, progress=False)['val']
     return caption_variants(val[['row', 'product', 'caption', 'image_path']], _names(variants) or DEFAULT_VARIANTS)
 
@@ -342,7 +203,7 @@ def sweep(checkpoints, # `find_checkpoints` specs, or anything it accepts
     specs = checkpoints if (isinstance(checkpoints, (list, tuple)) and all(isinstance(s, CheckpointSpec) for s in checkpoints)) else find_checkpoints(checkpoints)
     names = check_variants(val, variants)
     val = val.reset_index(drop=True)
-    cache = EmbeddingCache(cache_dir or default_cache_dir())
+    cache = EmbeddingStore(cache_dir or default_cache_dir())
     load_fn = load_fn or (lambda s: load_sweep_model(s, device, batch_size, workers, pth_config))
     gal = val_gallery(val)[['product', 'image_path']]
     ghash, qhash = gallery_hash(gal), content_hash(val['product'].astype(str).tolist())
@@ -351,7 +212,7 @@ def sweep(checkpoints, # `find_checkpoints` specs, or anything it accepts
     rows, stats = [], Counter(pairs=len(specs) * len(names), computed=0, from_cache=0, models_loaded=0, gallery_embeds=0, text_embeds=0)
     for spec in specs:
         t0, n_new = time.perf_counter(), 0
-        fp = checkpoint_fingerprint(spec, fingerprint, original_config(spec, pth_config) if spec.kind == 'original' else None)
+        fp = checkpoint_fingerprint(spec.path, fingerprint, original_config(spec, pth_config) if spec.kind == 'original' else None)
         tag = compute_tag(spec, device, pth_config)
         group = content_hash(fp, tag)[:24]
         write_json(cache.root/group/'checkpoint.json', dict(label=spec.label, path=str(spec.path), compute=tag, fingerprint=fp))
@@ -471,7 +332,6 @@ def quick_train(out_dir: str | Path, # run folder (gets checkpoints/ckpt-e1-*, c
                 seed: int = 0, # sample and training seed
                ) -> Path:
     "Train a tiny CLIP briefly with `aliret.train.fit` (the standalone fallback); return the run folder."
-    from aliret.train import fit
     t = train_table.sample(n=min(rows, len(train_table)), random_state=seed).reset_index(drop=True)
     cfg = get_config('tiny', epochs=epochs, batch_size=min(32, len(t)), workers=0, seed=seed, device='cpu')
     fit(cfg, t, out_dir, None, progress=False, log=lambda *a: None)

@@ -10,16 +10,19 @@ from pathlib import Path
 from typing import Iterator
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 import torch.distributed as dist
-from .core import (SUCCESS, atomic_open, atomic_write, write_json, is_complete, Config, ConfigError, get_config, pick_device, seed_everything,
+from .core import (AliretError, SUCCESS, atomic_open, atomic_write, write_json, is_complete, Config, ConfigError, get_config, pick_device, seed_everything,
                          stream_process, child_env)
+from .retrieval import truth_from_ids, evaluate_embeddings
+from .models import save_checkpoint, build_model, load_checkpoint, autocast_for
+from .checkpoints import CKPT_PREFIX, checkpoint_dirs, latest_checkpoint, newest_verified, prune_checkpoints
+from .core import outputs_root
 
 # %% auto #0
-__all__ = ['CKPT_PREFIX', 'DistEnv', 'dist_env', 'init_distributed', 'cleanup_distributed', 'EpochSampler', 'warmup_cosine',
-           'make_scheduler', 'rng_state', 'set_rng_state', 'checkpoint_dirs', 'latest_checkpoint', 'prune_checkpoints',
-           'random_shift', 'PairDataset', 'gather_with_grad', 'freeze_towers', 'loss_fn_for', 'LossModule',
-           'autocast_for', 'NonFiniteLoss', 'check_finite', 'image_ids_of', 'val_gallery', 'evaluate_model',
-           'save_train_checkpoint', 'load_train_state', 'fit', 'read_table', 'main', 'launch', 'resume_dir',
-           'plot_history']
+__all__ = ['DistEnv', 'dist_env', 'init_distributed', 'cleanup_distributed', 'EpochSampler', 'warmup_cosine', 'make_scheduler',
+           'rng_state', 'set_rng_state', 'random_shift', 'PairDataset', 'gather_with_grad', 'freeze_towers',
+           'loss_fn_for', 'LossModule', 'NonFiniteLoss', 'check_finite', 'image_ids_of', 'val_gallery',
+           'evaluate_model', 'save_train_checkpoint', 'load_train_state', 'fit', 'read_table', 'main', 'launch',
+           'resume_dir', 'plot_history']
 
 # %% ../nbs/08_train.ipynb #33c22791
 @dataclass(frozen=True)
@@ -115,32 +118,6 @@ def set_rng_state(st: dict):
     random.setstate((st['python'][0], tuple(st['python'][1]), st['python'][2]))
     if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
 
-# %% ../nbs/08_train.ipynb #4cde239b
-CKPT_PREFIX = 'ckpt-'
-
-def checkpoint_dirs(root: str | Path, # the run's checkpoint folder
-                    complete_only: bool = True, # only folders with their `_SUCCESS` marker
-                   ) -> list[Path]:
-    "Checkpoint folders under `root`, oldest first (by step)."
-    root = Path(root)
-    if not root.is_dir(): return []
-    ds = [d for d in root.iterdir() if d.is_dir() and d.name.startswith(CKPT_PREFIX) and (is_complete(d) or not complete_only)]
-    return sorted(ds, key=lambda d: int(d.name.rsplit('-s', 1)[1]))
-
-def latest_checkpoint(root: str | Path) -> Path | None:
-    "The newest complete checkpoint under `root`, or None."
-    ds = checkpoint_dirs(root); return ds[-1] if ds else None
-
-def prune_checkpoints(root: str | Path, # the run's checkpoint folder
-                      keep_last: int, # complete checkpoints to keep (0 = all)
-                     ) -> list[Path]:
-    "Delete incomplete checkpoint folders and all but the newest `keep_last` complete ones; return what was deleted."
-    gone = [d for d in checkpoint_dirs(root, complete_only=False) if not is_complete(d)]
-    done = checkpoint_dirs(root)
-    if keep_last > 0: gone += done[:-keep_last]
-    for d in gone: shutil.rmtree(d, ignore_errors=True)
-    return gone
-
 # %% ../nbs/08_train.ipynb #b810d784
 def _sample_seed(seed: int, epoch: int, i: int) -> int:
     "A 63-bit seed for one sample of one epoch."
@@ -211,13 +188,7 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         (no_decay if p.ndim < 2 or 'logit_scale' in n or 'norm' in n.lower() or n.endswith('.bias') else decay).append(p)
     return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
 
-def autocast_for(device: torch.device, precision: str):
-    "Autocast context for CUDA in bf16/fp16; a no-op on CPU and for fp32."
-    import contextlib
-    if device.type != 'cuda' or precision == 'fp32': return contextlib.nullcontext()
-    return torch.autocast('cuda', dtype=torch.bfloat16 if precision == 'bf16' else torch.float16)
-
-class NonFiniteLoss(FloatingPointError):
+class NonFiniteLoss(AliretError, FloatingPointError):
     "A NaN or Inf loss; the message names the step."
 
 def check_finite(losses: dict, step: int, epoch: int, batch: int):
@@ -243,7 +214,6 @@ def evaluate_model(model, # a model from `aliret.models`
                    caption_col: str = 'caption', # which caption variant to query with
                   ) -> dict:
     "Text->image (and image->text) recall of `model` on `val_table`, by exact chunked search."
-    from aliret.retrieval import truth_from_ids, evaluate_embeddings
     gal = val_gallery(val_table)
     was_training = model.training; model.eval()
     with torch.random.fork_rng(devices=[]):   # evaluation must not shift the training run's random stream
@@ -256,7 +226,6 @@ def evaluate_model(model, # a model from `aliret.models`
 def save_train_checkpoint(root: Path, model, opt, sched, scaler, epoch: int, batch: int, step: int,
                           metrics: dict, keep_last: int, env: DistEnv = DistEnv()) -> Path:
     "Write `ckpt-e{epoch}-s{step}` (model, plain-dict train state, each rank's RNG), the marker last, then prune. Call on every rank."
-    from aliret.models import save_checkpoint
     d = root/f'{CKPT_PREFIX}e{epoch}-s{step}'
     if env.is_main:
         if d.exists(): shutil.rmtree(d)
@@ -284,20 +253,20 @@ def fit(cfg: Config, # training config (preset + overrides)
         train_table, # training pairs: product, caption, image_path
         out_dir: str | Path, # run folder: checkpoints/, history.json, tensorboard/
         val_table=None, # val pairs for per-epoch recall (None = skip)
-        resume: bool = False, # continue from the last complete checkpoint in `out_dir`
+        resume: bool = False, # continue from the newest complete checkpoint in `out_dir` that verifies
         stop_after_steps: int | None = None, # stop (as if killed) after this many optimizer steps
         progress: bool = True, # progress bar on rank 0
         log=print, # where rank 0's messages go
        ) -> dict:
     "Train `cfg`'s model on `train_table` on this rank; return history, final metrics and checkpoints."
-    from aliret.models import build_model, load_checkpoint
     env = dist_env()
     device = pick_device(cfg.device)
     if device.type == 'cuda' and env.distributed: device = torch.device('cuda', env.local_rank); torch.cuda.set_device(device)
     init_distributed(device)
     out = Path(out_dir); ckpts = out/'checkpoints'; say = log if env.is_main else (lambda *a, **k: None)
     seed_everything(cfg.seed, env.rank)
-    last = latest_checkpoint(ckpts) if resume else None
+    last, skipped = newest_verified(ckpts) if resume else (None, [])
+    for d, why in skipped: say(f'resume: skipping {d.name}, it does not verify ({why})')
     if resume and last is None: say(f'resume: no complete checkpoint in {ckpts}, starting from scratch')
     if last is not None: say(f'resuming from {last}'); model = load_checkpoint(last, expect=cfg)
     else: model = build_model(cfg, vocab_texts=train_table['caption'].tolist())
@@ -446,7 +415,6 @@ def resume_dir(output_dir: str = '', # the folder asked for ('' = find the lates
               ) -> str:
     "The run folder to resume: `output_dir` if given, else the newest `outputs/<step>/*` holding a complete checkpoint."
     if output_dir: return output_dir
-    from aliret.core import outputs_root
     runs = [d for d in (outputs_root()/step).glob('*') if latest_checkpoint(d/'checkpoints') is not None]
     if not runs: raise FileNotFoundError(f'resume=True but no run under {outputs_root()/step} has a complete checkpoint; pass -p output_dir <run folder>')
     return str(max(runs, key=lambda d: latest_checkpoint(d/'checkpoints').stat().st_mtime))
