@@ -15,10 +15,10 @@ from .core import SUCCESS, atomic_open, data_root, is_complete, project_root, wr
 __all__ = ['ANNOTATION_FILES', 'REASONS', 'GOOD_IMAGES', 'BAD_IMAGES', 'FULL_ONLY_BAD', 'TABLE_FILES', 'REJECTED_FILE',
            'STATS_FILE', 'INGEST_VERSION', 'STOPWORDS', 'DataError', 'find_image_dirs', 'resolve_data_dir',
            'read_annotations', 'has_text', 'nfc', 'check_rows', 'list_images', 'check_image', 'make_test_images',
-           'check_images', 'ingest', 'ingest_test_captions', 'ingest_gallery', 'make_messy_dir', 'ingest_all',
-           'write_tables', 'read_tables', 'read_rejected', 'tables_cache_dir', 'load_tables', 'caption_lengths',
-           'top_words', 'save_fig', 'plot_caption_lengths', 'plot_counts', 'plot_image_stats', 'folder_counts',
-           'rejection_counts', 'image_grid']
+           'check_images', 'ingest', 'ingest_test_captions', 'ingest_gallery', 'ingest_all', 'write_tables',
+           'read_tables', 'read_rejected', 'tables_cache_dir', 'load_tables', 'caption_lengths', 'top_words',
+           'save_fig', 'plot_caption_lengths', 'plot_counts', 'plot_image_stats', 'folder_counts', 'rejection_counts',
+           'image_grid']
 
 # %% ../nbs/01_eda.ipynb #e46701e5
 class DataError(ValueError):
@@ -432,81 +432,6 @@ def ingest_gallery(folder: str | Path, # the test image folder
         seconds=round(secs, 3), rows_per_s=round(len(names) / max(secs, 1e-9), 1))
     _say(progress, stats)
     return kept, rejected
-
-# %% ../nbs/01_eda.ipynb #f3216930
-def make_messy_dir(out: str | Path, # folder to create (AliProducts layout)
-                   seed: int = 0, # pixel seed
-                  ) -> dict:
-    "Write a messy AliProducts-layout folder; return {split: [expected reason per row ('' = kept)]} plus the expected `ambiguous` and `unreferenced` train image counts."
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    t = [out/'train_text_img_pairs_0_compressed', out/'train_text_img_pairs_1'/'train_text_img_pairs_1_compressed',
-         out/'train_text_img_pairs_2_compressed', out/'train_text_img_pairs_10_compressed']
-    for d in t + [out/'val_imgs', out/'test_imgs']: d.mkdir(parents=True, exist_ok=True)
-    imgs = make_test_images(t[0], seed)               # every good and bad image kind, in folder 0
-    for n in FULL_ONLY_BAD: (t[0]/f'{n}.png').unlink()  # header-mode run keeps it; keep the folder mode-independent
-    imgs = {n: r for n, r in imgs.items() if n.rsplit('.', 1)[0] not in FULL_ONLY_BAD}
-    rng = np.random.default_rng(seed); jpg = lambda: _img_bytes('rgb_jpg', rng)
-    nfd = unicodedata.normalize('NFD', 'café crème.jpg')
-    for d, name in [(t[1], 'nested.jpg'), (t[3], 'in_ten.jpg'), (t[2], 'both.jpg'), (t[3], 'both.jpg'), (t[0], 'my image 1.jpg'),
-                    (t[0], '商品_ü.jpg'), (t[0], nfd), (t[0], 'dup.jpg'), (out, 'outside.jpg'), (t[0], 'cap.jpg'), (t[2], 'orphan.jpg')]:
-        (d/name).write_bytes(jpg())
-    (t[0]/'adir.jpg').mkdir()
-    train = [({'product': n, 'caption': f'a product photo {i}'}, r) for i, (n, r) in enumerate(sorted(imgs.items()))]
-    train += [
-        ({'product': 'nested.jpg', 'caption': 'image in a nested folder'}, ''),
-        ({'product': 'in_ten.jpg', 'caption': 'folder 10 sorts after folder 2'}, ''),
-        ({'product': 'both.jpg', 'caption': 'same name in folders 2 and 10'}, ''),
-        ({'product': 'my image 1.jpg', 'caption': 'spaces in the file name'}, ''),
-        ({'product': '商品_ü.jpg', 'caption': 'non-ASCII file name'}, ''),
-        ({'product': 'café crème.jpg', 'caption': 'NFC name, NFD file'}, ''),
-        ({'product': 'dup.jpg', 'caption': 'Men&#39;s T-shirt &amp; cap &lt;b&gt;'}, ''),
-        ({'product': 'dup.jpg', 'caption': 'second row, same image'}, 'duplicate product'),
-        ({'product': 'cap.jpg', 'caption': ''}, 'empty caption'),            # the first row with cap.jpg is rejected ...
-        ({'product': 'cap.jpg', 'caption': 'Ã©tÃ© dress â€” mojibake'}, ''),  # ... so this one is kept, not a duplicate
-        ({'product': 'cap.jpg', 'caption': 'and a third'}, 'duplicate product'),
-        ({'product': 'missing.jpg', 'caption': 'no such file'}, 'missing image'),
-        ({'product': 'adir.jpg', 'caption': 'a folder, not a file'}, 'missing image'),
-        ({'product': '../outside.jpg', 'caption': 'escapes the root'}, 'unsafe product path'),
-        ({'product': str(out/'outside.jpg'), 'caption': 'absolute path'}, 'unsafe product path'),
-        ({'product': 'x/../rgb_jpg.jpg', 'caption': 'dot-dot inside'}, 'unsafe product path'),
-        ({'product': 'rgb_jpg.jpg', 'caption': ' \u200b\u00a0\ufeff\u2060\n\t '}, 'empty caption'),
-        ({'product': 'rgb_jpg.jpg'}, 'missing caption'),
-        ({'product': 'rgb_jpg.jpg', 'caption': None}, 'missing caption'),
-        ({'product': 'rgb_jpg.jpg', 'caption': 12345}, 'caption not a string'),
-        ({'product': 'rgb_jpg.jpg', 'caption': ['a', 'list']}, 'caption not a string'),
-        ({'caption': 'no product'}, 'missing product'),
-        ({'product': '', 'caption': 'empty product'}, 'missing product'),
-        ({'product': None, 'caption': 'null product'}, 'missing product'),
-        ({'product': 42, 'caption': 'numeric product'}, 'product not a string'),
-        ({'product': 'bad\udce9.jpg', 'caption': 'lone surrogate in the name'}, 'invalid product name'),
-        ('a bare string row', 'row not an object'),
-        (['a', 'list', 'row'], 'row not an object'),
-        ({'product': 'rgb_jpg.jpg', 'caption': 'duplicate of row 0'}, 'duplicate product'),
-    ]
-    train_json = json.dumps([r for r, _ in train], ensure_ascii=True)   # ensure_ascii keeps the lone surrogate as an escape
-    (out/'train.json').write_text(train_json, encoding='utf-8')
-    # captions that look dangerous but are valid: emoji, a broken surrogate escape, CSV traps, entities
-    odd_caps = ['cute cat mug 🐱☕', 'broken \ud83d escape', 'NA', 'null', '  lead\u00a0and trail  ', 'multi\nline\r\ncaption, with "quotes"', '$5 off $10']
-    for i, cap in enumerate(odd_caps): (out/'val_imgs'/f'v{i}.jpg').write_bytes(jpg())
-    val = [({'product': f'v{i}.jpg', 'caption': cap}, '') for i, cap in enumerate(odd_caps)]
-    (out/'val_imgs'/'v_zero.jpg').write_bytes(b'')
-    val += [({'product': 'v_zero.jpg', 'caption': 'zero bytes'}, 'zero-byte image'), ({'product': 'v_none.jpg', 'caption': 'x'}, 'missing image'),
-            ({'product': 'v0.jpg', 'caption': 'again'}, 'duplicate product')]
-    (out/'val.json').write_text(json.dumps([r for r, _ in val], ensure_ascii=True), encoding='utf-8')
-    tc = [({'caption': 'red dress'}, ''), ({'caption': 'red dress'}, ''), ({'caption': '\u3000'}, 'empty caption'), ({}, 'missing caption'),
-          ({'caption': 7}, 'caption not a string'), ('text', 'row not an object'), ({'caption': 'émoji 🐱'}, '')]
-    (out/'test_captions.json').write_text(json.dumps([r for r, _ in tc], ensure_ascii=False), encoding='utf-8')
-    gal = {'g0.jpg': '', 'g1.png': '', 'g2 space.jpg': '', 'g3_zero.jpg': 'zero-byte image', 'g4_text.jpg': 'unreadable image'}
-    for n in ('g0.jpg', 'g2 space.jpg'): (out/'test_imgs'/n).write_bytes(jpg())
-    (out/'test_imgs'/'g1.png').write_bytes(_img_bytes('rgba_png', rng))
-    (out/'test_imgs'/'g3_zero.jpg').write_bytes(b''); (out/'test_imgs'/'g4_text.jpg').write_bytes(b'not an image')
-    cut = jpg(); (out/'test_imgs'/'g6_cut.jpg').write_bytes(cut[:len(cut) // 2]); gal['g6_cut.jpg'] = 'truncated image'
-    try:   # a file name that is not UTF-8 (Latin-1 byte 0xe9); skipped where the file system refuses it
-        with open(os.path.join(os.fsencode(out/'test_imgs'), b'g5_\xe9.jpg'), 'wb') as f: f.write(jpg())
-        gal['g5_\udce9.jpg'] = 'invalid product name'
-    except OSError: pass
-    return dict(train=[r for _, r in train], val=[r for _, r in val], test_captions=[r for _, r in tc],
-                test_gallery=[gal[n] for n in sorted(gal)], ambiguous=1, unreferenced=1)
 
 # %% ../nbs/01_eda.ipynb #b20a4b95
 TABLE_FILES = {'train': 'train_data_map.csv', 'val': 'val_data_map.csv', 'test_captions': 'test_captions.csv', 'test_gallery': 'test_gallery.csv'}
