@@ -12,13 +12,12 @@ import numpy as np, pandas as pd
 from .core import SUCCESS, atomic_open, data_root, is_complete, project_root, write_json
 
 # %% auto #0
-__all__ = ['ANNOTATION_FILES', 'REASONS', 'GOOD_IMAGES', 'BAD_IMAGES', 'FULL_ONLY_BAD', 'TABLE_FILES', 'REJECTED_FILE',
-           'STATS_FILE', 'INGEST_VERSION', 'STOPWORDS', 'DataError', 'find_image_dirs', 'resolve_data_dir',
-           'read_annotations', 'has_text', 'nfc', 'check_rows', 'list_images', 'check_image', 'make_test_images',
-           'check_images', 'ingest', 'ingest_test_captions', 'ingest_gallery', 'ingest_all', 'write_tables',
-           'read_tables', 'read_rejected', 'tables_cache_dir', 'load_tables', 'caption_lengths', 'top_words',
-           'save_fig', 'plot_caption_lengths', 'plot_counts', 'plot_image_stats', 'folder_counts', 'rejection_counts',
-           'image_grid']
+__all__ = ['ANNOTATION_FILES', 'REASONS', 'TABLE_FILES', 'REJECTED_FILE', 'STATS_FILE', 'INGEST_VERSION', 'STOPWORDS',
+           'DataError', 'find_image_dirs', 'resolve_data_dir', 'read_annotations', 'has_text', 'nfc', 'check_rows',
+           'list_images', 'check_image', 'check_images', 'ingest', 'ingest_test_captions', 'ingest_gallery',
+           'ingest_all', 'write_tables', 'read_tables', 'read_rejected', 'tables_cache_dir', 'load_tables',
+           'caption_lengths', 'top_words', 'save_fig', 'plot_caption_lengths', 'plot_counts', 'plot_image_stats',
+           'folder_counts', 'rejection_counts', 'image_grid']
 
 # %% ../nbs/01_eda.ipynb #e46701e5
 class DataError(ValueError):
@@ -261,48 +260,6 @@ def check_image(path: str | Path, # image file
         why = 'truncated image' if 'truncat' in str(e).lower() else 'unreadable image'
         return (0, 0, '', '', size, why, f'{type(e).__name__}: {e}'[:200])
     return (w, h, fmt, mode, size, '', '')
-
-# %% ../nbs/01_eda.ipynb #a467d0d1
-def _img_bytes(kind: str, rng: np.random.Generator) -> bytes:
-    "Encoded bytes of a small image of one `kind`."
-    rgb = lambda h, w: Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
-    b = io.BytesIO()
-    if kind == 'rgb_jpg': rgb(40, 56).save(b, 'JPEG', quality=90)
-    elif kind == 'cmyk_jpg': rgb(32, 32).convert('CMYK').save(b, 'JPEG')
-    elif kind == 'gray_jpg': rgb(32, 48).convert('L').save(b, 'JPEG')
-    elif kind == 'rgba_png': rgb(30, 30).convert('RGBA').save(b, 'PNG')
-    elif kind == 'gray16_png': Image.fromarray(rng.integers(0, 65536, (24, 24), dtype=np.uint16)).save(b, 'PNG')
-    elif kind == 'palette_gif': rgb(20, 20).convert('P').save(b, 'GIF')
-    elif kind == 'webp': rgb(20, 28).save(b, 'WEBP')
-    elif kind == 'tall_jpg': rgb(1200, 2).save(b, 'JPEG')
-    elif kind == 'wide_png': rgb(1, 1500).save(b, 'PNG')
-    else: raise ValueError(kind)
-    return b.getvalue()
-
-GOOD_IMAGES = ('rgb_jpg', 'cmyk_jpg', 'gray_jpg', 'rgba_png', 'gray16_png', 'palette_gif', 'webp', 'tall_jpg', 'wide_png', 'png_as_jpg')
-BAD_IMAGES = {'zero_byte': 'zero-byte image', 'text_as_jpg': 'unreadable image', 'cut_jpg': 'truncated image', 'cut_header_jpg': 'truncated image',
-              'no_iend_png': 'truncated image', 'cut_gif': 'truncated image', 'cut_webp': 'truncated image'}
-FULL_ONLY_BAD = {'corrupt_idat_png': 'unreadable image'}   # passes header checks, fails a full decode
-
-def make_test_images(folder: str | Path, # where to write the files
-                     seed: int = 0, # pixel seed
-                    ) -> dict:
-    "Write one image per good, bad and full-decode-only-bad kind into `folder`; return {file name: expected reason ('' = good)}."
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True); rng = np.random.default_rng(seed)
-    ext = lambda k: '.jpg' if 'jpg' in k or k in ('zero_byte',) else '.png' if 'png' in k else '.gif' if 'gif' in k else '.webp' if 'webp' in k else '.jpg'
-    files = {k: _img_bytes(k, rng) for k in GOOD_IMAGES if k != 'png_as_jpg'}
-    files['png_as_jpg'] = _img_bytes('rgba_png', rng)
-    jpg = _img_bytes('rgb_jpg', rng); b = io.BytesIO(); Image.open(io.BytesIO(jpg)).save(b, 'PNG'); png = b.getvalue()
-    gif, webp = _img_bytes('palette_gif', rng), _img_bytes('webp', rng)
-    i = png.find(b'IDAT') + 40
-    files.update(zero_byte=b'', text_as_jpg=b'<html>404 not found</html>', cut_jpg=jpg[:len(jpg) * 2 // 3], cut_header_jpg=jpg[:120],
-                 no_iend_png=png[:-12], cut_gif=gif[:len(gif) // 2], cut_webp=webp[:len(webp) - 10],
-                 corrupt_idat_png=png[:i] + bytes(60) + png[i + 60:])
-    out = {}
-    for k, data in files.items():
-        (folder/f'{k}{ext(k)}').write_bytes(data)
-        out[f'{k}{ext(k)}'] = BAD_IMAGES.get(k, '')
-    return out
 
 # %% ../nbs/01_eda.ipynb #9246ad1a
 def check_images(paths: list[str], # image files

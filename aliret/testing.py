@@ -4,13 +4,14 @@
 
 # %% ../nbs/00c_testing.ipynb #c116bfd8
 from __future__ import annotations
-import ast, json, os, re, sys
+import ast, io, json, os, re, sys
 from contextlib import contextmanager
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['JOB_ENV', 'TEST_MARK', 'RUN_IT', 'parent_cmdline', 'is_papermill', 'job_mode', 'job_env', 'skip_test_cell',
-           'skip_tests_in_jobs', 'directives', 'cell_kind', 'check_notebook_shape', 'check_notebooks', 'make_messy_dir']
+__all__ = ['JOB_ENV', 'TEST_MARK', 'RUN_IT', 'GOOD_IMAGES', 'BAD_IMAGES', 'FULL_ONLY_BAD', 'parent_cmdline', 'is_papermill',
+           'job_mode', 'job_env', 'skip_test_cell', 'skip_tests_in_jobs', 'directives', 'cell_kind',
+           'check_notebook_shape', 'check_notebooks', 'make_test_images', 'make_messy_dir']
 
 # %% ../nbs/00c_testing.ipynb #9904fc76
 JOB_ENV = 'ALIRET_JOB'  # environment variable: '1' = job, '0' = not a job
@@ -145,13 +146,58 @@ def check_notebooks(nbs_dir: str | Path, # the notebooks folder
     "`check_notebook_shape` over every numbered notebook in `nbs_dir`."
     return [p for f in sorted(Path(nbs_dir).glob('[0-9]*.ipynb')) for p in check_notebook_shape(f)]
 
+# %% ../nbs/00c_testing.ipynb #a467d0d1
+def _img_bytes(kind: str, rng: np.random.Generator) -> bytes:
+    "Encoded bytes of a small image of one `kind`."
+    import numpy as np
+    from PIL import Image
+    rgb = lambda h, w: Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    b = io.BytesIO()
+    if kind == 'rgb_jpg': rgb(40, 56).save(b, 'JPEG', quality=90)
+    elif kind == 'cmyk_jpg': rgb(32, 32).convert('CMYK').save(b, 'JPEG')
+    elif kind == 'gray_jpg': rgb(32, 48).convert('L').save(b, 'JPEG')
+    elif kind == 'rgba_png': rgb(30, 30).convert('RGBA').save(b, 'PNG')
+    elif kind == 'gray16_png': Image.fromarray(rng.integers(0, 65536, (24, 24), dtype=np.uint16)).save(b, 'PNG')
+    elif kind == 'palette_gif': rgb(20, 20).convert('P').save(b, 'GIF')
+    elif kind == 'webp': rgb(20, 28).save(b, 'WEBP')
+    elif kind == 'tall_jpg': rgb(1200, 2).save(b, 'JPEG')
+    elif kind == 'wide_png': rgb(1, 1500).save(b, 'PNG')
+    else: raise ValueError(kind)
+    return b.getvalue()
+
+GOOD_IMAGES = ('rgb_jpg', 'cmyk_jpg', 'gray_jpg', 'rgba_png', 'gray16_png', 'palette_gif', 'webp', 'tall_jpg', 'wide_png', 'png_as_jpg')
+BAD_IMAGES = {'zero_byte': 'zero-byte image', 'text_as_jpg': 'unreadable image', 'cut_jpg': 'truncated image', 'cut_header_jpg': 'truncated image',
+              'no_iend_png': 'truncated image', 'cut_gif': 'truncated image', 'cut_webp': 'truncated image'}
+FULL_ONLY_BAD = {'corrupt_idat_png': 'unreadable image'}   # passes header checks, fails a full decode
+
+def make_test_images(folder: str | Path, # where to write the files
+                     seed: int = 0, # pixel seed
+                    ) -> dict:
+    "Write one image per good, bad and full-decode-only-bad kind into `folder`; return {file name: expected reason ('' = good)}."
+    import numpy as np
+    from PIL import Image
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True); rng = np.random.default_rng(seed)
+    ext = lambda k: '.jpg' if 'jpg' in k or k in ('zero_byte',) else '.png' if 'png' in k else '.gif' if 'gif' in k else '.webp' if 'webp' in k else '.jpg'
+    files = {k: _img_bytes(k, rng) for k in GOOD_IMAGES if k != 'png_as_jpg'}
+    files['png_as_jpg'] = _img_bytes('rgba_png', rng)
+    jpg = _img_bytes('rgb_jpg', rng); b = io.BytesIO(); Image.open(io.BytesIO(jpg)).save(b, 'PNG'); png = b.getvalue()
+    gif, webp = _img_bytes('palette_gif', rng), _img_bytes('webp', rng)
+    i = png.find(b'IDAT') + 40
+    files.update(zero_byte=b'', text_as_jpg=b'<html>404 not found</html>', cut_jpg=jpg[:len(jpg) * 2 // 3], cut_header_jpg=jpg[:120],
+                 no_iend_png=png[:-12], cut_gif=gif[:len(gif) // 2], cut_webp=webp[:len(webp) - 10],
+                 corrupt_idat_png=png[:i] + bytes(60) + png[i + 60:])
+    out = {}
+    for k, data in files.items():
+        (folder/f'{k}{ext(k)}').write_bytes(data)
+        out[f'{k}{ext(k)}'] = BAD_IMAGES.get(k, '')
+    return out
+
 # %% ../nbs/00c_testing.ipynb #bb40522e
 def make_messy_dir(out: str | Path, # folder to create (AliProducts layout)
                    seed: int = 0, # pixel seed
                   ) -> dict:
     "Write a messy AliProducts-layout folder; return {split: [expected reason per row ('' = kept)]} plus the expected `ambiguous` and `unreferenced` train image counts."
     import unicodedata, numpy as np
-    from aliret.data import FULL_ONLY_BAD, _img_bytes, make_test_images
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     t = [out/'train_text_img_pairs_0_compressed', out/'train_text_img_pairs_1'/'train_text_img_pairs_1_compressed',
          out/'train_text_img_pairs_2_compressed', out/'train_text_img_pairs_10_compressed']
