@@ -38,7 +38,7 @@ def is_papermill(cmdline: list[str], # a process's command line
                 ) -> bool:
     "True when `cmdline` runs papermill (its script, or `python -m papermill`)."
     names = [Path(a).name for a in cmdline[:3]]
-    return any(n == 'papermill' or n.startswith('papermill.') for n in names) or 'papermill' in cmdline[1:3] and '-m' in cmdline[1:2]
+    return any(n == 'papermill' or n.startswith('papermill.') for n in names)
 
 def job_mode() -> bool:
     "True in a papermill job (or with `ALIRET_JOB=1`); never inside `nbdev_test`."
@@ -131,12 +131,15 @@ def check_notebook_shape(path: str | Path, # a notebook file
     "Problems with the notebook's shape (empty = fine): tests above `## Run it`, the job below it."
     cells, name, out = json.loads(Path(path).read_text())['cells'], Path(path).name, []
     pi = next((i for i, c in enumerate(cells) if _is_params(c)), None)
-    hi = next((i for i, c in enumerate(cells) if c['cell_type'] == 'markdown' and RUN_IT.search(''.join(c['source']))), None)
-    if pi is not None and (hi is None or hi > pi): out.append(f'{name}: no "## Run it" heading before the parameters cell')
+    heads = [i for i, c in enumerate(cells) if c['cell_type'] == 'markdown' and RUN_IT.search(''.join(c['source']))]
+    hi = heads[0] if heads else None
+    if pi is not None and (hi is None or hi > pi):
+        out.append(f'{name}: no "## Run it" heading before the parameters cell')
     end = len(cells) if pi is None else pi if hi is None or hi > pi else hi
     for i, c in enumerate(cells):
         k = cell_kind(c)
-        if i < end and k == 'job': out.append(f'{name}: cell {i} is neither a definition, a setup cell nor marked {TEST_MARK}')
+        if i < end and k == 'job':
+            out.append(f'{name}: cell {i} is neither a definition, a setup cell nor marked {TEST_MARK}')
         if i > end and k in ('export', 'test'): out.append(f'{name}: cell {i} ({k}) is below "## Run it"')
     return out
 
