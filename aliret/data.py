@@ -13,13 +13,12 @@ from .core import AliretError, SUCCESS, atomic_open, data_root, is_complete, pro
 from .sample import sample_data_dir
 
 # %% auto #0
-__all__ = ['ANNOTATION_FILES', 'REASONS', 'GOOD_IMAGES', 'BAD_IMAGES', 'FULL_ONLY_BAD', 'TABLE_FILES', 'REJECTED_FILE',
-           'STATS_FILE', 'INGEST_VERSION', 'STOPWORDS', 'DataError', 'find_image_dirs', 'resolve_data_dir',
-           'read_annotations', 'has_text', 'nfc', 'check_rows', 'list_images', 'check_image', 'make_test_images',
-           'check_images', 'no_images_message', 'ingest', 'ingest_test_captions', 'ingest_gallery', 'make_messy_dir',
-           'has_test_split', 'absent_test_split', 'ingest_all', 'write_tables', 'read_tables', 'read_rejected',
-           'tables_cache_dir', 'load_tables', 'caption_lengths', 'top_words', 'save_fig', 'plot_caption_lengths',
-           'plot_counts', 'plot_image_stats', 'folder_counts', 'rejection_counts', 'image_grid']
+__all__ = ['ANNOTATION_FILES', 'REASONS', 'TABLE_FILES', 'REJECTED_FILE', 'STATS_FILE', 'INGEST_VERSION', 'STOPWORDS',
+           'DataError', 'find_image_dirs', 'resolve_data_dir', 'read_annotations', 'has_text', 'nfc', 'check_rows',
+           'list_images', 'check_image', 'check_images', 'no_images_message', 'ingest', 'ingest_test_captions',
+           'ingest_gallery', 'has_test_split', 'absent_test_split', 'ingest_all', 'write_tables', 'read_tables',
+           'read_rejected', 'tables_cache_dir', 'load_tables', 'caption_lengths', 'top_words', 'save_fig',
+           'plot_caption_lengths', 'plot_counts', 'plot_image_stats', 'folder_counts', 'rejection_counts', 'image_grid']
 
 # %% ../nbs/01_eda.ipynb #e46701e5
 class DataError(AliretError, ValueError):
@@ -265,48 +264,6 @@ def check_image(path: str | Path, # image file
         return (0, 0, '', '', size, why, f'{type(e).__name__}: {e}'[:200])
     return (w, h, fmt, mode, size, '', '')
 
-# %% ../nbs/01_eda.ipynb #a467d0d1
-def _img_bytes(kind: str, rng: np.random.Generator) -> bytes:
-    "Encoded bytes of a small image of one `kind`."
-    rgb = lambda h, w: Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
-    b = io.BytesIO()
-    if kind == 'rgb_jpg': rgb(40, 56).save(b, 'JPEG', quality=90)
-    elif kind == 'cmyk_jpg': rgb(32, 32).convert('CMYK').save(b, 'JPEG')
-    elif kind == 'gray_jpg': rgb(32, 48).convert('L').save(b, 'JPEG')
-    elif kind == 'rgba_png': rgb(30, 30).convert('RGBA').save(b, 'PNG')
-    elif kind == 'gray16_png': Image.fromarray(rng.integers(0, 65536, (24, 24), dtype=np.uint16)).save(b, 'PNG')
-    elif kind == 'palette_gif': rgb(20, 20).convert('P').save(b, 'GIF')
-    elif kind == 'webp': rgb(20, 28).save(b, 'WEBP')
-    elif kind == 'tall_jpg': rgb(1200, 2).save(b, 'JPEG')
-    elif kind == 'wide_png': rgb(1, 1500).save(b, 'PNG')
-    else: raise ValueError(kind)
-    return b.getvalue()
-
-GOOD_IMAGES = ('rgb_jpg', 'cmyk_jpg', 'gray_jpg', 'rgba_png', 'gray16_png', 'palette_gif', 'webp', 'tall_jpg', 'wide_png', 'png_as_jpg')
-BAD_IMAGES = {'zero_byte': 'zero-byte image', 'text_as_jpg': 'unreadable image', 'cut_jpg': 'truncated image', 'cut_header_jpg': 'truncated image',
-              'no_iend_png': 'truncated image', 'cut_gif': 'truncated image', 'cut_webp': 'truncated image'}
-FULL_ONLY_BAD = {'corrupt_idat_png': 'unreadable image'}   # passes header checks, fails a full decode
-
-def make_test_images(folder: str | Path, # where to write the files
-                     seed: int = 0, # pixel seed
-                    ) -> dict:
-    "Write one image per good, bad and full-decode-only-bad kind into `folder`; return {file name: expected reason ('' = good)}."
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True); rng = np.random.default_rng(seed)
-    ext = lambda k: '.jpg' if 'jpg' in k or k in ('zero_byte',) else '.png' if 'png' in k else '.gif' if 'gif' in k else '.webp' if 'webp' in k else '.jpg'
-    files = {k: _img_bytes(k, rng) for k in GOOD_IMAGES if k != 'png_as_jpg'}
-    files['png_as_jpg'] = _img_bytes('rgba_png', rng)
-    jpg = _img_bytes('rgb_jpg', rng); b = io.BytesIO(); Image.open(io.BytesIO(jpg)).save(b, 'PNG'); png = b.getvalue()
-    gif, webp = _img_bytes('palette_gif', rng), _img_bytes('webp', rng)
-    i = png.find(b'IDAT') + 40
-    files.update(zero_byte=b'', text_as_jpg=b'<html>404 not found</html>', cut_jpg=jpg[:len(jpg) * 2 // 3], cut_header_jpg=jpg[:120],
-                 no_iend_png=png[:-12], cut_gif=gif[:len(gif) // 2], cut_webp=webp[:len(webp) - 10],
-                 corrupt_idat_png=png[:i] + bytes(60) + png[i + 60:])
-    out = {}
-    for k, data in files.items():
-        (folder/f'{k}{ext(k)}').write_bytes(data)
-        out[f'{k}{ext(k)}'] = BAD_IMAGES.get(k, '')
-    return out
-
 # %% ../nbs/01_eda.ipynb #9246ad1a
 def check_images(paths: list[str], # image files
                  full_decode: bool = False, # decode all pixels (see `check_image`)
@@ -447,81 +404,6 @@ def ingest_gallery(folder: str | Path, # the test image folder
         seconds=round(secs, 3), rows_per_s=round(len(names) / max(secs, 1e-9), 1))
     _say(progress, stats)
     return kept, rejected
-
-# %% ../nbs/01_eda.ipynb #f3216930
-def make_messy_dir(out: str | Path, # folder to create (AliProducts layout)
-                   seed: int = 0, # pixel seed
-                  ) -> dict:
-    "Write a messy AliProducts-layout folder; return {split: [expected reason per row ('' = kept)]} plus the expected `ambiguous` and `unreferenced` train image counts."
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    t = [out/'train_text_img_pairs_0_compressed', out/'train_text_img_pairs_1'/'train_text_img_pairs_1_compressed',
-         out/'train_text_img_pairs_2_compressed', out/'train_text_img_pairs_10_compressed']
-    for d in t + [out/'val_imgs', out/'test_imgs']: d.mkdir(parents=True, exist_ok=True)
-    imgs = make_test_images(t[0], seed)               # every good and bad image kind, in folder 0
-    for n in FULL_ONLY_BAD: (t[0]/f'{n}.png').unlink()  # header-mode run keeps it; keep the folder mode-independent
-    imgs = {n: r for n, r in imgs.items() if n.rsplit('.', 1)[0] not in FULL_ONLY_BAD}
-    rng = np.random.default_rng(seed); jpg = lambda: _img_bytes('rgb_jpg', rng)
-    nfd = unicodedata.normalize('NFD', 'café crème.jpg')
-    for d, name in [(t[1], 'nested.jpg'), (t[3], 'in_ten.jpg'), (t[2], 'both.jpg'), (t[3], 'both.jpg'), (t[0], 'my image 1.jpg'),
-                    (t[0], '商品_ü.jpg'), (t[0], nfd), (t[0], 'dup.jpg'), (out, 'outside.jpg'), (t[0], 'cap.jpg'), (t[2], 'orphan.jpg')]:
-        (d/name).write_bytes(jpg())
-    (t[0]/'adir.jpg').mkdir()
-    train = [({'product': n, 'caption': f'a product photo {i}'}, r) for i, (n, r) in enumerate(sorted(imgs.items()))]
-    train += [
-        ({'product': 'nested.jpg', 'caption': 'image in a nested folder'}, ''),
-        ({'product': 'in_ten.jpg', 'caption': 'folder 10 sorts after folder 2'}, ''),
-        ({'product': 'both.jpg', 'caption': 'same name in folders 2 and 10'}, ''),
-        ({'product': 'my image 1.jpg', 'caption': 'spaces in the file name'}, ''),
-        ({'product': '商品_ü.jpg', 'caption': 'non-ASCII file name'}, ''),
-        ({'product': 'café crème.jpg', 'caption': 'NFC name, NFD file'}, ''),
-        ({'product': 'dup.jpg', 'caption': 'Men&#39;s T-shirt &amp; cap &lt;b&gt;'}, ''),
-        ({'product': 'dup.jpg', 'caption': 'second row, same image'}, 'duplicate product'),
-        ({'product': 'cap.jpg', 'caption': ''}, 'empty caption'),            # the first row with cap.jpg is rejected ...
-        ({'product': 'cap.jpg', 'caption': 'Ã©tÃ© dress â€” mojibake'}, ''),  # ... so this one is kept, not a duplicate
-        ({'product': 'cap.jpg', 'caption': 'and a third'}, 'duplicate product'),
-        ({'product': 'missing.jpg', 'caption': 'no such file'}, 'missing image'),
-        ({'product': 'adir.jpg', 'caption': 'a folder, not a file'}, 'missing image'),
-        ({'product': '../outside.jpg', 'caption': 'escapes the root'}, 'unsafe product path'),
-        ({'product': str(out/'outside.jpg'), 'caption': 'absolute path'}, 'unsafe product path'),
-        ({'product': 'x/../rgb_jpg.jpg', 'caption': 'dot-dot inside'}, 'unsafe product path'),
-        ({'product': 'rgb_jpg.jpg', 'caption': ' \u200b\u00a0\ufeff\u2060\n\t '}, 'empty caption'),
-        ({'product': 'rgb_jpg.jpg'}, 'missing caption'),
-        ({'product': 'rgb_jpg.jpg', 'caption': None}, 'missing caption'),
-        ({'product': 'rgb_jpg.jpg', 'caption': 12345}, 'caption not a string'),
-        ({'product': 'rgb_jpg.jpg', 'caption': ['a', 'list']}, 'caption not a string'),
-        ({'caption': 'no product'}, 'missing product'),
-        ({'product': '', 'caption': 'empty product'}, 'missing product'),
-        ({'product': None, 'caption': 'null product'}, 'missing product'),
-        ({'product': 42, 'caption': 'numeric product'}, 'product not a string'),
-        ({'product': 'bad\udce9.jpg', 'caption': 'lone surrogate in the name'}, 'invalid product name'),
-        ('a bare string row', 'row not an object'),
-        (['a', 'list', 'row'], 'row not an object'),
-        ({'product': 'rgb_jpg.jpg', 'caption': 'duplicate of row 0'}, 'duplicate product'),
-    ]
-    train_json = json.dumps([r for r, _ in train], ensure_ascii=True)   # ensure_ascii keeps the lone surrogate as an escape
-    (out/'train.json').write_text(train_json, encoding='utf-8')
-    # captions that look dangerous but are valid: emoji, a broken surrogate escape, CSV traps, entities
-    odd_caps = ['cute cat mug 🐱☕', 'broken \ud83d escape', 'NA', 'null', '  lead\u00a0and trail  ', 'multi\nline\r\ncaption, with "quotes"', '$5 off $10']
-    for i, cap in enumerate(odd_caps): (out/'val_imgs'/f'v{i}.jpg').write_bytes(jpg())
-    val = [({'product': f'v{i}.jpg', 'caption': cap}, '') for i, cap in enumerate(odd_caps)]
-    (out/'val_imgs'/'v_zero.jpg').write_bytes(b'')
-    val += [({'product': 'v_zero.jpg', 'caption': 'zero bytes'}, 'zero-byte image'), ({'product': 'v_none.jpg', 'caption': 'x'}, 'missing image'),
-            ({'product': 'v0.jpg', 'caption': 'again'}, 'duplicate product')]
-    (out/'val.json').write_text(json.dumps([r for r, _ in val], ensure_ascii=True), encoding='utf-8')
-    tc = [({'caption': 'red dress'}, ''), ({'caption': 'red dress'}, ''), ({'caption': '\u3000'}, 'empty caption'), ({}, 'missing caption'),
-          ({'caption': 7}, 'caption not a string'), ('text', 'row not an object'), ({'caption': 'émoji 🐱'}, '')]
-    (out/'test_captions.json').write_text(json.dumps([r for r, _ in tc], ensure_ascii=False), encoding='utf-8')
-    gal = {'g0.jpg': '', 'g1.png': '', 'g2 space.jpg': '', 'g3_zero.jpg': 'zero-byte image', 'g4_text.jpg': 'unreadable image'}
-    for n in ('g0.jpg', 'g2 space.jpg'): (out/'test_imgs'/n).write_bytes(jpg())
-    (out/'test_imgs'/'g1.png').write_bytes(_img_bytes('rgba_png', rng))
-    (out/'test_imgs'/'g3_zero.jpg').write_bytes(b''); (out/'test_imgs'/'g4_text.jpg').write_bytes(b'not an image')
-    cut = jpg(); (out/'test_imgs'/'g6_cut.jpg').write_bytes(cut[:len(cut) // 2]); gal['g6_cut.jpg'] = 'truncated image'
-    try:   # a file name that is not UTF-8 (Latin-1 byte 0xe9); skipped where the file system refuses it
-        with open(os.path.join(os.fsencode(out/'test_imgs'), b'g5_\xe9.jpg'), 'wb') as f: f.write(jpg())
-        gal['g5_\udce9.jpg'] = 'invalid product name'
-    except OSError: pass
-    return dict(train=[r for _, r in train], val=[r for _, r in val], test_captions=[r for _, r in tc],
-                test_gallery=[gal[n] for n in sorted(gal)], ambiguous=1, unreferenced=1)
 
 # %% ../nbs/01_eda.ipynb #084468ed
 def has_test_split(d: Path, # a data folder that passed `resolve_data_dir`

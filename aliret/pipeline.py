@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse, json, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
-from .core import AliretError, SUCCESS, is_complete, outputs_root, project_root, atomic_write, RunLock
-from .core import _assignments
+from .core import AliretError, SUCCESS, is_complete, outputs_root, project_root, atomic_write, RunLock, _assignments
+from .testing import job_env
 
 # %% auto #0
 __all__ = ['DEMO_STEPS', 'METRICS', 'Step', 'PipelineError', 'run_step', 'run_pipeline', 'step_records', 'val_metrics',
@@ -60,8 +60,9 @@ def run_step(step: Step, # the step to run
     if not nb.is_file(): raise PipelineError(f'step {step.name}: notebook {nb} does not exist')
     executed = out/f'{step.name}.ipynb'
     try:
-        pm.execute_notebook(str(nb), str(executed), parameters=step.resolved(run), cwd=str(nb.parent),
-                            kernel_name='python3', progress_bar=False, log_output=log_output)
+        with job_env(True):   # the kernel inherits ALIRET_JOB=1: its test cells are skipped (see aliret.testing)
+            pm.execute_notebook(str(nb), str(executed), parameters=step.resolved(run), cwd=str(nb.parent),
+                                kernel_name='python3', progress_bar=False, log_output=log_output)
     except pm.PapermillExecutionError as e:
         raise PipelineError(f'step {step.name} failed: {e.ename}: {e.evalue}\n  executed notebook: {executed}') from None
     if not is_complete(out):
