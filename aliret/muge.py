@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from PIL import Image
 from .core import atomic_open
-from .data import DataError, _rejected_frame, has_text, ingest, ingest_test_captions, ingest_gallery
+from .data import (DataError, _rejected_frame, has_text, ingest, ingest_test_captions, ingest_gallery, find_image_dirs,
+                         resolve_data_dir)
 
 # %% auto #0
 __all__ = ['MUGE_SPLITS', 'MUGE_REASONS', 'muge_files', 'read_queries', 'check_image_line', 'read_images', 'read_muge',
@@ -223,7 +224,6 @@ def catalog_to_muge(catalog: str | Path, # an AliProducts-layout folder (e.g. `s
                     workers: int = 4, # threads checking images
                    ) -> Path:
     "Write the train, val and test splits of an AliProducts-layout catalogue as MUGE `train`, `valid` and `test` files."
-    from aliret.data import find_image_dirs, resolve_data_dir
     c = resolve_data_dir(catalog)
     tr, _ = ingest(c/'train.json', find_image_dirs(c), 'train', workers=workers, progress=False)
     va, _ = ingest(c/'val.json', c/'val_imgs', 'val', workers=workers, progress=False)
