@@ -340,7 +340,7 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
     except (OSError, subprocess.SubprocessError): return None
 
 # %% ../nbs/00_core.ipynb #903f120f
-class RunLocked(RuntimeError):
+class RunLocked(AliretError, RuntimeError):
     "Another live process holds the run folder's lock; the message names it."
 
 _HELD: dict[str, 'RunLock'] = {}
