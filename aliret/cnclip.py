@@ -228,9 +228,10 @@ def image_features(self: CnClipRetrieval, pixel_values):
 
 @patch
 @_inference
-def itm_from_features(self: CnClipRetrieval, image_feats, tokens):
-    "Cosine of each aligned (image feature, text) pair, float32 `[N]`."
-    return (image_feats.float() * self.encode_texts(tokens)).sum(-1)
+def itm_from_features(self: CnClipRetrieval, image_feats, tokens, image_index=None):
+    "Cosine of each (image feature, text) pair, float32 `[N]`; `image_index[i]` = text i's row of `image_feats`."
+    feats = image_feats if image_index is None else image_feats[image_index]
+    return (feats.float() * self.encode_texts(tokens)).sum(-1)
 
 @patch(as_prop=True)
 def logit_scale(self: CnClipRetrieval): return self.net.logit_scale.exp()

@@ -45,6 +45,8 @@ class WeightsNotFound(AliretError, FileNotFoundError):
 
 def _inference(f):
     "Run a model method under `inference_mode`, eval mode and the model's autocast, with tensor inputs on its device."
+    cls = f.__annotations__.get('self')   # a `@patch`ed method: its docs are titled `Class.method`, as patch names it
+    if cls is not None: f.__qualname__ = f"{getattr(cls, '__name__', cls)}.{f.__name__}"
     @functools.wraps(f)
     def _f(self, *args, **kw):
         was = self.training; self.eval()
