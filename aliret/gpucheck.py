@@ -15,7 +15,7 @@ from .core import get_config, pick_device, outputs_root, write_json, atomic_open
 from .models import backend_class, build_model
 from .retrieval import topk_search
 from .train import fit
-from .bench import best_time, matmul_rate, train_step_flops, device_label, machine_info
+from .bench import best_time, matmul_rate, train_step_flops, device_label, machine_info, _sync_for
 
 # %% auto #0
 __all__ = ['GPU_TARGETS', 'synthetic_jpegs', 'image_rate', 'embed_rate', 'itm_rate', 'itm_flops', 'search_rate',
@@ -48,10 +48,6 @@ def synthetic_jpegs(folder: str | Path, # where the files go (reused when alread
     return paths
 
 # %% ../nbs/12a_gpu_check.ipynb #412fe633
-def _sync(device: torch.device):
-    "A clock-stop barrier for `device` (None on CPU)."
-    return torch.cuda.synchronize if device.type == 'cuda' else None
-
 def image_rate(model, # a model from `aliret.models`, on its device
                batch_size: int = 256, # images per call
                repeats: int = 10, # timed calls (best kept)
@@ -60,7 +56,7 @@ def image_rate(model, # a model from `aliret.models`, on its device
     side = model.pixels.size
     px = torch.randint(0, 256, (batch_size, 3, side, side), dtype=torch.uint8, device=model.device)
     model._embed_uint8(px)
-    return batch_size / best_time(lambda: model._embed_uint8(px), repeats, 60.0, _sync(model.device))['best']
+    return batch_size / best_time(lambda: model._embed_uint8(px), repeats, 60.0, _sync_for(model.device))['best']
 
 def embed_rate(model, # a model from `aliret.models`
                paths: Sequence[str], # image files
@@ -93,7 +89,7 @@ def itm_rate(model, # a model with an ITM head
     px, tok, index = _pairs(model, n_images, per_image)
     f = lambda: model.itm_from_features(model.image_features(model.normalize(px)), tok, image_index=index)
     f()
-    return len(index) / best_time(f, repeats, 60.0, _sync(model.device))['best']
+    return len(index) / best_time(f, repeats, 60.0, _sync_for(model.device))['best']
 
 # %% ../nbs/12a_gpu_check.ipynb #8a3a63f1
 def itm_flops(model, # a model with an ITM head (run on CPU: FLOPs do not depend on the device)
@@ -127,7 +123,7 @@ def search_rate(n_queries: int = 20000, # queries
     half = dev.type == 'cuda'
     if half: gallery = gallery.half()
     f = lambda: topk_search(queries, gallery, k=10, device=device, half=half)
-    return n_queries / best_time(f, repeats, 120.0, _sync(dev))['best']
+    return n_queries / best_time(f, repeats, 120.0, _sync_for(dev))['best']
 
 # %% ../nbs/12a_gpu_check.ipynb #686b272e
 def synthetic_table(paths: Sequence[str], # image files
