@@ -10,8 +10,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['JOB_ENV', 'TEST_MARK', 'RUN_IT', 'GOOD_IMAGES', 'BAD_IMAGES', 'FULL_ONLY_BAD', 'parent_cmdline', 'is_papermill',
-           'job_mode', 'job_env', 'skip_test_cell', 'skip_tests_in_jobs', 'directives', 'cell_kind',
-           'check_notebook_shape', 'check_notebooks', 'make_test_images', 'make_messy_dir']
+           'job_mode', 'job_env', 'text_progress_bars', 'progress_bar', 'skip_test_cell', 'skip_tests_in_jobs',
+           'directives', 'cell_kind', 'check_notebook_shape', 'check_notebooks', 'make_test_images', 'make_messy_dir']
 
 # %% ../nbs/00c_testing.ipynb #9904fc76
 JOB_ENV = 'ALIRET_JOB'  # environment variable: '1' = job, '0' = not a job
@@ -63,6 +63,23 @@ def job_env(on: bool | None = True, # the value of ALIRET_JOB inside (None = uns
             if v is None: os.environ.pop(k, None)
             else: os.environ[k] = v
 
+# %% ../nbs/00c_testing.ipynb #41306b07
+def text_progress_bars():
+    "Make `tqdm.auto` (what transformers and huggingface_hub use) give plain-text bars in this process."
+    import tqdm.auto, tqdm.autonotebook, tqdm.std
+    for m in (tqdm.auto, tqdm.autonotebook):
+        m.tqdm = tqdm.std.tqdm
+        m.trange = tqdm.std.trange
+
+def progress_bar(iterable=None, # what to iterate over (or None with `total=`)
+             job: bool | None = None, # text bar when True (default: `job_mode()`)
+             **kwargs, # passed to tqdm (total, desc, unit, disable, ...)
+            ):
+    "A tqdm bar: a widget in JupyterLab, plain text in a job (papermill) and in a terminal."
+    import tqdm.auto, tqdm.std
+    bar = tqdm.std.tqdm if (job_mode() if job is None else job) else tqdm.auto.tqdm
+    return bar(iterable, **kwargs)
+
 # %% ../nbs/00c_testing.ipynb #19a5123c
 def skip_test_cell(lines: list[str], # a cell's source lines, as IPython passes them
                   ) -> list[str]:
@@ -73,7 +90,7 @@ def skip_test_cell(lines: list[str], # a cell's source lines, as IPython passes 
 def skip_tests_in_jobs(shell=None, # an IPython shell (default: the running one)
                        on: bool | None = None, # force it on or off (default: `job_mode()`)
                       ) -> bool:
-    "In a job, make IPython skip every `#| test` cell; return whether the skip is active."
+    "In a job, make IPython skip every `#| test` cell (and tqdm bars text); return whether the skip is active."
     if shell is None:
         try: from IPython import get_ipython
         except ImportError: return False
@@ -84,6 +101,7 @@ def skip_tests_in_jobs(shell=None, # an IPython shell (default: the running one)
         if skip_test_cell in ts: ts.remove(skip_test_cell)
         return False
     if skip_test_cell not in ts: ts.append(skip_test_cell)
+    text_progress_bars()
     return True
 
 # %% ../nbs/00c_testing.ipynb #2164825a
