@@ -11,6 +11,7 @@ from typing import Iterable
 import numpy as np, pandas as pd
 from .core import AliretError, SUCCESS, atomic_open, data_root, is_complete, project_root, write_json
 from .sample import sample_data_dir
+from .testing import progress_bar
 
 # %% auto #0
 __all__ = ['ANNOTATION_FILES', 'REASONS', 'TABLE_FILES', 'REJECTED_FILE', 'STATS_FILE', 'INGEST_VERSION', 'STOPWORDS',
@@ -273,7 +274,6 @@ def check_images(paths: list[str], # image files
                  chunk: int = 256, # paths per task
                 ) -> pd.DataFrame:
     "`check_image` over all `paths` in parallel: columns width, height, format, mode, bytes, reason, detail (in `paths` order)."
-    from tqdm import tqdm
     n = len(paths)
     cols = dict(width=np.zeros(n, np.int64), height=np.zeros(n, np.int64), format=np.full(n, '', object), mode=np.full(n, '', object),
                 bytes=np.zeros(n, np.int64), reason=np.full(n, '', object), detail=np.full(n, '', object))
@@ -284,7 +284,7 @@ def check_images(paths: list[str], # image files
     old = ImageFile.LOAD_TRUNCATED_IMAGES
     if full_decode: ImageFile.LOAD_TRUNCATED_IMAGES = False   # a full decode must see truncation, whatever else set it
     try:
-        with tqdm(total=n, desc=desc, unit='img', disable=not progress or n == 0, mininterval=2, smoothing=0.05) as bar:
+        with progress_bar(total=n, desc=desc, unit='img', disable=not progress or n == 0, mininterval=2, smoothing=0.05) as bar:
             if workers <= 0:
                 for i in starts: put(i, run(paths[i:i + chunk])); bar.update(min(chunk, n - i))
             else:
@@ -558,7 +558,8 @@ def plot_caption_lengths(tables: dict, # split -> table with a `caption` column
         for ax, c in zip(axs, ['chars', 'words']):
             top = int(L[c].max()); step = max(1, -(-top // 60))   # integer-aligned bins, at most ~60
             ax.hist(L[c], bins=np.arange(0, top + step + 1, step) - 0.5, alpha=.5, density=True, label=f'{k} (median {L[c].median():.0f})')
-    for ax, c in zip(axs, ['characters', 'words']): ax.set(xlabel=f'caption length ({c})', ylabel='share of captions'); ax.legend(fontsize=8)
+    for ax, c in zip(axs, ['characters', 'words']): ax.set(xlabel=f'caption length ({c})', ylabel='share of captions')
+    for ax in axs: ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)   # below, off the bars
     fig.suptitle('Caption lengths'); return fig
 
 def plot_counts(counts: pd.Series, # label -> count
@@ -583,7 +584,8 @@ def plot_image_stats(tables: dict, # split -> table with width, height, bytes, f
         axs[0].hist(g.width, bins=40, alpha=.5, label=k); axs[1].hist(g.height, bins=40, alpha=.5, label=k)
         axs[2].hist(np.log2(g.width / g.height), bins=40, alpha=.5, label=k)
         axs[3].hist(np.log10(g.bytes.clip(lower=1)), bins=40, alpha=.5, label=k)
-    for ax, t in zip(axs[:4], ['width (px)', 'height (px)', 'aspect log2(width/height)', 'file size log10(bytes)']): ax.set(xlabel=t, ylabel='images'); ax.legend(fontsize=8)
+    for ax, t in zip(axs[:4], ['width (px)', 'height (px)', 'aspect log2(width/height)', 'file size log10(bytes)']): ax.set(xlabel=t, ylabel='images')
+    fig.legend(*axs[0].get_legend_handles_labels(), loc='upper left', bbox_to_anchor=(1.0, 0.95), fontsize=8, title='split')   # outside the data
     for ax, c in zip(axs[4:], ['format', 'mode']):
         ct = pd.crosstab(df[c], df.split)
         ct.plot.barh(ax=ax, stacked=True); ax.set(title=f'image {c}', xlabel='images', ylabel='')

@@ -16,6 +16,7 @@ from .retrieval import truth_from_ids, evaluate_embeddings
 from .models import save_checkpoint, build_model, load_checkpoint, autocast_for
 from .checkpoints import CKPT_PREFIX, checkpoint_dirs, latest_checkpoint, newest_verified, prune_checkpoints
 from .core import outputs_root
+from .testing import progress_bar
 
 # %% auto #0
 __all__ = ['DistEnv', 'dist_env', 'init_distributed', 'cleanup_distributed', 'EpochSampler', 'warmup_cosine', 'make_scheduler',
@@ -300,8 +301,7 @@ def fit(cfg: Config, # training config (preset + overrides)
     tb = _tensorboard(out) if env.is_main else None
     say(f'training {model.backend} ({cfg.name}) on {device} x{env.world_size}: {len(train_table)} rows, '
         f'{steps_per_epoch} steps/epoch x {cfg.epochs} epochs, global batch {cfg.batch_size * env.world_size * cfg.grad_accum}')
-    from tqdm.auto import tqdm
-    bar = tqdm(total=total, initial=step, disable=not (progress and env.is_main), desc='train', dynamic_ncols=True)
+    bar = progress_bar(total=total, initial=step, disable=not (progress and env.is_main), desc='train', dynamic_ncols=True)
     stopped = False
     for epoch in range(start_epoch, cfg.epochs):
         b0 = start_batch if epoch == start_epoch else 0
