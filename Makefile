@@ -22,10 +22,11 @@ $(STAMP): settings.ini setup.py
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name python3 >/dev/null   # what the notebooks store: opening one changes nothing
 	touch $(STAMP)
 
-# JupyterLab on the project's environment; notebooks are cleaned as they are saved (nbdev's pre-save hook), so a
-# notebook run in the Lab leaves git status as it was. LAB_ARGS passes more options, e.g. LAB_ARGS='--no-browser --port 8899'.
+# JupyterLab on the project's environment; notebooks are cleaned as they are saved (aliret.testing.lab_pre_save: nbdev's
+# pre-save hook, and nbs/ notebooks keep the outputs they have on disk: results live in outputs/), so a notebook run in
+# the Lab leaves git status as it was. LAB_ARGS passes more options, e.g. LAB_ARGS='--no-browser --port 8899'.
 lab: install
-	$(BIN)/jupyter lab --notebook-dir=. --ContentsManager.pre_save_hook=nbdev.clean.clean_jupyter $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+	$(BIN)/jupyter lab --notebook-dir=. --ContentsManager.pre_save_hook=aliret.testing.lab_pre_save $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # Main job: one papermill step per notebook, each into outputs/<run>/<step>/; re-running resumes at the first unfinished step.
 RUN ?= demo
@@ -35,7 +36,9 @@ demo: install
 export: install
 	$(BIN)/nbdev_export
 
+# Jupyter's own notebook format first (cell sources as lists of lines, what a save from the Lab writes), then nbdev's clean.
 clean-nbs: install
+	$(BIN)/python -c "import glob, nbformat; [nbformat.write(nbformat.read(f, 4), f) for f in glob.glob('nbs/*.ipynb')]"
 	$(BIN)/nbdev_clean
 
 test: install

@@ -7,11 +7,13 @@ from __future__ import annotations
 import ast, io, json, os, re, sys
 from contextlib import contextmanager
 from pathlib import Path
+from .core import project_root
 
 # %% auto #0
 __all__ = ['JOB_ENV', 'TEST_MARK', 'RUN_IT', 'GOOD_IMAGES', 'BAD_IMAGES', 'FULL_ONLY_BAD', 'parent_cmdline', 'is_papermill',
            'job_mode', 'job_env', 'text_progress_bars', 'progress_bar', 'skip_test_cell', 'skip_tests_in_jobs',
-           'directives', 'cell_kind', 'check_notebook_shape', 'check_notebooks', 'make_test_images', 'make_messy_dir']
+           'directives', 'cell_kind', 'check_notebook_shape', 'check_notebooks', 'make_test_images', 'make_messy_dir',
+           'keep_disk_outputs', 'lab_pre_save', 'lab_resave']
 
 # %% ../nbs/00c_testing.ipynb #9904fc76
 JOB_ENV = 'ALIRET_JOB'  # environment variable: '1' = job, '0' = not a job
@@ -288,3 +290,46 @@ def make_messy_dir(out: str | Path, # folder to create (AliProducts layout)
     except OSError: pass
     return dict(train=[r for _, r in train], val=[r for _, r in val], test_captions=[r for _, r in tc],
                 test_gallery=[gal[n] for n in sorted(gal)], ambiguous=1, unreferenced=1)
+
+# %% ../nbs/00c_testing.ipynb #5c4d57da
+def _src(c: dict) -> str: return ''.join(c['source']) if isinstance(c['source'], list) else c['source']
+
+def keep_disk_outputs(nb: dict, # the notebook being saved (nbformat dict)
+                      disk: dict | None, # the same notebook as it is on disk (None: a new file)
+                     ) -> dict:
+    "Give each code cell of `nb` the outputs of its twin on disk (same id and source), none otherwise; return `nb`."
+    old = {c.get('id'): c for c in (disk or {}).get('cells', [])}
+    for c in nb['cells']:
+        if c['cell_type'] != 'code': continue
+        twin = old.get(c.get('id'))
+        c['outputs'] = twin.get('outputs', []) if twin is not None and _src(twin) == _src(c) else []
+    return nb
+
+# %% ../nbs/00c_testing.ipynb #dfe0fce0
+def lab_pre_save(model: dict, # the contents model JupyterLab saves
+                 path: str, # its API path, relative to the server's root
+                 contents_manager=None, # the server's contents manager (its `root_dir` is used)
+                 **kwargs, # whatever else the server passes
+                ):
+    "`make lab`'s pre-save hook: nbdev's clean, then notebooks under `nbs/` keep the outputs they have on disk."
+    from nbdev.clean import clean_jupyter
+    f = (Path(getattr(contents_manager, 'root_dir', '.'))/path).resolve()
+    clean_jupyter(path=str(f), model=model, contents_manager=contents_manager, **kwargs)
+    if model.get('type') != 'notebook': return
+    if project_root(f.parent)/'nbs' not in f.parents: return
+    keep_disk_outputs(model['content'], json.loads(f.read_text(encoding='utf-8')) if f.is_file() else None)
+
+# %% ../nbs/00c_testing.ipynb #8ee47e8a
+def lab_resave(path: str | Path, # a notebook file
+              ) -> str:
+    "What JupyterLab (`make lab`) writes for `path` after Run All Cells and a save: outputs, counts, language_info, then `lab_pre_save`."
+    import nbformat
+    nb = json.loads(Path(path).read_text(encoding='utf-8'))
+    nb['metadata']['language_info'] = dict(name='python', version=sys.version.split()[0])
+    for i, c in enumerate(c for c in nb['cells'] if c['cell_type'] == 'code'):
+        c['execution_count'] = i + 1
+        c['outputs'] = [dict(output_type='stream', name='stdout', text=f'{Path(path).resolve()} {i}')]
+    model = dict(type='notebook', content=nb)
+    lab_pre_save(model, str(Path(path).resolve()))
+    s = nbformat.writes(nbformat.from_dict(model['content']), version=4)
+    return s if s.endswith('\n') else s + '\n'   # as the server's nbformat.write does
