@@ -175,6 +175,8 @@ def search_widget(ix: SearchIndex, # models and gallery embeddings
     choice = W.Dropdown(options=(['ensemble'] if len(ix.names) > 1 else []) + ix.names, description='model')
     itm = W.ToggleButton(value=False, description='ITM re-rank', tooltip='re-rank the top k_test with the ITM head')
     status, tiles = W.HTML(), W.HBox(layout=W.Layout(flex_flow='row wrap'))
+    status.add_class('aliret-search-status')
+    tiles.add_class('aliret-search-results')
     def update(*_):
         name = '' if choice.value == 'ensemble' else choice.value
         itm.disabled = ix.itm_model(name) is None

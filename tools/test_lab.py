@@ -18,12 +18,14 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 import pytest
 from docs_check import find_chromium
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK = 'nbs/01_eda.ipynb'  # fast (about 20 s of cells), with plots and a table; its file must not change
+NOTEBOOK = 'nbs/01_eda.ipynb'  # fast (about 20 s of cells), with plots, a table and progress bars
+SEARCH = 'nbs/10a_search.ipynb'  # the interactive search widget
 RUN_TIMEOUT_S = 240  # Run All Cells must finish within this (2 shared cores)
 BAD_TEXT = ('Traceback (most recent call last)', 'Error displaying widget', 'TqdmWarning', 'IProgress not found')
 KERNEL_IDLE = ("[...document.querySelectorAll('.jp-StatusBar-TextItem')]"
@@ -107,10 +109,10 @@ def open_in_file_browser(page, path: str):
         page.locator('.jp-DirListing-item').filter(has=name).first.dblclick(timeout=60_000)
 
 
-def run_all_and_wait(page, timeout_s: float = RUN_TIMEOUT_S):
-    "Run > Run All Cells, then wait until no cell is queued or running and the kernel is idle."
+def run_menu(page, item: str, timeout_s: float = RUN_TIMEOUT_S):
+    "Run > `item` (e.g. Run All Cells), then wait until no cell is queued or running."
     page.locator('.lm-MenuBar-itemLabel', has_text=re.compile('^Run$')).click()
-    page.locator('.lm-Menu-itemLabel', has_text=re.compile('^Run All Cells$')).click()
+    page.locator('.lm-Menu-itemLabel', has_text=re.compile(f'^{re.escape(item)}$')).click()
     started = "[...document.querySelectorAll('.jp-InputPrompt')].some(p => p.textContent.includes('*'))"
     page.wait_for_function(started, timeout=30_000)
     done = """() => {
@@ -133,30 +135,24 @@ def save_and_wait(page, path: Path, timeout_s: float = 30):
     page.wait_for_function("!document.querySelector('.lm-TabBar-tab.jp-mod-dirty')", timeout=timeout_s * 1000)
 
 
-def drive(page, url: str, nb: Path):
-    "Open the Lab, open `nb` through the file browser, wait for its kernel, Run All Cells, save."
-    page.goto(url)
-    page.locator('.jp-DirListing-item').first.wait_for(timeout=90_000)
-    open_in_file_browser(page, str(nb.relative_to(ROOT)))
-    page.locator('.jp-Notebook .jp-CodeCell').first.wait_for(timeout=60_000)
-    page.wait_for_function(KERNEL_IDLE, timeout=90_000)
-    run_all_and_wait(page)
-    save_and_wait(page, nb)
-
-
-def test_lab_runs_a_notebook():
-    "Open 01_eda through the file browser, Run All Cells, save: no errors, images, widget bars, file unchanged."
+def _need_browser() -> str:
+    "The Chromium executable, or skip the test with the install hint (Chromium or Playwright missing)."
     chromium = find_chromium()
     if not chromium:
         pytest.skip("no Chromium here: 'sudo apt-get install -y chromium' (or set ALIRET_CHROMIUM=/path/to/chromium)")
     try:
-        from playwright.sync_api import sync_playwright
+        import playwright.sync_api  # noqa: F401
     except ImportError:
         pytest.skip("Playwright for Python is missing: pip install playwright (it drives the system Chromium, "
                     "no browser download)")
-    nb = ROOT/NOTEBOOK
-    before = nb.read_bytes()
-    t0 = time.monotonic()
+    return chromium
+
+
+@contextmanager
+def lab_page(nb: Path):
+    "A Chromium page on a fresh JupyterLab; on failure a screenshot and the server log; the server stopped by its pid."
+    from playwright.sync_api import sync_playwright
+    chromium = _need_browser()
     with tempfile.TemporaryDirectory() as d:
         proc, url, log = start_lab(Path(d))
         try:
@@ -165,34 +161,118 @@ def test_lab_runs_a_notebook():
                                             args=['--no-sandbox', '--disable-gpu'])
                 page = browser.new_page(viewport={'width': 1400, 'height': 1000})
                 try:
-                    drive(page, url, nb)
+                    page.goto(url)
+                    page.locator('.jp-DirListing-item').first.wait_for(timeout=90_000)
+                    yield page
                 except Exception:
-                    shot = Path(tempfile.gettempdir())/'test_lab_failure.png'
+                    shot = Path(tempfile.gettempdir())/f'test_lab_{nb.stem}_failure.png'
                     page.screenshot(path=str(shot))
                     print(f'screenshot of the failure: {shot}; server log:\n{log.read_text()[-2000:]}')
                     raise
-                outputs = page.locator('.jp-OutputArea-output')
-                texts = outputs.all_inner_texts()
-                errors = page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
-                errors = errors.all_inner_texts()
-                images = page.locator('.jp-OutputArea-output img, .jp-RenderedImage img').count()
-                widgets = page.locator('.jp-OutputArea-output .widget-hprogress')
-                widgets = widgets.count()
-                prompts = page.locator('.jp-Notebook .jp-CodeCell .jp-InputPrompt').all_inner_texts()
-                browser.close()
+                finally:
+                    browser.close()
         finally:
             stop_lab(proc)
-    secs = time.monotonic() - t0
-    after = nb.read_bytes()
-    if after != before:  # keep the working tree as it was; the saved version is kept for a look
-        saved = Path(tempfile.gettempdir())/f'test_lab_{nb.name}'
-        saved.write_bytes(after)
-        nb.write_bytes(before)
-    bad = [(b, t[:300]) for t in texts + errors for b in BAD_TEXT if b in t]
+
+
+def run_notebook(page, nb: Path):
+    "Open `nb` through the file browser, wait for its kernel, Run All Cells and wait for the end."
+    open_in_file_browser(page, str(nb.relative_to(ROOT)))
+    page.locator('.jp-Notebook .jp-CodeCell').first.wait_for(timeout=60_000)
+    page.wait_for_function(KERNEL_IDLE, timeout=90_000)
+    run_menu(page, 'Run All Cells')
+
+
+def page_facts(page) -> dict:
+    "What the notebook shows: output texts (stderr included), images, progress-bar widgets, input prompts."
+    return dict(texts=page.locator('.jp-OutputArea-output').all_inner_texts(),
+                images=page.locator('.jp-OutputArea-output img').count(),
+                widgets=page.locator('.jp-OutputArea-output .widget-hprogress').count(),
+                prompts=page.locator('.jp-Notebook .jp-CodeCell .jp-InputPrompt').all_inner_texts())
+
+
+def check_facts(f: dict, ran_all: bool = True):
+    "No error or warning text; every code cell ran (with `ran_all`), or at least the last one."
+    bad = [(b, t[:300]) for t in f['texts'] for b in BAD_TEXT if b in t]
     assert not bad, f'error or warning outputs in the Lab: {bad}'
-    unrun = [p for p in prompts if not re.search(r'\[\d+\]', p)]
-    assert not unrun, f'{len(unrun)} of {len(prompts)} code cells did not run (an error stopped Run All?)'
-    assert images >= 1, f'no image output among {len(texts)} outputs'
-    assert widgets >= 1, 'no progress-bar widget: ipywidgets missing, or the bars fell back to text'
-    assert after == before, f'{NOTEBOOK} changed on disk by Run All Cells + save (restored; the saved file is {saved})'
-    print(f'lab test: {len(prompts)} cells, {len(texts)} outputs, {images} image(s), {widgets} widget(s), {secs:.0f} s')
+    unrun = [p for p in (f['prompts'] if ran_all else f['prompts'][-1:]) if not re.search(r'\[\d+\]', p)]
+    assert not unrun, f"{len(unrun)} of {len(f['prompts'])} code cells did not run (an error stopped the run?)"
+
+
+def restore(nb: Path, before: bytes) -> Path | None:
+    "Put `nb` back as it was if a save changed it (the working tree stays clean); return where the saved copy went."
+    after = nb.read_bytes()
+    if after == before:
+        return None
+    saved = Path(tempfile.gettempdir())/f'test_lab_{nb.name}'
+    saved.write_bytes(after)
+    nb.write_bytes(before)
+    return saved
+
+
+def test_lab_runs_a_notebook():
+    "Open 01_eda through the file browser, Run All Cells, save: no errors, images, widget bars, file unchanged."
+    _need_browser()
+    nb = ROOT/NOTEBOOK
+    before, t0 = nb.read_bytes(), time.monotonic()
+    try:
+        with lab_page(nb) as page:
+            run_notebook(page, nb)
+            save_and_wait(page, nb)
+            f = page_facts(page)
+    finally:
+        saved = restore(nb, before)
+    check_facts(f)
+    assert f['images'] >= 1, f"no image output among {len(f['texts'])} outputs"
+    assert f['widgets'] >= 1, 'no progress-bar widget: ipywidgets missing, or the bars fell back to text'
+    assert saved is None, f'{NOTEBOOK} changed on disk by Run All Cells + save (restored; the saved file is {saved})'
+    print(f"lab test: {len(f['prompts'])} cells, {len(f['texts'])} outputs, {f['images']} image(s), "
+          f"{f['widgets']} progress widget(s), {time.monotonic() - t0:.0f} s")
+
+
+_STATUS_JS = "[...document.querySelectorAll('.widget-html')].some(e => /%s/.test(e.textContent))"  # the status says
+
+
+def _search_state(page) -> tuple[str, int]:
+    "(status line, number of result images) of the search widget."
+    status = page.locator('.aliret-search-status').last.inner_text()
+    return status, page.locator('.aliret-search-results').last.locator('img').count()
+
+
+def run_section(page, nb: Path, heading: str):
+    "Open `nb` in the file browser, wait for its kernel, select the `heading` cell, Run Selected Cell and All Below."
+    open_in_file_browser(page, str(nb.relative_to(ROOT)))
+    page.locator('.jp-Notebook .jp-CodeCell').first.wait_for(timeout=60_000)
+    page.wait_for_function(KERNEL_IDLE, timeout=90_000)
+    title = page.locator('h2', has_text=re.compile(f'^{re.escape(heading)}'))
+    page.locator('.jp-MarkdownCell', has=title).first.click()
+    run_menu(page, 'Run Selected Cell and All Below')
+
+
+def test_lab_search_widget():
+    "10a_search's Run it section in the Lab: the widget answers a typed title with 10 images, also re-ranked by ITM."
+    _need_browser()
+    nb = ROOT/SEARCH
+    before, t0 = nb.read_bytes(), time.monotonic()
+    try:
+        with lab_page(nb) as page:
+            run_section(page, nb, 'Run it')
+            f = page_facts(page)
+            check_facts(f, ran_all=False)
+            first = _search_state(page)
+            box = page.locator('.jp-OutputArea-output .widget-text input').last
+            box.fill('red cotton shirt for men')
+            box.press('Enter')
+            page.wait_for_function(_STATUS_JS % 'no known answer', timeout=60_000)
+            typed = _search_state(page)
+            page.locator('.jp-OutputArea-output .widget-toggle-button').last.click()
+            page.wait_for_function(_STATUS_JS % '\\+ ITM', timeout=60_000)
+            reranked = _search_state(page)
+            save_and_wait(page, nb)
+    finally:
+        saved = restore(nb, before)
+    assert first[1] == 10 and 'correct image' in first[0], first
+    assert typed[1] == 10, typed
+    assert reranked[1] == 10, reranked
+    assert saved is None, f'{SEARCH} changed on disk by Run All Cells + save (restored; the saved file is {saved})'
+    print(f'search widget test: {typed[0]!r}, {reranked[0]!r}, {time.monotonic() - t0:.0f} s')
