@@ -148,9 +148,9 @@ def _need_browser() -> str:
     return chromium
 
 
-@contextmanager
-def lab_page(nb: Path):
-    "A Chromium page on a fresh JupyterLab; on failure a screenshot and the server log; the server stopped by its pid."
+@pytest.fixture(scope='module')
+def lab():
+    "One JupyterLab (as `make lab` starts it) and one headless Chromium for this module's tests; stopped by pid after."
     from playwright.sync_api import sync_playwright
     chromium = _need_browser()
     with tempfile.TemporaryDirectory() as d:
@@ -159,20 +159,28 @@ def lab_page(nb: Path):
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=chromium, headless=True,
                                             args=['--no-sandbox', '--disable-gpu'])
-                page = browser.new_page(viewport={'width': 1400, 'height': 1000})
-                try:
-                    page.goto(url)
-                    page.locator('.jp-DirListing-item').first.wait_for(timeout=90_000)
-                    yield page
-                except Exception:
-                    shot = Path(tempfile.gettempdir())/f'test_lab_{nb.stem}_failure.png'
-                    page.screenshot(path=str(shot))
-                    print(f'screenshot of the failure: {shot}; server log:\n{log.read_text()[-2000:]}')
-                    raise
-                finally:
-                    browser.close()
+                yield browser, url, log
+                browser.close()
         finally:
             stop_lab(proc)
+
+
+@contextmanager
+def lab_page(lab, nb: Path):
+    "A fresh page (reset workspace) on the Lab; on failure a screenshot and the server log's end."
+    browser, url, log = lab
+    page = browser.new_page(viewport={'width': 1400, 'height': 1000})
+    try:
+        page.goto(url + '&reset')
+        page.locator('.jp-DirListing-item').first.wait_for(timeout=90_000)
+        yield page
+    except Exception:
+        shot = Path(tempfile.gettempdir())/f'test_lab_{nb.stem}_failure.png'
+        page.screenshot(path=str(shot))
+        print(f'screenshot of the failure: {shot}; server log:\n{log.read_text()[-2000:]}')
+        raise
+    finally:
+        page.close()
 
 
 def run_notebook(page, nb: Path):
@@ -210,13 +218,12 @@ def restore(nb: Path, before: bytes) -> Path | None:
     return saved
 
 
-def test_lab_runs_a_notebook():
+def test_lab_runs_a_notebook(lab):
     "Open 01_eda through the file browser, Run All Cells, save: no errors, images, widget bars, file unchanged."
-    _need_browser()
     nb = ROOT/NOTEBOOK
     before, t0 = nb.read_bytes(), time.monotonic()
     try:
-        with lab_page(nb) as page:
+        with lab_page(lab, nb) as page:
             run_notebook(page, nb)
             save_and_wait(page, nb)
             f = page_facts(page)
@@ -249,13 +256,12 @@ def run_section(page, nb: Path, heading: str):
     run_menu(page, 'Run Selected Cell and All Below')
 
 
-def test_lab_search_widget():
+def test_lab_search_widget(lab):
     "10a_search's Run it section in the Lab: the widget answers a typed title with 10 images, also re-ranked by ITM."
-    _need_browser()
     nb = ROOT/SEARCH
     before, t0 = nb.read_bytes(), time.monotonic()
     try:
-        with lab_page(nb) as page:
+        with lab_page(lab, nb) as page:
             run_section(page, nb, 'Run it')
             f = page_facts(page)
             check_facts(f, ran_all=False)
