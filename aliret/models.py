@@ -31,8 +31,8 @@ __all__ = ['CLIP_CUSTOM_ARCHS', 'BERT_SPECIALS', 'BLIP_MEAN', 'BLIP_STD', 'BLIP_
            'cross_kv', 'grouped_cross_attention', 'bert_block', 'blip_text_states', 'BlipRetrieval', 'itc_loss',
            'sample_hard_negatives', 'pad_tokens', 'itm_loss', 'convert_original_blip', 'export_original_blip',
            'read_original_blip', 'blip_config_from_original', 'load_original_blip', 'build_model', 'save_checkpoint',
-           'read_checkpoint_meta', 'stored_config', 'check_checkpoint_fits', 'load_checkpoint', 'weights_available',
-           'check_backend', 'check_backends']
+           'read_checkpoint_meta', 'stored_config', 'model_mismatch', 'check_checkpoint_fits', 'load_checkpoint',
+           'weights_available', 'check_backend', 'check_backends']
 
 # %% ../nbs/04_models.ipynb #88927e89
 def _offline(offline: bool | None = None) -> bool:
@@ -1105,14 +1105,19 @@ def stored_config(folder: str | Path, # checkpoint folder
 
 MODEL_FIELDS = ('backend', 'model', 'pretrained', 'image_size', 'text_len', 'embed_dim')
 
+def model_mismatch(stored: dict, # a checkpoint's config (`stored_config`)
+                   expect: Config, # the run's config
+                  ) -> str:
+    "The backend and model fields in which `stored` differs from `expect`, both values named ('' when it fits)."
+    diff = [k for k in MODEL_FIELDS if stored.get(k) != getattr(expect, k)]
+    return '; '.join(f'{k}: checkpoint {stored.get(k)!r}, run {getattr(expect, k)!r}' for k in diff)
+
 def check_checkpoint_fits(folder: str | Path, # checkpoint folder
                           stored: dict, # its config (`stored_config`)
                           expect: Config, # the run's config
                          ):
     "Refuse a checkpoint whose backend or model fields differ from the run's, naming both."
-    diff = {k: (stored.get(k), getattr(expect, k)) for k in MODEL_FIELDS if stored.get(k) != getattr(expect, k)}
-    if diff:
-        said = '; '.join(f'{k}: checkpoint {a!r}, run {b!r}' for k, (a, b) in diff.items())
+    if said := model_mismatch(stored, expect):
         raise ConfigError(f'{folder} does not belong to this run ({said}): move it out of the run folder or change the run config')
 
 def load_checkpoint(folder: str | Path, # checkpoint folder written by `save_checkpoint`
