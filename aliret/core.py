@@ -408,6 +408,9 @@ def set_aside(path: str | Path, # damaged file or folder
     _set_aside_here.append(entry)
     if run := owning_run(p):
         with open(run/SET_ASIDE_LOG, 'a', encoding='utf-8') as f: f.write(json.dumps(entry) + '\n')
+        if is_complete(run):   # a finished run that lost a piece is finished no more: the pipeline re-runs it
+            (run/SUCCESS).unlink()
+            then += f'; {run} is marked unfinished (re-run it)'
     log(f'set aside {p}: {why}; kept as {dest.name}, {then}')
     return dest
 

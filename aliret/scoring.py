@@ -8,17 +8,18 @@ import argparse, hashlib, json, os, re, signal, sys, time
 from pathlib import Path
 from typing import Callable, Sequence
 import numpy as np, pandas as pd, torch
-from .core import (AliretError, SUCCESS, atomic_open, atomic_write, write_json, is_complete, ConfigError, get_config, pick_device, stream_process,
+from .core import (AliretError, DAMAGED, DamagedState, SUCCESS, set_aside, atomic_open, atomic_write, write_json, is_complete, ConfigError, get_config, pick_device, stream_process,
                          child_env)
 from .models import ImageFiles, build_model, load_checkpoint
 from .train import dist_env, read_table
 from .data import resolve_data_dir
 
 # %% auto #0
-__all__ = ['HEADS', 'SCORER_KEYS', 'MANIFEST', 'SHARD_FORMAT', 'SHARD_PREFIX', 'CHUNK_RE', 'CHUNK_LOG', 'resolve_head',
-           'model_heads', 'score_batch', 'row_ids', 'table_fingerprint', 'weights_digest', 'describe_scorer',
-           'scorer_mismatch', 'chunk_ranges', 'shard_range', 'auto_chunk_size', 'ShardError', 'shard_dir', 'chunk_file',
-           'list_chunks', 'shard_dirs', 'read_manifest', 'write_chunk', 'read_chunk', 'score_shard', 'merge_scores',
+__all__ = ['HEADS', 'SCORER_KEYS', 'MANIFEST', 'SHARD_FORMAT', 'SHARD_PREFIX', 'CHUNK_RE', 'SHARD_RE', 'CHUNK_LOG',
+           'CHUNK_COLUMNS', 'resolve_head', 'model_heads', 'score_batch', 'row_ids', 'table_fingerprint',
+           'weights_digest', 'describe_scorer', 'scorer_mismatch', 'chunk_ranges', 'shard_range', 'auto_chunk_size',
+           'ShardError', 'shard_dir', 'chunk_file', 'list_chunks', 'shard_dirs', 'read_manifest', 'write_chunk',
+           'read_chunk', 'chunk_problem', 'verified_chunks', 'manifest_problem', 'score_shard', 'merge_scores',
            'scores_path', 'save_scores', 'read_scores', 'load_scorer', 'main', 'scoring_command', 'launch_scoring',
            'known_noise', 'flag_counts', 'roc_pr', 'separation_auc', 'average_precision', 'ecdf',
            'plot_score_distributions', 'plot_roc_pr', 'plot_pair_grid', 'synthetic_table', 'merge_scale_check']
@@ -136,6 +137,7 @@ def auto_chunk_size(n: int, # rows of the table
 # %% ../nbs/05_itm_distribution.ipynb #dd56593d
 MANIFEST, SHARD_FORMAT, SHARD_PREFIX = 'manifest.json', 1, 'shard-'
 CHUNK_RE = re.compile(r'^chunk-(\d{12})-(\d{12})\.parquet$')
+SHARD_RE = re.compile(r'^shard-\d{12}-\d{12}$')
 CHUNK_LOG = 'scored chunk'   # marker of the per-chunk log line (the launcher counts them)
 
 class ShardError(AliretError, ValueError):
@@ -159,7 +161,7 @@ def list_chunks(d: str | Path) -> dict:
 def shard_dirs(out_dir: str | Path) -> list[Path]:
     "Shard folders under `out_dir`, by name (= by start row)."
     out = Path(out_dir)
-    return sorted(p for p in out.iterdir() if p.is_dir() and p.name.startswith(SHARD_PREFIX)) if out.is_dir() else []
+    return sorted(p for p in out.iterdir() if p.is_dir() and SHARD_RE.match(p.name)) if out.is_dir() else []   # not `.damaged` ones
 
 def read_manifest(d: str | Path) -> dict:
     "A shard's manifest."
@@ -198,6 +200,42 @@ def _check_siblings(out: Path, me: Path, new: dict):
             raise ShardError(f"{out} already holds {d.name} (rows [{m['start']}, {m['end']}), written by {m.get('world_size', '?')} rank(s)), "
                              f"which overlaps this shard [{new['start']}, {new['end']}): resume with the same number of ranks and chunk size, or score into a new folder")
 
+# %% ../nbs/05_itm_distribution.ipynb #997e589b
+CHUNK_COLUMNS = ('pos', 'row', 'score', 'status', 'reason')
+
+def chunk_problem(path: str | Path, # a chunk file
+                  n_rows: int, # rows its range holds
+                 ) -> str | None:
+    "Why chunk file `path` is damaged (footer unreadable, row count or columns wrong), or None; reads only the footer."
+    import pyarrow as pa, pyarrow.parquet as pq
+    try: md = pq.ParquetFile(path).metadata
+    except (OSError, ValueError, pa.ArrowException) as e: return f'not a readable Parquet file ({type(e).__name__}: {e})'
+    if md.num_rows != n_rows: return f'{md.num_rows} rows, its range holds {n_rows}'
+    if missing := [c for c in CHUNK_COLUMNS if c not in md.schema.names]: return f'columns {missing} missing'
+    return None
+
+# %% ../nbs/05_itm_distribution.ipynb #59c06d98
+def verified_chunks(d: str | Path, # a shard folder
+                    log: Callable = print, # where set-aside lines go
+                   ) -> dict:
+    "`list_chunks` of `d` without the damaged ones, which are set aside (and the shard marked unfinished)."
+    good = {}
+    for (a, b), p in list_chunks(d).items():
+        if why := chunk_problem(p, b - a):
+            set_aside(p, why, then=f'rows [{a}, {b}) are scored again', log=log)
+            (Path(d)/SUCCESS).unlink(missing_ok=True)
+        else: good[(a, b)] = p
+    return good
+
+def manifest_problem(d: str | Path) -> str | None:
+    "Why shard folder `d`'s manifest is damaged (present but unreadable or incomplete), or None (also when it is absent)."
+    f = Path(d)/MANIFEST
+    if not f.is_file(): return None
+    try: m = read_manifest(d)
+    except (OSError, ValueError) as e: return f'{MANIFEST} unreadable ({type(e).__name__}: {e})'
+    missing = [k for k in (*_JOB_KEYS, 'start', 'end', 'scorer') if k not in m] if isinstance(m, dict) else ['all']
+    return f'{MANIFEST} lacks {missing}' if missing else None
+
 # %% ../nbs/05_itm_distribution.ipynb #c72ff919
 def score_shard(model, # a model from `aliret.models`
                 table: pd.DataFrame, # the whole table (image_path + caption column; `row` ids if present)
@@ -227,12 +265,13 @@ def score_shard(model, # a model from `aliret.models`
                start=start, end=end, chunk_size=cs, batch_size=bs, scorer=describe_scorer(model, head, source),
                rank=env.rank, world_size=env.world_size, by_rank=by_rank)
     out = Path(out_dir); d = shard_dir(out, start, end)
+    if why := manifest_problem(d): set_aside(d, why, then='the shard is scored again', log=log)
     if (d/MANIFEST).is_file(): _check_resume(d, read_manifest(d), man)
     else:
         _check_siblings(out, d, man)
         write_json(d/MANIFEST, man)
     for p in d.glob('.chunk-*.tmp'): p.unlink(missing_ok=True)   # left by a write that was killed
-    plan, done = chunk_ranges(start, end, cs), list_chunks(d)
+    plan, done = chunk_ranges(start, end, cs), verified_chunks(d, log)
     todo = [c for c in plan if c not in done]
     ids = row_ids(table)[start:end]
     paths = table['image_path'].iloc[start:end].astype(str).tolist()
@@ -279,6 +318,7 @@ def _expected_names(gaps: list, world: int | None, cs: int | None, n: int) -> li
 def merge_scores(out_dir: str | Path, # the run's scores folder holding shard-* folders
                  table: pd.DataFrame, # the table that was scored
                  caption_col: str = 'caption', # the caption column that was scored
+                 log: Callable = print, # where set-aside lines go
                 ) -> pd.DataFrame:
     "`table` in input order plus `score`, `status`, `reason` from the shards; refuses missing, duplicate, partial or foreign shards by name."
     out = Path(out_dir); n = len(table); fp = table_fingerprint(table, caption_col)
@@ -286,16 +326,19 @@ def merge_scores(out_dir: str | Path, # the run's scores folder holding shard-* 
     if not dirs: raise ShardError(f'{out}: no shard folders ({SHARD_PREFIX}*): run the scoring first')
     problems, shards, ref = [], [], None
     for d in dirs:
-        try: m = read_manifest(d)
-        except (OSError, ValueError) as e:
-            problems.append(f'{d.name}: partial shard: no readable {MANIFEST} ({type(e).__name__}); delete it and score its rows again'); continue
+        if why := manifest_problem(d):
+            set_aside(d, why, then='run the same scoring command again to score its rows', log=log)
+            problems.append(f'{d.name}: damaged shard ({why}), set aside as {d.name}{DAMAGED}'); continue
+        if not (d/MANIFEST).is_file():
+            problems.append(f'{d.name}: partial shard: no {MANIFEST}; run the same scoring command again to finish it'); continue
+        m = read_manifest(d)
         if (m.get('fingerprint'), m.get('n_rows'), m.get('caption_col')) != (fp, n, caption_col):
             problems.append(f"{d.name}: foreign shard: scored on another table (fingerprint {m.get('fingerprint')}, {m.get('n_rows')} rows, "
                             f"column {m.get('caption_col')!r}; this table: {fp}, {n} rows, {caption_col!r})"); continue
         if ref is None: ref = (d, m)
         elif bad := scorer_mismatch(ref[1]['scorer'], m['scorer']):
             problems.append(f"{d.name}: foreign shard: scored by another scorer than {ref[0].name} (differs in {', '.join(bad)})"); continue
-        plan, have = chunk_ranges(m['start'], m['end'], m['chunk_size']), list_chunks(d)
+        plan, have = chunk_ranges(m['start'], m['end'], m['chunk_size']), verified_chunks(d, log)
         if not is_complete(d) or any(c not in have for c in plan):
             problems.append(f"{d.name}: partial shard: {sum(c in have for c in plan)} of {len(plan)} chunks"
                             f"{'' if is_complete(d) else f', no {SUCCESS}'}; run the same scoring command again to finish it")
@@ -318,7 +361,11 @@ def merge_scores(out_dir: str | Path, # the run's scores folder holding shard-* 
     status, reason, ids = np.full(n, 'missing', object), np.full(n, '', object), row_ids(table)
     for d, m, have, plan in shards:
         for (a, b) in plan:
-            c = read_chunk(have[(a, b)]); p = c['pos'].to_numpy(np.int64)
+            try: c = read_chunk(have[(a, b)])
+            except (OSError, ValueError) as e:   # a damaged data page behind a sound footer
+                set_aside(have[(a, b)], f'unreadable ({type(e).__name__}: {e})', then='run the same scoring command again to re-score it', log=log)
+                problems.append(f'{d.name}: chunk [{a}, {b}) damaged, set aside'); continue
+            p = c['pos'].to_numpy(np.int64)
             if len(c) != b - a or p.min() < a or p.max() >= b:
                 problems.append(f'{d.name}: chunk [{a}, {b}) holds {len(c)} rows at positions {p.min()}..{p.max()}'); continue
             if not np.array_equal(c['row'].to_numpy(np.int64), ids[p]):
@@ -362,12 +409,25 @@ def read_scores(run_dir: str | Path, # a finished 05_itm_distribution run folder
     if not is_complete(d): raise ShardError(f'{d}: no {SUCCESS} marker, so the scoring run did not finish; run it again (it resumes)')
     h = ('itm' if 'itm' in heads else heads[0]) if head == 'auto' else head
     if h not in heads: raise FileNotFoundError(f'{d}: no scores for head {h!r}; it has {heads}')
-    meta = json.loads(scores_path(d, h).with_suffix('.json').read_text())
+    p = scores_path(d, h)
+    try:
+        meta = json.loads(p.with_suffix('.json').read_text())
+        df = pd.read_parquet(p)
+    except (OSError, ValueError) as e: _damaged_scores(d, p, f'unreadable ({type(e).__name__}: {e})')
+    if len(df) != meta.get('rows'): _damaged_scores(d, p, f"{len(df)} rows, its description says {meta.get('rows')}")
     if table is not None and (fp := table_fingerprint(table, caption_col)) != meta['fingerprint']:
-        raise ShardError(f"{scores_path(d, h)} scores another table (fingerprint {meta['fingerprint']}, {meta['rows']} rows) than the one given "
+        raise ShardError(f"{p} scores another table (fingerprint {meta['fingerprint']}, {meta['rows']} rows) than the one given "
                          f"({fp}, {len(table)} rows): score this table, or pass the table that was scored")
-    df = pd.read_parquet(scores_path(d, h)); df.attrs['scoring'] = meta
+    df.attrs['scoring'] = meta
     return df
+
+def _damaged_scores(d: Path, p: Path, why: str):
+    "Set merged scores file `p` (and its description) aside and stop with the fix: re-running 05 merges the kept chunks again."
+    then = f'the next run of 05_itm_distribution on {d} merges its kept chunks again (no re-scoring)'
+    for f in (p, p.with_suffix('.json')):
+        if f.exists(): set_aside(f, why, then=then)
+    raise DamagedState(f'{p}: {why}; set aside. Re-run 05_itm_distribution with output_dir {d} (or the pipeline): '
+                       'it merges the kept chunks again, no re-scoring')
 
 # %% ../nbs/05_itm_distribution.ipynb #00b05825
 def load_scorer(checkpoint: str | Path = '', # aliret checkpoint folder ('' = build from `config`)
