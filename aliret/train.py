@@ -7,10 +7,10 @@ from __future__ import annotations
 import json, math, os, random, shutil, sys, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 import torch.distributed as dist
-from .core import (AliretError, SUCCESS, atomic_open, atomic_write, write_json, is_complete, Config, ConfigError, get_config, pick_device, seed_everything,
+from .core import (AliretError, SUCCESS, set_aside, atomic_open, atomic_write, write_json, is_complete, Config, ConfigError, get_config, pick_device, seed_everything,
                          stream_process, child_env)
 from .retrieval import truth_from_ids, evaluate_embeddings
 from .models import save_checkpoint, build_model, load_checkpoint, autocast_for
@@ -21,8 +21,8 @@ from .core import outputs_root
 __all__ = ['DistEnv', 'dist_env', 'init_distributed', 'cleanup_distributed', 'EpochSampler', 'warmup_cosine', 'make_scheduler',
            'rng_state', 'set_rng_state', 'random_shift', 'PairDataset', 'gather_with_grad', 'freeze_towers',
            'loss_fn_for', 'LossModule', 'NonFiniteLoss', 'check_finite', 'image_ids_of', 'val_gallery',
-           'evaluate_model', 'save_train_checkpoint', 'load_train_state', 'fit', 'read_table', 'main', 'launch',
-           'resume_dir', 'plot_history']
+           'evaluate_model', 'save_train_checkpoint', 'load_train_state', 'resume_point', 'read_history', 'fit',
+           'read_table', 'main', 'launch', 'resume_dir', 'plot_history']
 
 # %% ../nbs/08_train.ipynb #33c22791
 @dataclass(frozen=True)
@@ -248,6 +248,33 @@ def load_train_state(d: Path, rank: int = 0) -> dict:
     st['rng'] = torch.load(f, map_location='cpu', weights_only=True) if f.is_file() else None
     return st
 
+# %% ../nbs/08_train.ipynb #b40c0e7d
+def resume_point(ckpts: Path, # the run's checkpoint folder
+                 cfg: Config, # the run's config: a checkpoint of another backend or model is refused
+                 env: DistEnv = DistEnv(), # this rank
+                 say: Callable = print, # rank 0's messages
+                ) -> Path | None:
+    "The newest checkpoint in `ckpts` that verifies and fits `cfg` (None = start from scratch); newer ones are set aside."
+    last, skipped = newest_verified(ckpts, expect=cfg)
+    if env.distributed: dist.barrier()   # every rank has chosen before rank 0 moves anything
+    if env.is_main:
+        for d, why in skipped: set_aside(d, why, then=f"resuming from {last.name if last else 'scratch'}", log=say)
+    say(f'resuming from {last}' if last else f'resume: no usable checkpoint in {ckpts}, starting from scratch')
+    return last
+
+def read_history(path: Path, # the run's history.json
+                 step: int, # the optimizer step resumed from (later entries are dropped)
+                 say: Callable = print, # rank 0's messages
+                 move: bool = True, # set an unreadable file aside (rank 0 only)
+                ) -> list[dict]:
+    "The history up to `step`; an unreadable file is set aside and the history restarts empty."
+    if not path.is_file(): return []
+    try: h = json.loads(path.read_text(encoding='utf-8'))
+    except (OSError, ValueError) as e:
+        if move: set_aside(path, f'unreadable ({type(e).__name__}: {e})', then='the history restarts here (checkpoints keep their metrics)', log=say)
+        return []
+    return [r for r in h if r['step'] <= step]
+
 # %% ../nbs/08_train.ipynb #8a9e4792
 def fit(cfg: Config, # training config (preset + overrides)
         train_table, # training pairs: product, caption, image_path
@@ -265,10 +292,8 @@ def fit(cfg: Config, # training config (preset + overrides)
     init_distributed(device)
     out = Path(out_dir); ckpts = out/'checkpoints'; say = log if env.is_main else (lambda *a, **k: None)
     seed_everything(cfg.seed, env.rank)
-    last, skipped = newest_verified(ckpts) if resume else (None, [])
-    for d, why in skipped: say(f'resume: skipping {d.name}, it does not verify ({why})')
-    if resume and last is None: say(f'resume: no complete checkpoint in {ckpts}, starting from scratch')
-    if last is not None: say(f'resuming from {last}'); model = load_checkpoint(last, expect=cfg)
+    last = resume_point(ckpts, cfg, env, say) if resume else None
+    if last is not None: model = load_checkpoint(last, expect=cfg)
     else: model = build_model(cfg, vocab_texts=train_table['caption'].tolist())
     freeze_towers(model, cfg.freeze_vision, cfg.freeze_text)
     if cfg.grad_checkpointing: model.set_grad_checkpointing(True)
@@ -291,8 +316,7 @@ def fit(cfg: Config, # training config (preset + overrides)
         else: seed_everything(cfg.seed + st['step'], env.rank)   # resumed on more ranks than saved
         start_epoch, start_batch, step = st['epoch'], st['batch'], st['step']
     hist_path = out/'history.json'
-    history = json.loads(hist_path.read_text()) if (last is not None and hist_path.is_file()) else []
-    history = [h for h in history if h['step'] <= step]
+    history = read_history(hist_path, step, say, move=env.is_main) if last is not None else []
 
     net = LossModule(model, loss_fn_for(model, env))
     if env.distributed:
