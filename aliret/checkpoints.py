@@ -423,12 +423,17 @@ def _store_parts(d: Path) -> tuple:
     except (OSError, ValueError) as e: raise DamagedState(f"{d/'manifest.json'}: unreadable ({type(e).__name__}: {e})") from None
     return img, txt, man
 
-def read_store(d: str | Path) -> Embeddings:
-    "Read a complete store as unit float32 rows (an error naming the file and the fix when it is incomplete or damaged)."
+def read_store(d: str | Path, # a store folder
+               log: Callable = print, # where the set-aside line goes
+              ) -> Embeddings:
+    "Read a complete store as unit float32 rows; a damaged one is set aside, with an error naming the file and the fix."
     d = Path(d)
     if not is_complete(d): raise FileNotFoundError(f'{d}: embedding store incomplete ({SUCCESS} missing); run the inference again to recompute it')
     try: (img, im), (txt, tm), man = _store_parts(d)
-    except DamagedState as e: raise DamagedState(f'{e}; re-run the step that wrote {d} (it sets a damaged store aside and recomputes it)') from None
+    except DamagedState as e:
+        fix = 're-run the step that wrote it to recompute it'
+        set_aside(d, str(e), then=fix, log=log)
+        raise DamagedState(f'{e}; the store was set aside: {fix}') from None
     return Embeddings(_unit_rows(img), np.array(im['ids'], dtype=object), _unit_rows(txt), np.array(tm['ids'], dtype=np.int64), man)
 
 def store_problem(d: str | Path) -> str | None:
