@@ -18,7 +18,7 @@ from PIL import Image
 
 from fastcore.basics import patch
 
-from .core import (AliretError, Config, ConfigError, PRESETS, check_overrides, get_config, pick_device, atomic_write, write_json,
+from .core import (AliretError, Config, ConfigError, DamagedState, PRESETS, check_overrides, get_config, pick_device, atomic_write, write_json,
                          model_configs, backend_names, migrate_config, package_versions, BACKENDS)
 
 # %% auto #0
@@ -1126,13 +1126,17 @@ def load_checkpoint(folder: str | Path, # checkpoint folder written by `save_che
                     **overrides, # config fields to change (e.g. eval_batch_size, device, precision)
                    ) -> RetrievalModel:
     "Rebuild a model from an aliret checkpoint (no download, no unpickling); `model.checkpoint` holds its JSON."
+    from safetensors import SafetensorError
     from safetensors.torch import load_model
     meta = read_checkpoint_meta(folder)
     stored = stored_config(folder, meta)
     if expect is not None: check_checkpoint_fits(folder, stored, expect)
     cfg = Config(**{**stored, **check_overrides(overrides)})
     model = backend_class(meta['backend']).from_arch(cfg, meta['arch'], Path(folder))
-    missing, unexpected = load_model(model, str(Path(folder)/CHECKPOINT_WEIGHTS), strict=False)
+    try: missing, unexpected = load_model(model, str(Path(folder)/CHECKPOINT_WEIGHTS), strict=False)
+    except (SafetensorError, OSError) as e:
+        raise DamagedState(f'{Path(folder)/CHECKPOINT_WEIGHTS}: unreadable ({type(e).__name__}: {e}); use another checkpoint '
+                           '(a resumed training run sets a damaged one aside by itself)') from None
     if missing or unexpected: raise ConfigError(f'{folder}: weights do not fit the stored architecture; missing {missing}, unexpected {unexpected}')
     model.checkpoint = meta
     return model.to(device or pick_device(cfg.device)).eval()
