@@ -159,6 +159,25 @@ def embed_texts(self: RetrievalModel, texts: Sequence[str], # texts to embed
     return out
 
 
+# %% ../nbs/04_models.ipynb #3f76c01a
+@patch
+def embedding_from_features(self: RetrievalModel, image_feats: torch.Tensor, # from `image_features`
+                           ) -> torch.Tensor:
+    "The normalised ITC image embedding from cached image features (they already are the embedding, unless a backend says otherwise)."
+    return image_feats
+
+@patch
+@_inference
+def pair_scores(self: RetrievalModel, pixel_values: torch.Tensor, # [N, 3, H, W] images
+                tokens: dict, # tokenised texts, aligned with the images
+                heads: Sequence[str] = ('itm',), # 'itm' (matching head) and/or 'itc' (embedding cosine)
+               ) -> dict:
+    "Scores of each aligned (image, text) pair for every head in `heads`, float32 `[N]` each, from one vision pass."
+    feats, out = self.image_features(pixel_values), {}
+    if 'itm' in heads: out['itm'] = self.itm_from_features(feats, tokens).float()
+    if 'itc' in heads: out['itc'] = (self.embedding_from_features(feats).float() * self.encode_texts(tokens).float()).sum(-1)
+    return out
+
 # %% ../nbs/04_models.ipynb #89077809
 @patch
 def tower_parameters(self: RetrievalModel, tower: str, # 'vision' or 'text'
@@ -786,6 +805,8 @@ class BlipRetrieval(RetrievalModel):
     def itm_from_features(self, image_feats, tokens, image_index=None):
         "ITM match probability of (cached vision states, text) pairs, float32 `[N]`; `image_index` as in `itm_logits`."
         return self.itm_logits(image_feats, tokens, image_index).softmax(-1)[:, 1]
+
+    def embedding_from_features(self, image_feats): return self.project_images(image_feats)
 
     @property
     def logit_scale(self): return 1 / self.temp
