@@ -109,6 +109,9 @@ class Config:
     grad_clip: float = 1.0 # max gradient norm (0 = off)
     precision: Precision = 'bf16' # autocast dtype on CUDA (CPU always runs fp32)
     grad_checkpointing: bool = False # trade compute for memory in the towers
+    compile: bool = False # torch.compile the training model (CUDA: inductor; pays off on long runs)
+    log_every: int = 10 # optimizer steps between logged losses: the only host sync of the training loop
+    dist_timeout_min: int = 30 # minutes a rank waits in a collective (NCCL/gloo) before the job fails with its name
     freeze_vision: bool = False # keep the image tower fixed
     freeze_text: bool = False # keep the text tower fixed
     k_test: int = 16 # ITC candidates re-ranked by ITM (BLIP's `k_test`)
