@@ -4,7 +4,7 @@
 
 # %% ../nbs/03a_shards.ipynb #9736ef79
 from __future__ import annotations
-import hashlib, io, itertools, json, os, random, tarfile
+import hashlib, io, itertools, json, os, random, tarfile, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -18,7 +18,7 @@ from .data import check_image, has_text
 __all__ = ['SHARD_FORMAT', 'MANIFEST', 'SIZES', 'ROWS', 'REJECTED', 'OPENCLIP_EXTS', 'ShardError', 'shard_name', 'row_key',
            'image_entry', 'write_tar', 'iter_tar', 'shard_plan', 'write_shard', 'shard_done', 'write_summary',
            'write_shards', 'read_manifest', 'shard_paths', 'shard_table', 'openclip_train_data', 'fix_openclip_wds_eof',
-           'reader_split', 'ShardPairs', 'read_loose', 'read_shards', 'read_throughput', 'synthetic_photos']
+           'reader_split', 'ShardPairs', 'read_loose', 'read_shards', 'evict', 'read_throughput', 'synthetic_photos']
 
 # %% ../nbs/03a_shards.ipynb #4bb0881b
 SHARD_FORMAT = 1
@@ -58,20 +58,32 @@ def write_tar(path: str | Path, # final tar file
     os.replace(tmp, path)
     return path
 
-# %% ../nbs/03a_shards.ipynb #2c202fce
+# %% ../nbs/03a_shards.ipynb #e553b389
+def _tar_members(path: str | Path) -> Iterator[tuple[str, bytes]]:
+    "(name, content) of the regular files of a USTAR tar, parsed directly (Python's `tarfile` costs ~10x more per member)."
+    with open(path, 'rb', buffering=1 << 20) as f:
+        while len(h := f.read(512)) == 512 and h != bytes(512):
+            kind, size = h[156:157], int(h[124:136].strip(b'\0 ') or b'0', 8)
+            if kind in (b'x', b'g', b'L', b'K'):
+                raise ShardError(f'{path}: pax/GNU headers, not a plain USTAR shard; rewrite it with write_shards')
+            data = f.read(size)
+            f.seek(-size % 512, 1)
+            if kind in (b'0', b'\0'):
+                prefix = h[345:500].rstrip(b'\0') if h[257:262] == b'ustar' else b''
+                yield (prefix + b'/' if prefix else b'').decode() + h[:100].rstrip(b'\0').decode(), data
+
+# %% ../nbs/03a_shards.ipynb #16468e40
 def iter_tar(path: str | Path) -> Iterator[dict]:
     "Stream a shard's samples: `{'__key__': key, ext: bytes, ...}` grouped by key, in tar order."
     cur = None
-    with tarfile.open(path, 'r|') as tf:
-        for ti in tf:
-            if not ti.isfile(): continue
-            key, _, ext = Path(ti.name).name.partition('.')
-            if cur is not None and cur['__key__'] != key: yield cur; cur = None
-            if cur is None: cur = {'__key__': key}
-            cur[ext] = tf.extractfile(ti).read()
+    for name, data in _tar_members(path):
+        key, _, ext = Path(name).name.partition('.')
+        if cur is not None and cur['__key__'] != key: yield cur; cur = None
+        if cur is None: cur = {'__key__': key}
+        cur[ext] = data
     if cur is not None: yield cur
 
-# %% ../nbs/03a_shards.ipynb #ca8d38e8
+# %% ../nbs/03a_shards.ipynb #d50ad0ce
 def shard_plan(table: pd.DataFrame, # rows to write: `product`, the caption column, `image_path` (`row` if present)
                shard_size: int, # input rows per shard
                caption_col: str = 'caption', # caption column
@@ -86,7 +98,7 @@ def shard_plan(table: pd.DataFrame, # rows to write: `product`, the caption colu
         plan.append(dict(index=i, name=shard_name(i), start=s, stop=min(s + shard_size, len(table)), fingerprint=h[:16]))
     return plan
 
-# %% ../nbs/03a_shards.ipynb #0203add4
+# %% ../nbs/03a_shards.ipynb #92fc0f18
 def _meta(table: pd.DataFrame, pos: int, caption_col: str) -> dict:
     "What one row's `.json` holds (and `rows.csv` lists)."
     row = int(table['row'].iat[pos]) if 'row' in table else pos
@@ -115,7 +127,7 @@ def write_shard(table: pd.DataFrame, # the whole table
     write_json(folder/spec['name'].replace('.tar', '.json'), rec)
     return rec
 
-# %% ../nbs/03a_shards.ipynb #6385598f
+# %% ../nbs/03a_shards.ipynb #f7504450
 def shard_done(folder: Path, # shard folder
                spec: dict, # one entry of `shard_plan`
               ) -> dict | None:
@@ -126,7 +138,7 @@ def shard_done(folder: Path, # shard folder
     except ValueError: return None
     return rec if rec.get('fingerprint') == spec['fingerprint'] else None
 
-# %% ../nbs/03a_shards.ipynb #d979d18d
+# %% ../nbs/03a_shards.ipynb #828d23de
 def _remove_stale(folder: Path, plan: list[dict]):
     "Delete shards (and records) a previous, longer table left beyond this plan."
     names = {s['name'] for s in plan}
@@ -150,7 +162,7 @@ def write_summary(folder: Path, recs: list[dict], n_input: int) -> dict:
 _META_COLS = ('key', 'row', 'product', 'caption', 'image_path')
 _SHARD_KEYS = ('name', 'rows', 'start', 'stop', 'fingerprint')
 
-# %% ../nbs/03a_shards.ipynb #765480f3
+# %% ../nbs/03a_shards.ipynb #de3f01c5
 def write_shards(table: pd.DataFrame, # rows: `product`, the caption column, `image_path` (and `row`, aliret's row id)
                  folder: str | Path, # shard folder (created; complete shards of the same rows are kept)
                  shard_size: int = 1000, # input rows per shard
@@ -172,7 +184,7 @@ def write_shards(table: pd.DataFrame, # rows: `product`, the caption column, `im
     man = write_summary(folder, [shard_done(folder, s) for s in plan], len(table))
     return dict(man, written=len(todo), reused=len(plan) - len(todo))
 
-# %% ../nbs/03a_shards.ipynb #a9c92256
+# %% ../nbs/03a_shards.ipynb #c0b78db5
 def read_manifest(folder: str | Path, # shard folder, or its manifest.json
                  ) -> tuple[Path, dict]:
     "(shard folder, manifest), with a clear error when the folder is not a complete shard set."
@@ -201,7 +213,7 @@ def openclip_train_data(folder: str | Path) -> str:
     if len(paths) == 1: return str(paths[0])
     return str(paths[0].parent/f'shard-{{{paths[0].stem[6:]}..{paths[-1].stem[6:]}}}.tar')
 
-# %% ../nbs/03a_shards.ipynb #87ebc683
+# %% ../nbs/03a_shards.ipynb #196e6038
 def fix_openclip_wds_eof():
     "Let open_clip_train's tar reader skip webdataset's end-of-shard marker (open_clip#935); no-op where not needed."
     import functools, inspect
@@ -212,7 +224,7 @@ def fix_openclip_wds_eof():
     ocd.tar_file_expander = functools.partial(tar_file_expander, eof_value=None)
     return True
 
-# %% ../nbs/03a_shards.ipynb #a0a1630a
+# %% ../nbs/03a_shards.ipynb #8350c8fa
 def reader_split(n_shards: int, # shards in the set
                  slot: int, # this reader: rank * workers + worker
                  slots: int, # readers: world size * workers
@@ -221,7 +233,7 @@ def reader_split(n_shards: int, # shards in the set
     if n_shards >= slots: return slice(slot, None, slots), 1, 0
     return slice(None), slots, slot
 
-# %% ../nbs/03a_shards.ipynb #de7c2065
+# %% ../nbs/03a_shards.ipynb #5c3524a5
 class ShardPairs(torch.utils.data.IterableDataset):
     "Training images from shards: `(tensor, position in shard_table)`, split across ranks and workers, full batches only."
     def __init__(self, folder: str | Path, # shard folder
@@ -244,7 +256,7 @@ class ShardPairs(torch.utils.data.IterableDataset):
         self.epoch, self.skip = epoch, skip_batches
     def __iter__(self): return self._items()
 
-# %% ../nbs/03a_shards.ipynb #3f8cdd72
+# %% ../nbs/03a_shards.ipynb #69c9b34f
 @patch
 def _rows(self: ShardPairs, worker: int, workers: int) -> Iterator[tuple[str, bytes]]:
     "This reader's (key, image bytes), shards in this epoch's order, cycling; a pass with no rows is an error."
@@ -260,7 +272,7 @@ def _rows(self: ShardPairs, worker: int, workers: int) -> Iterator[tuple[str, by
                 i += 1
         if i == before: raise ShardError(f'reader {offset} of {stride} got no rows from {len(mine)} shard(s)')
 
-# %% ../nbs/03a_shards.ipynb #516474e5
+# %% ../nbs/03a_shards.ipynb #4b9f07f2
 @patch
 def _items(self: ShardPairs):
     "Exactly this worker's share of the epoch's remaining batches, through a shuffle buffer, decoded and transformed."
@@ -277,7 +289,7 @@ def _items(self: ShardPairs):
         pos = self.index[key]
         yield (self.augment(x, self.epoch, pos) if self.augment else x), pos
 
-# %% ../nbs/03a_shards.ipynb #5e489625
+# %% ../nbs/03a_shards.ipynb #113fe6cb
 def read_loose(paths: Sequence[str], # image files
                decode: bool = False, # also decode each image to RGB
               ) -> int:
@@ -301,26 +313,46 @@ def read_shards(folder: str | Path, # shard folder
             n += 1
     return n
 
-# %% ../nbs/03a_shards.ipynb #e935908b
+# %% ../nbs/03a_shards.ipynb #94f56c67
+def evict(paths: Sequence[str | Path]):
+    "Drop these files' pages from the OS page cache (`posix_fadvise` DONTNEED), so the next read goes to the disk."
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        try: os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally: os.close(fd)
+
+# %% ../nbs/03a_shards.ipynb #ed3a9873
+def _rate_rows(times: dict, label: str) -> pd.DataFrame:
+    "One row per (cache, decode, reader) from `{key: [(seconds, samples), ...]}`, with shards/loose ratios."
+    rows = [dict(data=label, cache=c, decode=d, reader=r, samples=v[0][1], median_s=round(float(np.median([t for t, _ in v])), 4),
+                 runs=len(v)) for (c, d, r), v in times.items()]
+    df = pd.DataFrame(rows).assign(samples_per_s=lambda x: (x.samples / x.median_s).round(1))
+    rate = df.set_index(['cache', 'decode', 'reader'])['samples_per_s']
+    return df.assign(shards_over_loose=[round(rate[(c, d, 'shards')] / rate[(c, d, 'loose')], 2) for c, d in zip(df.cache, df.decode)])
+
+# %% ../nbs/03a_shards.ipynb #e548371c
 def read_throughput(table: pd.DataFrame, # the rows the shards were written from (`image_path`)
                     folder: str | Path, # their shard folder
-                    repeats: int = 3, # timed runs of each
-                    max_s: float = 60.0, # stop repeating a reader after this many seconds
+                    repeats: int = 3, # rounds (each reads everything once per reader, cache state and decode choice)
                     label: str = '', # name of the data set in the rows
+                    caches: Sequence[str] = ('warm', 'cold'), # page cache states: cold evicts the files before each read
                    ) -> pd.DataFrame:
-    "Samples/s of loose files and shards, decode excluded and included (interleaved runs, median)."
-    from aliret.bench import round_robin
+    "Samples/s of loose files and shards, decode excluded and included, in interleaved rounds (median)."
     paths = table['image_path'].tolist()
-    fns = {('loose', False): lambda: read_loose(paths), ('shards', False): lambda: read_shards(folder),
-           ('loose', True): lambda: read_loose(paths, True), ('shards', True): lambda: read_shards(folder, True)}
-    r = round_robin(fns, repeats=repeats, max_s=max_s)
-    rows = [dict(data=label, reader=k[0], decode=k[1], samples=v['out'], median_s=round(v['median'], 4),
-                 samples_per_s=round(v['out'] / v['median'], 1), runs=v['runs']) for k, v in r.items()]
-    df = pd.DataFrame(rows)
-    loose = df.set_index(['decode', 'reader'])['samples_per_s']
-    return df.assign(shards_over_loose=[round(loose[(d, 'shards')] / loose[(d, 'loose')], 2) for d in df.decode])
+    shards = shard_paths(folder)
+    readers = dict(loose=(paths, lambda d: read_loose(paths, d)), shards=(shards, lambda d: read_shards(folder, d)))
+    read_loose(paths); read_shards(folder)   # warm-up: every file in the page cache
+    times = {}
+    for _ in range(repeats):
+        for cache in caches:
+            for decode in (False, True):
+                for name, (files, read) in readers.items():
+                    if cache == 'cold': evict(files)
+                    t0 = time.perf_counter(); n = read(decode)
+                    times.setdefault((cache, decode, name), []).append((time.perf_counter() - t0, n))
+    return _rate_rows(times, label)
 
-# %% ../nbs/03a_shards.ipynb #5d0119cf
+# %% ../nbs/03a_shards.ipynb #fdc9b21a
 def synthetic_photos(folder: str | Path, # where to write the JPEGs
                      n: int = 2000, # images
                      size: int = 800, # side in pixels
