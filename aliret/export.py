@@ -82,11 +82,12 @@ def tower_module(model: RetrievalModel, # the retrieval model
 def sample_inputs(model: RetrievalModel, # the retrieval model
                   n: int = 16, # images and captions
                   tables_dir: str = '', # a finished 01_eda run folder; '' = the sample catalogue in the model's language
+                  uint8: bool = True, # images as uint8 (else normalised float32)
                  ) -> dict:
-    "Val images (uint8, the model's eval preprocessing) and captions (tokenised): `{tower: {name: tensor}}`."
+    "Val images (the model's eval preprocessing) and captions (tokenised): `{tower: {name: tensor}}`."
     val = load_tables(tables_dir, progress=False, lang=model.caption_language)['val'].iloc[:n]
     px = torch.stack([model.pixels.to_uint8(Image.open(p).convert('RGB')) for p in val.image_path])
-    return dict(vision={'pixels': px}, text=dict(model.tokenize(val.caption.tolist())))
+    return dict(vision={'pixels': px if uint8 else model.normalize(px)}, text=dict(model.tokenize(val.caption.tolist())))
 
 # %% ../nbs/10b_export.ipynb #7651741a
 @contextlib.contextmanager
@@ -142,6 +143,7 @@ def onnx_runner(path: str | Path, # an ONNX tower
     import onnxruntime as ort
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads or torch.get_num_threads()
+    so.add_session_config_entry('session.intra_op.allow_spinning', '0')   # idle threads would steal torch's cores
     s = ort.InferenceSession(str(path), so, providers=['CPUExecutionProvider'])
     names = [i.name for i in s.get_inputs()]
     return lambda feeds: s.run(None, {k: feeds[k].numpy() for k in names})[0]
@@ -155,10 +157,11 @@ def export_tower(model: RetrievalModel, # the retrieval model (fp32, on the CPU)
                  folder: str | Path, # output folder: `<tower><suffix>` is written there
                  feeds: dict, # `sample_inputs(model)[tower]`
                  tol: float = 1e-4, # largest allowed abs difference of embeddings vs eager
+                 uint8: bool = True, # image tower input: uint8 pixels (else normalised floats)
                 ) -> dict:
     "Write one tower as `fmt` if it matches eager within `tol` on `feeds`; else raise `ParityError`, writing nothing."
     check_exportable(model, tower, fmt)
-    module, names = tower_module(model, tower)
+    module, names = tower_module(model, tower, uint8)
     final = Path(folder)/f'{tower}{SUFFIX[fmt]}'
     tmp = final.with_name(f'.{final.name}.tmp')
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -183,9 +186,10 @@ def time_tower(model: RetrievalModel, # the retrieval model
                feeds: dict, # the batch both run on
                repeats: int = 7, # timed runs of each
                max_s: float = 20.0, # stop repeating a side after this many seconds
+               uint8: bool = True, # image tower input: uint8 pixels (else normalised floats)
               ) -> dict:
     "Median seconds per batch of eager and exported (interleaved rounds) and the speed-up (eager / exported)."
-    module, _ = tower_module(model, tower)
+    module, _ = tower_module(model, tower, uint8)
     run = RUNNERS[fmt](path)
     def eager():
         with torch.inference_mode(): return module(*feeds.values())
@@ -198,12 +202,14 @@ def time_tower(model: RetrievalModel, # the retrieval model
 # %% ../nbs/10b_export.ipynb #6d596447
 def serving_manifest(model: RetrievalModel, # the exported model
                      rows: list[dict], # `export_tower` rows
+                     uint8: bool = True, # the image tower takes uint8 pixels (else normalised floats)
                     ) -> dict:
     "What a server needs to know: inputs and their preprocessing, embedding size, files and their parity."
     px = model.pixels
+    done = 'normalised inside' if uint8 else 'then scaled to [0, 1] and normalised with mean, std'
     return dict(backend=model.backend, embed_dim=model.embed_dim, text_len=model.text_len,
-                image=dict(input='pixels', dtype='uint8', shape=['batch', 3, px.size, px.size], mean=px.mean,
-                           std=px.std, note='resize + centre crop as model.pixels.to_uint8; normalised inside'),
+                image=dict(input='pixels', dtype='uint8' if uint8 else 'float32', shape=['batch', 3, px.size, px.size],
+                           mean=px.mean, std=px.std, note=f'resize + centre crop as model.pixels.to_uint8; {done}'),
                 text=dict(inputs=tower_module(model, 'text')[1], dtype='int64', shape=['batch', 'tokens']),
                 output=dict(name='embeddings', dtype='float32', shape=['batch', model.embed_dim], unit_norm=True),
                 files=rows, config=model.cfg.__dict__, versions=package_versions(('torch', 'onnx', 'onnxruntime')))
@@ -217,18 +223,19 @@ def export_model(model: RetrievalModel, # the retrieval model (moved to the CPU,
                  n: int = 16, # sample rows for the parity check and the timing batch
                  repeats: int = 7, # timed runs per side (0 = no timing)
                  tables_dir: str = '', # a 01_eda run folder for the sample rows ('' = the sample catalogue)
+                 uint8: bool = True, # image tower input: uint8 pixels (else normalised floats)
                 ) -> pd.DataFrame:
     "Export every tower in every format the backend supports; one row each (refusals and parity failures too)."
     model = model.float().cpu().eval()
-    feeds, rows = sample_inputs(model, n, tables_dir), []
+    feeds, rows = sample_inputs(model, n, tables_dir, uint8), []
     for tower in towers:
         for fmt in formats:
-            try: r = export_tower(model, tower, fmt, folder, feeds[tower], tol)
+            try: r = export_tower(model, tower, fmt, folder, feeds[tower], tol, uint8)
             except (ExportRefused, ParityError) as e:
                 what = 'refused' if isinstance(e, ExportRefused) else 'parity failed'
                 rows.append(dict(backend=model.backend, tower=tower, format=fmt, status=f'{what}: {e}')); continue
-            if repeats: r.update(time_tower(model, tower, fmt, r['path'], feeds[tower], repeats))
+            if repeats: r.update(time_tower(model, tower, fmt, r['path'], feeds[tower], repeats, uint8=uint8))
             rows.append(dict(r, status='ok'))
     model.save_extras(Path(folder))
-    write_json(Path(folder)/'export.json', serving_manifest(model, [r for r in rows if r['status'] == 'ok']))
+    write_json(Path(folder)/'export.json', serving_manifest(model, [r for r in rows if r['status'] == 'ok'], uint8))
     return pd.DataFrame(rows)

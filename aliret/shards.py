@@ -247,7 +247,7 @@ class ShardPairs(torch.utils.data.IterableDataset):
                  augment: Callable | None = None, # (tensor, epoch, position) -> tensor, e.g. a seeded random shift
                 ):
         self.paths = shard_paths(folder)
-        self.index = {k: i for i, k in enumerate(shard_table(folder)['key'])}
+        self.keys = shard_table(folder)['key'].astype(np.int64).to_numpy()   # ascending: row i of shard_table has key keys[i]
         self.transform, self.augment, self.bs, self.batches = transform, augment, batch_size, batches
         self.rank, self.world, self.seed, self.buffer = rank, world_size, seed, buffer
         self.epoch, self.skip = 0, 0
@@ -286,7 +286,7 @@ def _items(self: ShardPairs):
         if not buf or (item is not None and len(buf) < self.buffer): continue
         key, data = buf.pop(rng.randrange(len(buf)))
         with Image.open(io.BytesIO(data)) as im: x = self.transform(im.convert('RGB'))
-        pos = self.index[key]
+        pos = int(np.searchsorted(self.keys, int(key)))
         yield (self.augment(x, self.epoch, pos) if self.augment else x), pos
 
 # %% ../nbs/03a_shards.ipynb #113fe6cb
