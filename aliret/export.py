@@ -187,17 +187,22 @@ def time_tower(model: RetrievalModel, # the retrieval model
                repeats: int = 7, # timed runs of each
                max_s: float = 20.0, # stop repeating a side after this many seconds
                uint8: bool = True, # image tower input: uint8 pixels (else normalised floats)
+               threads: int = 0, # CPU threads for both sides (0 = torch's current setting)
               ) -> dict:
     "Median seconds per batch of eager and exported (interleaved rounds) and the speed-up (eager / exported)."
     module, _ = tower_module(model, tower, uint8)
-    run = RUNNERS[fmt](path)
-    def eager():
-        with torch.inference_mode(): return module(*feeds.values())
-    for _ in range(3): run(feeds); eager()   # warm-up (TorchScript's profiling executor optimises after a few runs)
-    r = round_robin(dict(eager=eager, exported=lambda: run(feeds)), repeats=repeats, max_s=max_s)
+    was = torch.get_num_threads()
+    torch.set_num_threads(threads or was)
+    try:
+        run = onnx_runner(path, threads or was) if fmt == 'onnx' else RUNNERS[fmt](path)
+        def eager():
+            with torch.inference_mode(): return module(*feeds.values())
+        for _ in range(3): run(feeds); eager()   # warm-up (TorchScript's profiling executor optimises after a few runs)
+        r = round_robin(dict(eager=eager, exported=lambda: run(feeds)), repeats=repeats, max_s=max_s)
+    finally: torch.set_num_threads(was)
     e, x = r['eager']['median'], r['exported']['median']
-    return dict(batch=len(next(iter(feeds.values()))), eager_ms=round(e * 1e3, 3), exported_ms=round(x * 1e3, 3),
-                speedup=round(e / x, 3), runs=min(r['eager']['runs'], r['exported']['runs']))
+    return dict(batch=len(next(iter(feeds.values()))), threads=threads or was, eager_ms=round(e * 1e3, 3),
+                exported_ms=round(x * 1e3, 3), speedup=round(e / x, 3), runs=min(r['eager']['runs'], r['exported']['runs']))
 
 # %% ../nbs/10b_export.ipynb #6d596447
 def serving_manifest(model: RetrievalModel, # the exported model
@@ -224,6 +229,7 @@ def export_model(model: RetrievalModel, # the retrieval model (moved to the CPU,
                  repeats: int = 7, # timed runs per side (0 = no timing)
                  tables_dir: str = '', # a 01_eda run folder for the sample rows ('' = the sample catalogue)
                  uint8: bool = True, # image tower input: uint8 pixels (else normalised floats)
+                 threads: int = 0, # CPU threads for the timing (0 = torch's current setting)
                 ) -> pd.DataFrame:
     "Export every tower in every format the backend supports; one row each (refusals and parity failures too)."
     model = model.float().cpu().eval()
@@ -234,7 +240,7 @@ def export_model(model: RetrievalModel, # the retrieval model (moved to the CPU,
             except (ExportRefused, ParityError) as e:
                 what = 'refused' if isinstance(e, ExportRefused) else 'parity failed'
                 rows.append(dict(backend=model.backend, tower=tower, format=fmt, status=f'{what}: {e}')); continue
-            if repeats: r.update(time_tower(model, tower, fmt, r['path'], feeds[tower], repeats, uint8=uint8))
+            if repeats: r.update(time_tower(model, tower, fmt, r['path'], feeds[tower], repeats, uint8=uint8, threads=threads))
             rows.append(dict(r, status='ok'))
     model.save_extras(Path(folder))
     write_json(Path(folder)/'export.json', serving_manifest(model, [r for r in rows if r['status'] == 'ok'], uint8))
