@@ -41,7 +41,7 @@ def image_entry(path: str | Path, # image file
     if fmt in OPENCLIP_EXTS: return OPENCLIP_EXTS[fmt], Path(path).read_bytes(), '', ''
     buf = io.BytesIO()
     with Image.open(path) as im: im.convert('RGB').save(buf, 'PNG')
-    return 'png', buf.getvalue(), '', 
+    return ('png', buf.getvalue(), '', '')
 
 # %% ../nbs/03a_shards.ipynb #f1a287b2
 def write_tar(path: str | Path, # final tar file
