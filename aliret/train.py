@@ -17,14 +17,16 @@ from fastcore.basics import patch
 from .models import save_checkpoint, build_model, load_checkpoint, autocast_for
 from .checkpoints import CKPT_PREFIX, checkpoint_dirs, latest_checkpoint, newest_verified, prune_checkpoints
 from .core import outputs_root
+from .shards import ShardPairs, shard_table
+from functools import partial
 
 # %% auto #0
 __all__ = ['DistEnv', 'dist_env', 'init_distributed', 'cleanup_distributed', 'EpochSampler', 'warmup_cosine', 'make_scheduler',
-           'rng_state', 'set_rng_state', 'random_shift', 'PairDataset', 'gather_with_grad', 'freeze_towers',
-           'loss_fn_for', 'LossModule', 'make_optimizer', 'cuda_math', 'NonFiniteLoss', 'StepLog', 'log_step',
-           'image_ids_of', 'val_gallery', 'rank_span', 'gather_rows', 'evaluate_model', 'save_train_checkpoint',
-           'load_train_state', 'resume_point', 'read_history', 'fit', 'read_table', 'main', 'launch', 'resume_dir',
-           'plot_history']
+           'rng_state', 'set_rng_state', 'random_shift', 'PairDataset', 'train_dataset', 'train_loader',
+           'gather_with_grad', 'freeze_towers', 'loss_fn_for', 'LossModule', 'make_optimizer', 'cuda_math',
+           'NonFiniteLoss', 'StepLog', 'log_step', 'image_ids_of', 'val_gallery', 'rank_span', 'gather_rows',
+           'evaluate_model', 'save_train_checkpoint', 'load_train_state', 'resume_point', 'read_history', 'fit',
+           'read_table', 'main', 'launch', 'resume_dir', 'plot_history']
 
 # %% ../nbs/08_train.ipynb #33c22791
 @dataclass(frozen=True)
@@ -151,6 +153,44 @@ class PairDataset(torch.utils.data.Dataset):
         with Image.open(self.paths[i]) as im: x = self.transform(im.convert('RGB'))
         if self.shift: x = random_shift(x, self.shift, torch.Generator().manual_seed(_sample_seed(self.seed, epoch, i)))
         return x, i
+
+# %% ../nbs/08_train.ipynb #330e1c7e
+def _shifted(x: torch.Tensor, epoch: int, row: int, seed: int = 0, shift: int = 0) -> torch.Tensor:
+    "`PairDataset`'s augmentation for a shard row: a random shift seeded by `(seed, epoch, row)`."
+    if not shift: return x
+    return random_shift(x, shift, torch.Generator().manual_seed(_sample_seed(seed, epoch, row)))
+
+def train_dataset(cfg: Config, # training config
+                  train_table, # training pairs (with `train_shards`: `shard_table(train_shards)`)
+                  model, # the model being trained (its `image_transform`)
+                  env: DistEnv, # this rank
+                  sampler: EpochSampler, # the epoch's batches (their count, for shards)
+                  train_shards: str | Path = '', # WebDataset shard folder (03a_shards); '' = the table's image files
+                 ):
+    "`PairDataset` over the table's image files, or `ShardPairs` over `train_shards`."
+    shift = max(1, cfg.image_size // 16) if cfg.image_size else 0
+    if not train_shards: return PairDataset(train_table['image_path'].tolist(), model.image_transform, seed=cfg.seed, shift=shift)
+    st = shard_table(train_shards)
+    if train_table['product'].astype(str).tolist() != st['product'].tolist():
+        raise ConfigError(f'train_shards={str(train_shards)!r}: the train table is not its rows; pass shard_table(train_shards)')
+    return ShardPairs(train_shards, model.image_transform, cfg.batch_size, sampler.batches_per_epoch, env.rank,
+                      env.world_size, seed=cfg.seed, augment=partial(_shifted, seed=cfg.seed, shift=shift))
+
+# %% ../nbs/08_train.ipynb #e3c07257
+def train_loader(ds, # `train_dataset`'s
+                 sampler: EpochSampler, # the batches of `PairDataset`
+                 cfg: Config, # training config
+                 device: torch.device, # where training runs (pinned memory on CUDA)
+                 epoch: int, # epoch to load
+                 b0: int = 0, # first batch (resuming mid-epoch)
+                ) -> torch.utils.data.DataLoader:
+    "The epoch's loader from batch `b0`: the sampler's batches over `PairDataset`, or the shard readers' batches."
+    common = dict(batch_size=cfg.batch_size, num_workers=cfg.workers, pin_memory=device.type == 'cuda')
+    if isinstance(ds, ShardPairs):
+        ds.set_epoch(epoch, b0)
+        return torch.utils.data.DataLoader(ds, **common)
+    sampler.set_epoch(epoch, b0)
+    return torch.utils.data.DataLoader(ds, sampler=sampler, generator=torch.Generator().manual_seed(cfg.seed + epoch), **common)
 
 # %% ../nbs/08_train.ipynb #9f1ceb02
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
@@ -369,6 +409,7 @@ def fit(cfg: Config, # training config (preset + overrides)
         stop_after_steps: int | None = None, # stop (as if killed) after this many optimizer steps
         progress: bool = True, # progress bar on rank 0
         log=print, # where rank 0's messages go
+        train_shards: str | Path = '', # WebDataset shard folder (03a_shards) to read images from; '' = loose files
        ) -> dict:
     "Train `cfg`'s model on `train_table` on this rank; return history, final metrics and checkpoints."
     env = dist_env()
@@ -386,7 +427,7 @@ def fit(cfg: Config, # training config (preset + overrides)
     model.to(device).train()
 
     sampler = EpochSampler(len(train_table), cfg.batch_size, env, seed=cfg.seed)
-    ds = PairDataset(train_table['image_path'].tolist(), model.image_transform, seed=cfg.seed, shift=max(1, cfg.image_size // 16) if cfg.image_size else 0)
+    ds = train_dataset(cfg, train_table, model, env, sampler, train_shards)
     captions, ids = train_table['caption'].tolist(), torch.from_numpy(image_ids_of(train_table['product']))
     steps_per_epoch = sampler.batches_per_epoch // cfg.grad_accum
     if steps_per_epoch == 0: raise ConfigError(f'grad_accum={cfg.grad_accum} exceeds the {sampler.batches_per_epoch} batches of an epoch')
@@ -417,9 +458,7 @@ def fit(cfg: Config, # training config (preset + overrides)
     stopped = False
     for epoch in range(start_epoch, cfg.epochs):
         b0 = start_batch if epoch == start_epoch else 0
-        sampler.set_epoch(epoch, b0)
-        loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
-                                             pin_memory=device.type == 'cuda', generator=torch.Generator().manual_seed(cfg.seed + epoch))
+        loader = train_loader(ds, sampler, cfg, device, epoch, b0)
         for b, (px, rows) in enumerate(loader, start=b0):
             if b >= steps_per_epoch * cfg.grad_accum: break
             last_micro = (b + 1) % cfg.grad_accum == 0
@@ -488,11 +527,12 @@ def main(argv: list[str] | None = None):
     ap.add_argument('--train-table', required=True); ap.add_argument('--val-table', default='')
     ap.add_argument('--out', required=True, help='run folder'); ap.add_argument('--resume', action='store_true')
     ap.add_argument('--no-progress', action='store_true')
+    ap.add_argument('--train-shards', default='', help='WebDataset shard folder (03a_shards); the train table is its rows.csv')
     a = ap.parse_args(argv)
     cfg = get_config(a.config, **json.loads(a.overrides))
     try:
         res = fit(cfg, read_table(a.train_table), a.out, read_table(a.val_table) if a.val_table else None,
-                  resume=a.resume, progress=not a.no_progress)
+                  resume=a.resume, progress=not a.no_progress, train_shards=a.train_shards)
         if dist_env().is_main:
             write_json(Path(a.out)/'result.json', {k: v for k, v in res.items() if k not in ('model', 'history')})
     finally: cleanup_distributed()
@@ -509,13 +549,14 @@ def launch(nproc: int, # processes on this node
            resume: bool = False, # continue from the last complete checkpoint
            torchrun_args: list[str] | None = None, # e.g. ['--nnodes=2', '--node_rank=0', '--rdzv_endpoint=host:29500']; default --standalone
            echo: bool = True, # stream the log to stdout
+           train_shards: str | Path = '', # WebDataset shard folder to read images from ('' = loose files)
           ) -> dict:
     "Run `python -m aliret.train` under torchrun with `nproc` ranks, streaming its log; return rank 0's `result.json`."
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     (out/'result.json').unlink(missing_ok=True)
     cmd = [sys.executable, '-m', 'torch.distributed.run', *(torchrun_args or ['--standalone']), f'--nproc_per_node={nproc}',
            '-m', 'aliret.train', '--config', str(config), '--overrides', json.dumps(overrides), '--train-table', str(train_table),
-           '--val-table', str(val_table), '--out', str(out), '--no-progress'] + (['--resume'] if resume else [])
+           '--val-table', str(val_table), '--out', str(out), '--no-progress', '--train-shards', str(train_shards)] + (['--resume'] if resume else [])
     rc, _ = stream_process(cmd, out/'train.log', child_env(nproc), echo)
     if rc: raise RuntimeError(f'torchrun exited with code {rc}; the full log is {out/"train.log"}')
     return json.loads((out/'result.json').read_text())
