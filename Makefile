@@ -14,10 +14,21 @@ export MPLBACKEND := Agg
 
 .PHONY: install demo test export clean-nbs readme docs-check docs-lint figures gpu-check lab
 
-install: $(STAMP)
+# GPU=1 (make install GPU=1, make gpu-check GPU=1): swap faiss-cpu for faiss-gpu after the normal install. Both wheels
+# ship the same `faiss` module, so one replaces the other; faiss-gpu brings its own CUDA 12 runtime wheels.
+GPU ?= 0
+FAISS_GPU := $(VENV)/.faiss-gpu
+install: $(STAMP) $(if $(filter 1,$(GPU)),$(FAISS_GPU))
+
+$(FAISS_GPU): $(STAMP)
+	$(BIN)/python -m pip uninstall -y -q faiss-cpu
+	$(BIN)/python -m pip install -q --disable-pip-version-check 'faiss-gpu>=1.15'
+	$(BIN)/python -c "import faiss; print('faiss', faiss.__version__, 'with', faiss.get_num_gpus(), 'GPU(s) visible')"
+	touch $@
 
 $(STAMP): settings.ini setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	rm -f $(FAISS_GPU)   # the editable install below brings faiss-cpu back: GPU=1 swaps it again
 	set -o pipefail; $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name python3 >/dev/null   # what the notebooks store: opening one changes nothing
 	touch $(STAMP)

@@ -9,16 +9,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 import numpy as np
-from .core import SUCCESS, AliretError, atomic_open, atomic_write, write_json, is_complete, outputs_root, get_config, model_configs
-from .models import CHECKPOINT_JSON, CHECKPOINT_WEIGHTS, MODEL_FIELDS, read_checkpoint_meta, stored_config
+from .core import (SUCCESS, AliretError, DamagedState, atomic_open, atomic_write, write_json, is_complete, outputs_root,
+                         get_config, model_configs, set_aside)
+from fastcore.basics import patch
+from typing import Callable
+from .models import CHECKPOINT_JSON, CHECKPOINT_WEIGHTS, MODEL_FIELDS, read_checkpoint_meta, stored_config, model_mismatch
 
 # %% auto #0
 __all__ = ['CKPT_PREFIX', 'PICKS', 'ORIGINAL_SIDECARS', 'STORE_FILES', 'original_backend', 'original_suffixes', 'checkpoint_dirs',
            'checkpoint_complete', 'prune_checkpoints', 'safetensors_problem', 'verify_checkpoint', 'newest_verified',
            'latest_checkpoint', 'complete_runs', 'newest_train_run', 'pick_checkpoints', 'NoCheckpoints',
            'expand_checkpoints', 'resolve_checkpoints', 'file_sha256', 'content_hash', 'model_files',
-           'checkpoint_fingerprint', 'fingerprint_key', 'EmbeddingStore', 'Embeddings', 'write_store', 'read_store',
-           'store_matches', 'module_order', 'inner_aliret_imports']
+           'checkpoint_fingerprint', 'fingerprint_key', 'load_entry', 'EmbeddingStore', 'Embeddings', 'write_store',
+           'read_store', 'store_problem', 'store_matches', 'module_order', 'inner_aliret_imports']
 
 # %% ../nbs/04b_checkpoints.ipynb #11babbad
 def original_backend(path: str | Path, # a checkpoint file
@@ -42,7 +45,7 @@ def checkpoint_dirs(root: str | Path, # the run's checkpoint folder
     "Checkpoint folders under `root`, oldest first (by step)."
     root = Path(root)
     if not root.is_dir(): return []
-    ds = [d for d in root.iterdir() if d.is_dir() and d.name.startswith(CKPT_PREFIX) and (is_complete(d) or not complete_only)]
+    ds = [d for d in root.iterdir() if d.is_dir() and _CKPT_RE.match(d.name) and (is_complete(d) or not complete_only)]   # not `.damaged` ones
     return sorted(ds, key=lambda d: int(d.name.rsplit('-s', 1)[1]))
 
 # %% ../nbs/04b_checkpoints.ipynb #7551029c
@@ -87,12 +90,15 @@ def safetensors_problem(path: str | Path) -> str | None:
 
 # %% ../nbs/04b_checkpoints.ipynb #a3db5f0a
 def verify_checkpoint(folder: str | Path, # checkpoint folder
+                      expect: 'Config | None' = None, # also refuse a checkpoint whose backend or model fields differ from this config's
                      ) -> str | None:
-    "Why checkpoint `folder` is damaged (weights, `aliret.json`, train state), or None when everything a resume reads is sound."
+    "Why checkpoint `folder` cannot be resumed (damaged weights, `aliret.json` or train state; another model), or None."
     import torch
     d = Path(folder)
-    try: read_checkpoint_meta(d)
+    try: meta = read_checkpoint_meta(d)
     except (OSError, ValueError) as e: return f'{CHECKPOINT_JSON} unreadable: {e}'
+    if expect is not None:
+        if said := model_mismatch(stored_config(d, meta), expect): return f'another model than this run ({said})'
     if why := safetensors_problem(d/CHECKPOINT_WEIGHTS): return why
     for f in [d/'train_state.pt', *sorted(d.glob('rng-*.pt'))]:
         if not f.is_file(): continue
@@ -102,11 +108,12 @@ def verify_checkpoint(folder: str | Path, # checkpoint folder
 
 # %% ../nbs/04b_checkpoints.ipynb #f8158d65
 def newest_verified(root: str | Path, # the run's checkpoint folder
+                    expect: 'Config | None' = None, # the run's config: a checkpoint of another model is skipped too
                    ) -> tuple[Path | None, list[tuple[Path, str]]]:
     "The newest complete checkpoint that passes `verify_checkpoint`, and `(folder, reason)` of each newer one skipped."
     skipped = []
     for d in reversed(checkpoint_dirs(root)):
-        if (why := verify_checkpoint(d)) is None: return d, skipped
+        if (why := verify_checkpoint(d, expect)) is None: return d, skipped
         skipped.append((d, why))
     return None, skipped
 
@@ -300,46 +307,71 @@ def fingerprint_key(fp: dict, # a `checkpoint_fingerprint`
     return content_hash(fp)[:n]
 
 # %% ../nbs/04b_checkpoints.ipynb #da437cde
+def load_entry(npy: Path, # an array file
+               marker: Path, # its JSON marker (shape, dtype, ids, ...)
+              ) -> tuple[np.ndarray, dict]:
+    "An array and its marker, checked against each other; `DamagedState` naming the file and what is wrong."
+    try: meta = json.loads(marker.read_text(encoding='utf-8'))
+    except (OSError, ValueError) as e: raise DamagedState(f'{marker}: marker unreadable ({type(e).__name__}: {e})') from None
+    try: arr = np.load(npy, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e: raise DamagedState(f'{npy}: array unreadable ({type(e).__name__}: {e})') from None
+    if list(arr.shape) != meta.get('shape') or arr.dtype.name != meta.get('dtype'):
+        raise DamagedState(f"{npy}: holds {arr.dtype.name} {list(arr.shape)}, its marker says {meta.get('dtype')} {meta.get('shape')}")
+    if 'ids' in meta and len(meta['ids']) != len(arr): raise DamagedState(f"{npy}: {len(arr)} rows for {len(meta['ids'])} ids")
+    return arr, meta
+
+# %% ../nbs/04b_checkpoints.ipynb #ab521d9c
 class EmbeddingStore:
     "Arrays on disk as fp16 (or fp32) `.npy`, each with a JSON marker (shape, dtype, ids, ...) written last; small JSON results."
-    def __init__(self, root: str | Path): self.root = Path(root)
+    def __init__(self, root: str | Path, # the store's folder
+                 log: Callable = print, # where set-aside lines go
+                ):
+        self.root, self.log = Path(root), log
 
     def _files(self, group: str, name: str) -> tuple[Path, Path]: return self.root/group/f'{name}.npy', self.root/group/f'{name}.json'
 
     def get(self, group: str, # a group of entries ('' = the root)
             name: str, # entry name, e.g. gallery-<hash>
            ) -> tuple[np.ndarray, dict] | None:
-        "The array (in its stored dtype) and its marker, or None if the entry is missing, torn or inconsistent."
+        "The array (in its stored dtype) and its marker; None if missing or torn, and also (after setting it aside) if damaged."
         npy, mk = self._files(group, name)
-        if not mk.is_file(): return None
-        try: meta = json.loads(mk.read_text(encoding='utf-8')); arr = np.load(npy, allow_pickle=False)
-        except (OSError, ValueError, EOFError): return None
-        return (arr, meta) if list(arr.shape) == meta.get('shape') and arr.dtype.name == meta.get('dtype') else None
+        if not mk.is_file(): return None   # never written, or killed before its marker: recomputed
+        try: return load_entry(npy, mk)
+        except DamagedState as e:
+            for f in (npy, mk):
+                if f.exists(): set_aside(f, str(e).split(': ', 1)[1], log=self.log)
+            return None
 
-    def put(self, group: str, # a group of entries ('' = the root)
-            name: str, # entry name
-            arr: np.ndarray, # [N, D] embeddings
-            dtype: str = 'float16', # 'float16' or 'float32' on disk
-            **meta, # ids and anything else JSON-able
-           ) -> np.ndarray:
-        "Store `arr` in `dtype`, then its marker; return the stored array."
-        if dtype not in ('float16', 'float32'): raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
-        npy, mk = self._files(group, name)
-        a = np.ascontiguousarray(arr, dtype=dtype)
-        mk.unlink(missing_ok=True)
-        with atomic_open(npy, 'wb') as f: np.save(f, a, allow_pickle=False)
-        write_json(mk, dict(shape=list(a.shape), dtype=dtype, **meta))
-        return a
+# %% ../nbs/04b_checkpoints.ipynb #a97fe338
+@patch
+def put(self: EmbeddingStore, group: str, # a group of entries ('' = the root)
+        name: str, # entry name
+        arr: np.ndarray, # [N, D] embeddings
+        dtype: str = 'float16', # 'float16' or 'float32' on disk
+        **meta, # ids and anything else JSON-able
+       ) -> np.ndarray:
+    "Store `arr` in `dtype`, then its marker; return the stored array."
+    if dtype not in ('float16', 'float32'): raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
+    npy, mk = self._files(group, name)
+    a = np.ascontiguousarray(arr, dtype=dtype)
+    mk.unlink(missing_ok=True)
+    with atomic_open(npy, 'wb') as f: np.save(f, a, allow_pickle=False)
+    write_json(mk, dict(shape=list(a.shape), dtype=dtype, **meta))
+    return a
 
-    def get_result(self, group: str, name: str) -> dict | None:
-        "A stored result, or None."
-        p = self.root/group/f'{name}.json'
-        try: return json.loads(p.read_text(encoding='utf-8')) if p.is_file() else None
-        except ValueError: return None
+@patch
+def get_result(self: EmbeddingStore, group: str, name: str) -> dict | None:
+    "A stored result; None if there is none, and also (after setting it aside) if it is unreadable."
+    p = self.root/group/f'{name}.json'
+    if not p.is_file(): return None
+    try: return json.loads(p.read_text(encoding='utf-8'))
+    except (OSError, ValueError) as e: set_aside(p, f'result unreadable ({type(e).__name__}: {e})', log=self.log)
 
-    def put_result(self, group: str, name: str, res: dict) -> dict:
-        "Store a result atomically."
-        write_json(self.root/group/f'{name}.json', res); return res
+@patch
+def put_result(self: EmbeddingStore, group: str, name: str, res: dict) -> dict:
+    "Store a result atomically."
+    write_json(self.root/group/f'{name}.json', res)
+    return res
 
 # %% ../nbs/04b_checkpoints.ipynb #6bb3cd7f
 STORE_FILES = ('images.npy', 'images.json', 'texts.npy', 'texts.json', 'manifest.json')
@@ -383,16 +415,32 @@ def write_store(d: str | Path, # store folder (created; an old store there is in
     return d
 
 # %% ../nbs/04b_checkpoints.ipynb #bccb7ce8
-def read_store(d: str | Path) -> Embeddings:
-    "Read a complete store as unit float32 rows (error naming the folder and the fix when it is incomplete or inconsistent)."
+def _store_parts(d: Path) -> tuple:
+    "A complete store's arrays, markers and manifest; `DamagedState` naming the file and what is wrong."
+    st = EmbeddingStore(d)
+    img, txt = load_entry(*st._files('', 'images')), load_entry(*st._files('', 'texts'))
+    try: man = json.loads((d/'manifest.json').read_text(encoding='utf-8'))
+    except (OSError, ValueError) as e: raise DamagedState(f"{d/'manifest.json'}: unreadable ({type(e).__name__}: {e})") from None
+    return img, txt, man
+
+def read_store(d: str | Path, # a store folder
+               log: Callable = print, # where the set-aside line goes
+              ) -> Embeddings:
+    "Read a complete store as unit float32 rows; a damaged one is set aside, with an error naming the file and the fix."
     d = Path(d)
     if not is_complete(d): raise FileNotFoundError(f'{d}: embedding store incomplete ({SUCCESS} missing); run the inference again to recompute it')
-    st = EmbeddingStore(d)
-    img, txt = st.get('', 'images'), st.get('', 'texts')
-    if img is None or txt is None: raise ValueError(f'{d}: an array disagrees with its marker; delete the folder to recompute')
-    ii, ti = np.array(img[1]['ids'], dtype=object), np.array(txt[1]['ids'], dtype=np.int64)
-    if len(img[0]) != len(ii) or len(txt[0]) != len(ti): raise ValueError(f'{d}: arrays and ids disagree in length; delete the folder to recompute')
-    return Embeddings(_unit_rows(img[0]), ii, _unit_rows(txt[0]), ti, json.loads((d/'manifest.json').read_text(encoding='utf-8')))
+    try: (img, im), (txt, tm), man = _store_parts(d)
+    except DamagedState as e:
+        fix = 're-run the step that wrote it to recompute it'
+        set_aside(d, str(e), then=fix, log=log)
+        raise DamagedState(f'{e}; the store was set aside: {fix}') from None
+    return Embeddings(_unit_rows(img), np.array(im['ids'], dtype=object), _unit_rows(txt), np.array(tm['ids'], dtype=np.int64), man)
+
+def store_problem(d: str | Path) -> str | None:
+    "Why complete store `d` is damaged (an array, marker or the manifest unreadable or inconsistent), or None."
+    try: _store_parts(Path(d))
+    except DamagedState as e: return str(e)
+    return None
 
 # %% ../nbs/04b_checkpoints.ipynb #a4404fd4
 def store_matches(d: str | Path, # store folder
@@ -401,7 +449,8 @@ def store_matches(d: str | Path, # store folder
     "Is `d` a complete store whose manifest agrees with `want`?"
     d = Path(d)
     if not is_complete(d) or not all((d/f).is_file() for f in STORE_FILES): return False
-    m = json.loads((d/'manifest.json').read_text(encoding='utf-8'))
+    try: m = json.loads((d/'manifest.json').read_text(encoding='utf-8'))
+    except (OSError, ValueError): return False   # damaged: `store_problem` names it
     return all(m.get(k) == v for k, v in want.items())
 
 # %% ../nbs/04b_checkpoints.ipynb #96f43391

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 # %% auto #0
-__all__ = ['Precision', 'DeviceName', 'PRESETS', 'BACKENDS', 'SUCCESS', 'VERSIONED', 'INJECTED_MARK', 'project_root', 'data_root',
-           'outputs_root', 'atomic_open', 'atomic_write', 'write_json', 'Config', 'model_config_dirs', 'model_configs',
-           'backend_names', 'AliretError', 'ConfigError', 'check_overrides', 'renamed_keys', 'get_config',
-           'migrate_config', 'seed_everything', 'pick_device', 'child_env', 'stream_process', 'run_dir', 'is_complete',
-           'latest_run', 'package_versions', 'git_commit', 'RunLocked', 'RunLock', 'RunRecord', 'start_run',
+__all__ = ['Precision', 'DeviceName', 'PRESETS', 'BACKENDS', 'SUCCESS', 'VERSIONED', 'DAMAGED', 'SET_ASIDE_LOG', 'INJECTED_MARK',
+           'project_root', 'data_root', 'outputs_root', 'atomic_open', 'atomic_write', 'write_json', 'Config',
+           'model_config_dirs', 'model_configs', 'backend_names', 'AliretError', 'ConfigError', 'check_overrides',
+           'renamed_keys', 'get_config', 'migrate_config', 'seed_everything', 'pick_device', 'child_env',
+           'stream_process', 'run_dir', 'is_complete', 'latest_run', 'package_versions', 'git_commit', 'RunLocked',
+           'RunLock', 'DamagedState', 'owning_run', 'set_aside', 'set_aside_entries', 'RunRecord', 'start_run',
            'watch_cells', 'check_params', 'notebook_params']
 
 # %% ../nbs/00_core.ipynb #34897f9a
@@ -108,6 +109,9 @@ class Config:
     grad_clip: float = 1.0 # max gradient norm (0 = off)
     precision: Precision = 'bf16' # autocast dtype on CUDA (CPU always runs fp32)
     grad_checkpointing: bool = False # trade compute for memory in the towers
+    compile: bool = False # torch.compile the training model (CUDA: inductor; pays off on long runs)
+    log_every: int = 10 # optimizer steps between logged losses: the only host sync of the training loop
+    dist_timeout_min: int = 30 # minutes a rank waits in a collective (NCCL/gloo) before the job fails with its name
     freeze_vision: bool = False # keep the image tower fixed
     freeze_text: bool = False # keep the text tower fixed
     k_test: int = 16 # ITC candidates re-ranked by ITM (BLIP's `k_test`)
@@ -379,6 +383,54 @@ class RunLock:
         self.fd = None
         _HELD.pop(str(self.path.resolve()), None)
 
+# %% ../nbs/00_core.ipynb #ea31d475
+DAMAGED = '.damaged'
+SET_ASIDE_LOG = 'set_aside.jsonl'
+_set_aside_here: list[dict] = []   # entries set aside by this process (also those outside any run folder)
+
+class DamagedState(AliretError, ValueError):
+    "Saved state that fails its check; the message names the file, what is wrong and what to do."
+
+def owning_run(path: str | Path) -> Path | None:
+    "The nearest folder above `path` holding a `run.json`, or None."
+    return next((d for d in Path(path).absolute().parents if (d/'run.json').is_file()), None)
+
+def set_aside(path: str | Path, # damaged file or folder
+              why: str, # what is wrong with it, in words
+              then: str = 'it is recomputed', # what happens next
+              log: typing.Callable = print, # where the one line goes
+             ) -> Path:
+    "Rename damaged `path` to `<path>.damaged` (never deleted), say so in one line, and log it for the run record."
+    p = Path(path)
+    dest, n = p.with_name(p.name + DAMAGED), 1
+    while dest.exists():
+        n += 1
+        dest = p.with_name(f'{p.name}{DAMAGED}-{n}')
+    os.replace(p, dest)
+    entry = dict(path=str(p.absolute()), kept_as=dest.name, why=why, time=dt.datetime.now(dt.timezone.utc).isoformat())
+    _set_aside_here.append(entry)
+    if run := owning_run(p):
+        with open(run/SET_ASIDE_LOG, 'a', encoding='utf-8') as f: f.write(json.dumps(entry) + '\n')
+        if is_complete(run):   # a finished run that lost a piece is finished no more: the pipeline re-runs it
+            (run/SUCCESS).unlink()
+            then += f'; {run} is marked unfinished (re-run it)'
+    log(f'set aside {p}: {why}; kept as {dest.name}, {then}')
+    return dest
+
+# %% ../nbs/00_core.ipynb #536d2058
+def set_aside_entries(d: str | Path, # run folder
+                      since: dt.datetime, # the run's start (UTC)
+                     ) -> list[dict]:
+    "What was set aside in run folder `d` (by any process) or by this process since `since`, oldest first."
+    f, t = Path(d)/SET_ASIDE_LOG, since.isoformat()
+    logged = [json.loads(l) for l in f.read_text(encoding='utf-8').splitlines() if l.strip()] if f.is_file() else []
+    seen, out = set(), []
+    for e in sorted([*logged, *_set_aside_here], key=lambda e: e['time']):
+        if e['time'] >= t and (e['path'], e['kept_as']) not in seen:
+            seen.add((e['path'], e['kept_as']))
+            out.append(e)
+    return out
+
 # %% ../nbs/00_core.ipynb #00c14bf3
 class RunRecord:
     "The `run.json` of one run: parameters, versions, commit, seed, timings, status, results; `_SUCCESS` last."
@@ -396,7 +448,10 @@ class RunRecord:
 
     @property
     def path(self) -> Path: return self.dir/'run.json'
-    def save(self): write_json(self.path, self.data)
+    def save(self):
+        "Write `run.json` (with what was set aside so far, see `set_aside`)."
+        self.data['set_aside'] = set_aside_entries(self.dir, self.t0)
+        write_json(self.path, self.data)
 
     def log(self, **results):
         "Add results to the record and save it (so a crash keeps what was already measured)."

@@ -4,12 +4,13 @@
 
 # %% ../nbs/10_test_inference.ipynb #efe07418
 from __future__ import annotations
-import glob, hashlib, json, os, shutil, time, warnings
+import glob, hashlib, json, os, shutil, time, warnings, zipfile, zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 import numpy as np, pandas as pd, torch
-from .core import SUCCESS, is_complete, outputs_root, write_json, atomic_open, atomic_write, get_config, pick_device
+from .core import (SUCCESS, DamagedState, is_complete, outputs_root, write_json, atomic_open, atomic_write, get_config, pick_device,
+                         set_aside)
 from .retrieval import (Truth, truth_from_ids, retrieval_metrics, topk_search, build_index, search, itm_rerank,
                               load_eval_split, faiss_gpu_available)
 from .formats import write_submission, validate_submission
@@ -17,7 +18,8 @@ from .data import DataError, load_tables, read_rejected, resolve_data_dir, read_
 from .models import read_checkpoint_meta, ImageFiles, load_checkpoint, backend_class, build_model, save_checkpoint
 from .train import fit
 from .checkpoints import (PICKS, complete_runs, pick_checkpoints, resolve_checkpoints, latest_checkpoint, checkpoint_fingerprint,
-                                fingerprint_key, STORE_FILES, Embeddings, _unit_rows, write_store, read_store, store_matches)
+                                fingerprint_key, STORE_FILES, Embeddings, _unit_rows, write_store, read_store, store_matches,
+                                store_problem)
 
 # %% auto #0
 __all__ = ['INDEXES', 'METRIC_KEYS', 'BACKENDS_NEEDED', 'ModelSpec', 'model_spec', 'Split', 'data_dir_of', 'val_split',
@@ -123,9 +125,11 @@ def ensure_store(d: str | Path, # store folder for this model and split
                  get_model: Callable, # () -> loaded model (called only when embeddings must be computed)
                  batch_size: int = 0, # embedding batch (0 = the model's eval_batch_size)
                  workers: int = 0, # image-decoding workers
+                 log: Callable = print, # where set-aside lines go
                 ) -> tuple[Path, bool]:
-    "Make `d` hold `spec`'s embeddings of `split`: (folder, reused?) -- a matching complete store is reused, anything else recomputed."
+    "Make `d` hold `spec`'s embeddings of `split`: (folder, reused?) -- a matching sound store is reused, anything else recomputed."
     want = dict(fingerprint=spec.fingerprint, table_hash=table_hash(split.queries, split.gallery))
+    if is_complete(d) and (why := store_problem(d)): set_aside(d, why, log=log)
     if store_matches(d, want): return Path(d), True
     model = get_model(); bs = batch_size or None
     t0 = time.perf_counter()
@@ -200,12 +204,25 @@ def save_predictions(path: str | Path, # `.npz` file to write (atomically)
     with atomic_open(path, 'wb') as f: np.savez_compressed(f, **arrays)
     return Path(path)
 
-def load_predictions(path: str | Path) -> Predictions:
-    "Read predictions written by `save_predictions` (no pickle)."
+def _read_npz(path: str | Path) -> Predictions:
+    "Predictions from a `save_predictions` file; `DamagedState` with the reason when it does not read."
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return Predictions(z['ids'], z['scores'], z['caption_ids'], z['captions'], z['gallery'], json.loads(str(z['meta'])),
+                               {n[2:]: z[n] for n in z.files if n.startswith('x_')})
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DamagedState(f'predictions unreadable ({type(e).__name__}: {e})') from None
+
+def load_predictions(path: str | Path, # a `.npz` written by `save_predictions`
+                     log: Callable = print, # where the set-aside line goes
+                    ) -> Predictions:
+    "Read predictions written by `save_predictions` (no pickle); a damaged file is set aside, with an error naming it and the fix."
     if not Path(path).is_file(): raise FileNotFoundError(f'{path}: no such predictions file (written by save_predictions as <model>/<split>_<scoring>.npz)')
-    with np.load(path, allow_pickle=False) as z:
-        return Predictions(z['ids'], z['scores'], z['caption_ids'], z['captions'], z['gallery'], json.loads(str(z['meta'])),
-                           {n[2:]: z[n] for n in z.files if n.startswith('x_')})
+    try: return _read_npz(path)
+    except DamagedState as e:
+        fix = 're-run the step that wrote it to recompute it'
+        set_aside(path, str(e), then=fix, log=log)
+        raise DamagedState(f'{path}: {e}; the file was set aside: {fix}') from None
 
 # %% ../nbs/10_test_inference.ipynb #4f684358
 def write_checked_submission(path: str | Path, # final submission JSON
@@ -270,11 +287,13 @@ def prediction_metrics(p: Predictions, # predictions (>= 10 columns)
     return {**{k: m[k] for k in METRIC_KEYS}, 'n_scored': m['n_queries']}
 
 # %% ../nbs/10_test_inference.ipynb #6df7ba09
-def _pred_ok(f: Path, want: dict) -> bool:
-    "Is `f` a predictions file made with the settings in `want`?"
+def _pred_ok(f: Path, want: dict, log: Callable = print) -> bool:
+    "Is `f` a sound predictions file made with the settings in `want`? (A damaged one is set aside.)"
     if not f.is_file(): return False
-    try: meta = load_predictions(f).meta
-    except (OSError, ValueError, KeyError): return False
+    try: meta = _read_npz(f).meta
+    except DamagedState as e:
+        set_aside(f, str(e), log=log)
+        return False
     return all(meta.get(k) == v for k, v in want.items())
 
 def run_inference(specs: Sequence[ModelSpec], # models to run
@@ -305,12 +324,12 @@ def run_inference(specs: Sequence[ModelSpec], # models to run
         depth = max(k, kt) if do_itm else k
         entry = dict(name=s.name, backend=s.backend, checkpoint=str(s.checkpoint), fingerprint=s.fingerprint, stores={}, predictions={})
         for name, sp in splits.items():
-            d, reused = ensure_store(out/'embeddings'/s.name/name, s, sp, get_model, batch_size, workers)
+            d, reused = ensure_store(out/'embeddings'/s.name/name, s, sp, get_model, batch_size, workers, log)
             entry['stores'][name] = str(d.relative_to(out)); entry['predictions'][name] = {}
             th = table_hash(sp.queries, sp.gallery)
             want = dict(fingerprint=s.fingerprint, table_hash=th, split=name, index=index, k=depth, scoring='itc')
             f = out/'predictions'/s.name/f'{name}_itc.npz'; t0 = time.perf_counter()
-            if not (pred_reused := _pred_ok(f, want)):
+            if not (pred_reused := _pred_ok(f, want, log)):
                 e = read_store(d)
                 if e.text_ids.tolist() != sp.queries['caption_id'].tolist(): raise ValueError(f'{d}: caption ids differ from the split table; delete the store to recompute')
                 sc, ids = search_embeddings(e.texts, e.images, k=depth, index=index)
@@ -323,7 +342,7 @@ def run_inference(specs: Sequence[ModelSpec], # models to run
             if not do_itm: continue
             want_itm = {**want, 'scoring': 'itm', 'k_test': kt, 'itc_weight': w}
             f2 = out/'predictions'/s.name/f'{name}_itm.npz'; t0 = time.perf_counter()
-            if not (itm_reused := _pred_ok(f2, want_itm)):
+            if not (itm_reused := _pred_ok(f2, want_itm, log)):
                 m = get_model()
                 rp = rerank_predictions(p, itm_score_fn(m, sp.captions, sp.gallery["image_path"].tolist()), kt, w, batch_size=int(s.config.get("eval_batch_size", 64)))
                 rp.meta.update(want_itm); save_predictions(f2, rp)

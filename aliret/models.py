@@ -18,7 +18,7 @@ from PIL import Image
 
 from fastcore.basics import patch
 
-from .core import (AliretError, Config, ConfigError, PRESETS, check_overrides, get_config, pick_device, atomic_write, write_json,
+from .core import (AliretError, Config, ConfigError, DamagedState, PRESETS, check_overrides, get_config, pick_device, atomic_write, write_json,
                          model_configs, backend_names, migrate_config, package_versions, BACKENDS)
 
 # %% auto #0
@@ -31,8 +31,8 @@ __all__ = ['CLIP_CUSTOM_ARCHS', 'BERT_SPECIALS', 'BLIP_MEAN', 'BLIP_STD', 'BLIP_
            'cross_kv', 'grouped_cross_attention', 'bert_block', 'blip_text_states', 'BlipRetrieval', 'itc_loss',
            'sample_hard_negatives', 'pad_tokens', 'itm_loss', 'convert_original_blip', 'export_original_blip',
            'read_original_blip', 'blip_config_from_original', 'load_original_blip', 'build_model', 'save_checkpoint',
-           'read_checkpoint_meta', 'stored_config', 'check_checkpoint_fits', 'load_checkpoint', 'weights_available',
-           'check_backend', 'check_backends']
+           'read_checkpoint_meta', 'stored_config', 'model_mismatch', 'check_checkpoint_fits', 'load_checkpoint',
+           'weights_available', 'check_backend', 'check_backends']
 
 # %% ../nbs/04_models.ipynb #88927e89
 def _offline(offline: bool | None = None) -> bool:
@@ -158,6 +158,25 @@ def embed_texts(self: RetrievalModel, texts: Sequence[str], # texts to embed
         out[i:i+bs] = self._embed_tokens(self.tokenize(texts[i:i+bs])).cpu().numpy()
     return out
 
+
+# %% ../nbs/04_models.ipynb #3f76c01a
+@patch
+def embedding_from_features(self: RetrievalModel, image_feats: torch.Tensor, # from `image_features`
+                           ) -> torch.Tensor:
+    "The normalised ITC image embedding from cached image features (they already are the embedding, unless a backend says otherwise)."
+    return image_feats
+
+@patch
+@_inference
+def pair_scores(self: RetrievalModel, pixel_values: torch.Tensor, # [N, 3, H, W] images
+                tokens: dict, # tokenised texts, aligned with the images
+                heads: Sequence[str] = ('itm',), # 'itm' (matching head) and/or 'itc' (embedding cosine)
+               ) -> dict:
+    "Scores of each aligned (image, text) pair for every head in `heads`, float32 `[N]` each, from one vision pass."
+    feats, out = self.image_features(pixel_values), {}
+    if 'itm' in heads: out['itm'] = self.itm_from_features(feats, tokens).float()
+    if 'itc' in heads: out['itc'] = (self.embedding_from_features(feats).float() * self.encode_texts(tokens).float()).sum(-1)
+    return out
 
 # %% ../nbs/04_models.ipynb #89077809
 @patch
@@ -787,6 +806,8 @@ class BlipRetrieval(RetrievalModel):
         "ITM match probability of (cached vision states, text) pairs, float32 `[N]`; `image_index` as in `itm_logits`."
         return self.itm_logits(image_feats, tokens, image_index).softmax(-1)[:, 1]
 
+    def embedding_from_features(self, image_feats): return self.project_images(image_feats)
+
     @property
     def logit_scale(self): return 1 / self.temp
 
@@ -1105,14 +1126,19 @@ def stored_config(folder: str | Path, # checkpoint folder
 
 MODEL_FIELDS = ('backend', 'model', 'pretrained', 'image_size', 'text_len', 'embed_dim')
 
+def model_mismatch(stored: dict, # a checkpoint's config (`stored_config`)
+                   expect: Config, # the run's config
+                  ) -> str:
+    "The backend and model fields in which `stored` differs from `expect`, both values named ('' when it fits)."
+    diff = [k for k in MODEL_FIELDS if stored.get(k) != getattr(expect, k)]
+    return '; '.join(f'{k}: checkpoint {stored.get(k)!r}, run {getattr(expect, k)!r}' for k in diff)
+
 def check_checkpoint_fits(folder: str | Path, # checkpoint folder
                           stored: dict, # its config (`stored_config`)
                           expect: Config, # the run's config
                          ):
     "Refuse a checkpoint whose backend or model fields differ from the run's, naming both."
-    diff = {k: (stored.get(k), getattr(expect, k)) for k in MODEL_FIELDS if stored.get(k) != getattr(expect, k)}
-    if diff:
-        said = '; '.join(f'{k}: checkpoint {a!r}, run {b!r}' for k, (a, b) in diff.items())
+    if said := model_mismatch(stored, expect):
         raise ConfigError(f'{folder} does not belong to this run ({said}): move it out of the run folder or change the run config')
 
 def load_checkpoint(folder: str | Path, # checkpoint folder written by `save_checkpoint`
@@ -1121,13 +1147,17 @@ def load_checkpoint(folder: str | Path, # checkpoint folder written by `save_che
                     **overrides, # config fields to change (e.g. eval_batch_size, device, precision)
                    ) -> RetrievalModel:
     "Rebuild a model from an aliret checkpoint (no download, no unpickling); `model.checkpoint` holds its JSON."
+    from safetensors import SafetensorError
     from safetensors.torch import load_model
     meta = read_checkpoint_meta(folder)
     stored = stored_config(folder, meta)
     if expect is not None: check_checkpoint_fits(folder, stored, expect)
     cfg = Config(**{**stored, **check_overrides(overrides)})
     model = backend_class(meta['backend']).from_arch(cfg, meta['arch'], Path(folder))
-    missing, unexpected = load_model(model, str(Path(folder)/CHECKPOINT_WEIGHTS), strict=False)
+    try: missing, unexpected = load_model(model, str(Path(folder)/CHECKPOINT_WEIGHTS), strict=False)
+    except (SafetensorError, OSError) as e:
+        raise DamagedState(f'{Path(folder)/CHECKPOINT_WEIGHTS}: unreadable ({type(e).__name__}: {e}); use another checkpoint '
+                           '(a resumed training run sets a damaged one aside by itself)') from None
     if missing or unexpected: raise ConfigError(f'{folder}: weights do not fit the stored architecture; missing {missing}, unexpected {unexpected}')
     model.checkpoint = meta
     return model.to(device or pick_device(cfg.device)).eval()

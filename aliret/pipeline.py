@@ -102,10 +102,11 @@ def step_records(run_path: Path, steps: list[Step]) -> list[dict]:
     rows = []
     for s in steps:
         f = run_path/s.name/'run.json'
-        r = json.loads(f.read_text()) if f.is_file() else {}
+        try: r = json.loads(f.read_text()) if f.is_file() else {}
+        except ValueError: r = dict(status='run.json unreadable')
         status = 'complete' if is_complete(run_path/s.name) else r.get('status', 'not run')
         if r.get('error') and status != 'complete': status = f"{status}: {r['error']}"
-        rows.append(dict(step=s.name, status=status, seconds=r.get('seconds'), results=r.get('results', {})))
+        rows.append(dict(step=s.name, status=status, seconds=r.get('seconds'), results=r.get('results', {}), set_aside=r.get('set_aside', [])))
     return rows
 
 METRICS = ('r1', 'r5', 'r10', 'ali_score')
@@ -135,6 +136,8 @@ def write_summary(run_path: Path, steps: list[Step]) -> str:
     verdicts = [f"- {r['step']}: {r['results']['verdict']}" for r in rows if r['results'].get('verdict')]
     subs = [run_path/r['step']/r['results']['submission'] for r in rows if r['results'].get('submission')]
     if verdicts: lines += ['', '## Verdicts', ''] + verdicts
+    aside = [f"- {r['step']}: `{e['path']}` ({e['why']}), kept as `{e['kept_as']}`" for r in rows for e in r['set_aside']]
+    if aside: lines += ['', '## Set aside as damaged (kept, recomputed)', ''] + aside
     if subs: lines += ['', f'Submission (validated when written): `{subs[-1]}`' + ('' if subs[-1].is_file() else ' (missing!)')]
     for r in rows:
         if r['results']:

@@ -6,22 +6,24 @@
 from __future__ import annotations
 import argparse, hashlib, json, os, re, signal, sys, time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 import numpy as np, pandas as pd, torch
-from .core import (AliretError, SUCCESS, atomic_open, atomic_write, write_json, is_complete, ConfigError, get_config, pick_device, stream_process,
+from .core import (AliretError, DAMAGED, DamagedState, SUCCESS, set_aside, atomic_open, atomic_write, write_json, is_complete, ConfigError, get_config, pick_device, stream_process,
                          child_env)
 from .models import ImageFiles, build_model, load_checkpoint
 from .train import dist_env, read_table
 from .data import resolve_data_dir
 
 # %% auto #0
-__all__ = ['HEADS', 'SCORER_KEYS', 'MANIFEST', 'SHARD_FORMAT', 'SHARD_PREFIX', 'CHUNK_RE', 'CHUNK_LOG', 'resolve_head',
-           'model_heads', 'score_batch', 'row_ids', 'table_fingerprint', 'weights_digest', 'describe_scorer',
-           'scorer_mismatch', 'chunk_ranges', 'shard_range', 'auto_chunk_size', 'ShardError', 'shard_dir', 'chunk_file',
-           'list_chunks', 'shard_dirs', 'read_manifest', 'write_chunk', 'read_chunk', 'score_shard', 'merge_scores',
-           'scores_path', 'save_scores', 'read_scores', 'load_scorer', 'main', 'scoring_command', 'launch_scoring',
-           'known_noise', 'flag_counts', 'roc_pr', 'separation_auc', 'average_precision', 'ecdf',
-           'plot_score_distributions', 'plot_roc_pr', 'plot_pair_grid', 'synthetic_table', 'merge_scale_check']
+__all__ = ['HEADS', 'SCORER_KEYS', 'MANIFEST', 'SHARD_FORMAT', 'SHARD_PREFIX', 'CHUNK_RE', 'SHARD_RE', 'CHUNK_LOG',
+           'CHUNK_COLUMNS', 'resolve_head', 'model_heads', 'resolve_heads', 'score_heads', 'score_batch', 'row_ids',
+           'table_fingerprint', 'weights_digest', 'describe_scorer', 'scorer_mismatch', 'chunk_ranges', 'shard_range',
+           'auto_chunk_size', 'ShardError', 'shard_dir', 'chunk_file', 'list_chunks', 'shard_dirs', 'read_manifest',
+           'write_chunk', 'read_chunk', 'chunk_problem', 'verified_chunks', 'manifest_problem', 'head_dirs',
+           'score_chunks', 'score_shard', 'merge_scores', 'scores_path', 'save_scores', 'read_scores', 'load_scorer',
+           'main', 'scoring_command', 'launch_scoring', 'known_noise', 'flag_counts', 'roc_pr', 'separation_auc',
+           'average_precision', 'ecdf', 'plot_score_distributions', 'plot_roc_pr', 'plot_pair_grid', 'synthetic_table',
+           'merge_scale_check']
 
 # %% ../nbs/05_itm_distribution.ipynb #2778d612
 HEADS = ('itm', 'itc')
@@ -40,22 +42,29 @@ def model_heads(model) -> list[str]:
     "Every head `model` can score with (BLIP: itm and itc; CLIP: itc)."
     return ['itm', 'itc'] if model.has_itm else ['itc']
 
-def score_batch(model, # a model from `aliret.models`
+def resolve_heads(model, # a model from `aliret.models`
+                  head: str = 'auto', # 'auto' (the main head), 'all' (`model_heads`), or a comma list of 'itm' / 'itc'
+                 ) -> list[str]:
+    "The heads `head` names, each checked by `resolve_head`, without repeats."
+    if head == 'all': return model_heads(model)
+    return list(dict.fromkeys(resolve_head(model, h.strip()) for h in head.split(',')))
+
+# %% ../nbs/05_itm_distribution.ipynb #23e81e9f
+def score_heads(model, # a model from `aliret.models`
                 pixel_values: torch.Tensor, # [N, 3, H, W] uint8 from `model.image_files`, or floats from `image_transform`
                 captions: Sequence[str], # N captions, aligned with the images
-                head: str, # 'itm' or 'itc' (see `resolve_head`)
-               ) -> np.ndarray:
-    "Scores of N aligned (image, caption) pairs: ITM match probability or ITC cosine, float32 `[N]`."
+                heads: Sequence[str], # 'itm' and/or 'itc' (see `resolve_heads`)
+               ) -> dict:
+    "Scores of N aligned (image, caption) pairs per head (ITM match probability, ITC cosine), float32 `[N]`, one vision pass."
     tokens = model.tokenize([str(c) for c in captions])
     if pixel_values.dtype == torch.uint8: pixel_values = model.normalize(pixel_values.to(model.device, non_blocking=True))
-    if head == 'itm': return model.itm_scores(pixel_values, tokens).float().cpu().numpy()
-    was = model.training; model.eval()
-    try:
-        with torch.inference_mode(), model.autocast():
-            img = model.encode_images(pixel_values.to(model.device))
-            txt = model.encode_texts({k: v.to(model.device) for k, v in tokens.items()})
-            return (img.float() * txt.float()).sum(-1).cpu().numpy()
-    finally: model.train(was)
+    return {h: s.cpu().numpy() for h, s in model.pair_scores(pixel_values, tokens, tuple(heads)).items()}
+
+def score_batch(model, pixel_values: torch.Tensor, captions: Sequence[str], # as in `score_heads`
+                head: str, # 'itm' or 'itc'
+               ) -> np.ndarray:
+    "Scores of N aligned (image, caption) pairs with one head, float32 `[N]`."
+    return score_heads(model, pixel_values, captions, [head])[head]
 
 # %% ../nbs/05_itm_distribution.ipynb #9f8c9e46
 def row_ids(table: pd.DataFrame) -> np.ndarray:
@@ -136,6 +145,7 @@ def auto_chunk_size(n: int, # rows of the table
 # %% ../nbs/05_itm_distribution.ipynb #dd56593d
 MANIFEST, SHARD_FORMAT, SHARD_PREFIX = 'manifest.json', 1, 'shard-'
 CHUNK_RE = re.compile(r'^chunk-(\d{12})-(\d{12})\.parquet$')
+SHARD_RE = re.compile(r'^shard-\d{12}-\d{12}$')
 CHUNK_LOG = 'scored chunk'   # marker of the per-chunk log line (the launcher counts them)
 
 class ShardError(AliretError, ValueError):
@@ -159,7 +169,7 @@ def list_chunks(d: str | Path) -> dict:
 def shard_dirs(out_dir: str | Path) -> list[Path]:
     "Shard folders under `out_dir`, by name (= by start row)."
     out = Path(out_dir)
-    return sorted(p for p in out.iterdir() if p.is_dir() and p.name.startswith(SHARD_PREFIX)) if out.is_dir() else []
+    return sorted(p for p in out.iterdir() if p.is_dir() and SHARD_RE.match(p.name)) if out.is_dir() else []   # not `.damaged` ones
 
 def read_manifest(d: str | Path) -> dict:
     "A shard's manifest."
@@ -198,11 +208,99 @@ def _check_siblings(out: Path, me: Path, new: dict):
             raise ShardError(f"{out} already holds {d.name} (rows [{m['start']}, {m['end']}), written by {m.get('world_size', '?')} rank(s)), "
                              f"which overlaps this shard [{new['start']}, {new['end']}): resume with the same number of ranks and chunk size, or score into a new folder")
 
+# %% ../nbs/05_itm_distribution.ipynb #997e589b
+CHUNK_COLUMNS = ('pos', 'row', 'score', 'status', 'reason')
+
+def chunk_problem(path: str | Path, # a chunk file
+                  n_rows: int, # rows its range holds
+                 ) -> str | None:
+    "Why chunk file `path` is damaged (footer unreadable, row count or columns wrong), or None; reads only the footer."
+    import pyarrow as pa, pyarrow.parquet as pq
+    try: md = pq.ParquetFile(path).metadata
+    except (OSError, ValueError, pa.ArrowException) as e: return f'not a readable Parquet file ({type(e).__name__}: {e})'
+    if md.num_rows != n_rows: return f'{md.num_rows} rows, its range holds {n_rows}'
+    if missing := [c for c in CHUNK_COLUMNS if c not in md.schema.names]: return f'columns {missing} missing'
+    return None
+
+# %% ../nbs/05_itm_distribution.ipynb #59c06d98
+def verified_chunks(d: str | Path, # a shard folder
+                    log: Callable = print, # where set-aside lines go
+                   ) -> dict:
+    "`list_chunks` of `d` without the damaged ones, which are set aside (and the shard marked unfinished)."
+    good = {}
+    for (a, b), p in list_chunks(d).items():
+        if why := chunk_problem(p, b - a):
+            set_aside(p, why, then=f'rows [{a}, {b}) are scored again', log=log)
+            (Path(d)/SUCCESS).unlink(missing_ok=True)
+        else: good[(a, b)] = p
+    return good
+
+def manifest_problem(d: str | Path) -> str | None:
+    "Why shard folder `d`'s manifest is damaged (present but unreadable or incomplete), or None (also when it is absent)."
+    f = Path(d)/MANIFEST
+    if not f.is_file(): return None
+    try: m = read_manifest(d)
+    except (OSError, ValueError) as e: return f'{MANIFEST} unreadable ({type(e).__name__}: {e})'
+    missing = [k for k in (*_JOB_KEYS, 'start', 'end', 'scorer') if k not in m] if isinstance(m, dict) else ['all']
+    return f'{MANIFEST} lacks {missing}' if missing else None
+
+# %% ../nbs/05_itm_distribution.ipynb #54356cd9
+def head_dirs(out_dir: str | Path, # the scores folder; with several heads it holds `{head}`, e.g. `run/scores-{head}`
+              heads: Sequence[str], # heads scored (see `resolve_heads`)
+             ) -> dict:
+    "The scores folder of each head (`{head}` in `out_dir` filled in)."
+    s = str(out_dir)
+    if len(heads) > 1 and '{head}' not in s:
+        raise ConfigError(f"scoring several heads ({', '.join(heads)}) at once needs an output folder with {{head}} in it, e.g. run/scores-{{head}}; got {s}")
+    return {h: Path(s.replace('{head}', h)) for h in heads}
+
+def _open_shard(out: Path, man: dict, log: Callable) -> Path:
+    "Shard folder of `man`'s rows under `out`: its manifest checked (or written first), damage set aside, temp files removed."
+    d = shard_dir(out, man['start'], man['end'])
+    if why := manifest_problem(d): set_aside(d, why, then='the shard is scored again', log=log)
+    if (d/MANIFEST).is_file(): _check_resume(d, read_manifest(d), man)
+    else:
+        _check_siblings(out, d, man)
+        write_json(d/MANIFEST, man)
+    for p in d.glob('.chunk-*.tmp'): p.unlink(missing_ok=True)   # left by a write that was killed
+    return d
+
+# %% ../nbs/05_itm_distribution.ipynb #def0a296
+def _chunk_batches(todo: list, start: int, bs: int) -> list[list[int]]:
+    "Shard-local row positions of each batch of the chunks in `todo`, cut at batch multiples from each chunk's start."
+    return [list(range(i, min(i + bs, b - start))) for a, b in todo for i in range(a - start, b - start, bs)]
+
+def score_chunks(model, # a model from `aliret.models`
+                 paths: Sequence[str], # the shard's image files
+                 caps: Sequence[str], # the shard's captions
+                 todo: list, # chunks `(a, b)` to score, global row positions
+                 need: dict, # chunk -> heads it still needs
+                 start: int, # the shard's first row position
+                 bs: int, # pairs per batch
+                 workers: int, # image-decoding worker processes
+                ) -> Iterator:
+    "Yield `(a, b, {head: scores}, ok, reason)` per chunk of `todo`, from one loader whose workers prefetch across chunks."
+    from torch.utils.data import DataLoader
+    if not todo: return
+    dl = DataLoader(model.image_files(paths), batch_sampler=_chunk_batches(todo, start, bs), num_workers=workers,
+                    pin_memory=model.device.type == 'cuda', prefetch_factor=4 if workers else None)
+    batches = iter(dl)
+    for a, b in todo:
+        score = {h: np.full(b - a, np.nan, np.float32) for h in need[(a, b)]}
+        ok, reason = np.ones(b - a, bool), [''] * (b - a)
+        for _ in range(-(-(b - a) // bs)):
+            px, idx, good, err = next(batches)
+            i = idx.numpy() - (a - start)
+            for h, s in score_heads(model, px, [caps[a - start + j] for j in i], list(score)).items(): score[h][i] = s
+            for j in np.flatnonzero(~good.numpy()): ok[i[j]], reason[i[j]] = False, f'unreadable image: {err[j]}'
+        for s in score.values(): s[~ok] = np.nan
+        yield a, b, score, ok, reason
+
 # %% ../nbs/05_itm_distribution.ipynb #c72ff919
 def score_shard(model, # a model from `aliret.models`
                 table: pd.DataFrame, # the whole table (image_path + caption column; `row` ids if present)
-                out_dir: str | Path, # the run's scores folder (shard folders go inside)
-                head: str = 'auto', # 'itm', 'itc' or 'auto'
+                out_dir: str | Path, # the run's scores folder (shard folders go inside); `{head}` in it for several heads
+                head: str = 'auto', # 'itm', 'itc', 'auto', 'all' or a comma list (see `resolve_heads`): one vision pass for all
                 start: int = 0, # first row position of this shard
                 end: int | None = None, # one past its last row (None = the table's end)
                 chunk_size: int = 0, # rows per chunk file (0 = `auto_chunk_size` for one rank)
@@ -215,54 +313,43 @@ def score_shard(model, # a model from `aliret.models`
                 kill_after_chunks: int | None = None, # SIGKILL this process after this many new chunks (subprocess tests only)
                 log: Callable = print, # where progress lines go
                ) -> dict:
-    "Score rows `[start, end)` of `table` into a resumable shard folder; return its counts and rate."
-    from torch.utils.data import DataLoader
+    "Score rows `[start, end)` of `table` into a resumable shard folder per head; return its counts and rate."
     n = len(table); end = n if end is None else int(end); start = int(start)
     if not 0 <= start <= end <= n: raise ValueError(f'start/end must satisfy 0 <= start <= end <= {n} (rows of the table), got {start}, {end}')
-    head = resolve_head(model, head)
+    heads = resolve_heads(model, head)
     bs = int(batch_size or model.cfg.eval_batch_size); cs = int(chunk_size or auto_chunk_size(n, bs))
     if cs % bs: raise ConfigError(f'chunk_size {cs} must be a multiple of batch_size {bs}: batches then hold the same rows in every run, so sharded scores equal single-process ones')
     env = dist_env()
     man = dict(format=SHARD_FORMAT, fingerprint=table_fingerprint(table, caption_col), n_rows=n, caption_col=caption_col,
-               start=start, end=end, chunk_size=cs, batch_size=bs, scorer=describe_scorer(model, head, source),
-               rank=env.rank, world_size=env.world_size, by_rank=by_rank)
-    out = Path(out_dir); d = shard_dir(out, start, end)
-    if (d/MANIFEST).is_file(): _check_resume(d, read_manifest(d), man)
-    else:
-        _check_siblings(out, d, man)
-        write_json(d/MANIFEST, man)
-    for p in d.glob('.chunk-*.tmp'): p.unlink(missing_ok=True)   # left by a write that was killed
-    plan, done = chunk_ranges(start, end, cs), list_chunks(d)
-    todo = [c for c in plan if c not in done]
+               start=start, end=end, chunk_size=cs, batch_size=bs, rank=env.rank, world_size=env.world_size, by_rank=by_rank)
+    dirs = {h: _open_shard(o, {**man, 'scorer': describe_scorer(model, h, source)}, log) for h, o in head_dirs(out_dir, heads).items()}
+    plan, done = chunk_ranges(start, end, cs), {h: verified_chunks(d, log) for h, d in dirs.items()}
+    need = {c: [h for h in heads if c not in done[h]] for c in plan}
+    todo = [c for c in plan if need[c]]
+    name = dirs[heads[0]].name
     ids = row_ids(table)[start:end]
     paths = table['image_path'].iloc[start:end].astype(str).tolist()
     caps = table[caption_col].iloc[start:end].astype(str).tolist()
     w = model.cfg.workers if workers is None else workers
     t_all, rows_new, failed_new, k = time.time(), 0, 0, 0
-    if done and todo: log(f'{d.name}: resuming, {len(done)} of {len(plan)} chunks already complete')
-    for a, b in todo:
-        t0 = time.time()
-        score = np.empty(b - a, np.float32); ok = np.ones(b - a, bool); reason = [''] * (b - a)
-        dl = DataLoader(model.image_files(paths[a - start:b - start]), batch_size=bs, shuffle=False,
-                        num_workers=w, pin_memory=model.device.type == 'cuda')
-        for px, idx, good, err in dl:
-            i = idx.numpy()
-            score[i] = score_batch(model, px, [caps[a - start + j] for j in i], head)
-            for j in np.flatnonzero(~good.numpy()): ok[i[j]] = False; reason[i[j]] = f'unreadable image: {err[j]}'
-        score[~ok] = np.nan
-        write_chunk(chunk_file(d, a, b), np.arange(a, b), ids[a - start:b - start], score, np.where(ok, 'ok', 'failed'), reason)
+    if todo and len(todo) < len(plan): log(f'{name}: resuming, {len(plan) - len(todo)} of {len(plan)} chunks already complete')
+    t0 = time.time()
+    for a, b, score, ok, reason in score_chunks(model, paths, caps, todo, need, start, bs, w):
+        for h, s in score.items(): write_chunk(chunk_file(dirs[h], a, b), np.arange(a, b), ids[a - start:b - start], s, np.where(ok, 'ok', 'failed'), reason)
         dt = time.time() - t0; k += 1; rows_new += b - a; failed_new += int((~ok).sum())
-        log(f'{d.name}: {CHUNK_LOG} [{a}, {b}) {b - a} pairs in {dt:.2f}s ({(b - a) / max(dt, 1e-9):.0f} pairs/s), '
-            f'{int((~ok).sum())} unreadable; {len(done) + k}/{len(plan)} chunks')
+        log(f'{name}: {CHUNK_LOG} [{a}, {b}) {b - a} pairs x {len(score)} head(s) in {dt:.2f}s ({(b - a) / max(dt, 1e-9):.0f} pairs/s), '
+            f'{int((~ok).sum())} unreadable; {len(plan) - len(todo) + k}/{len(plan)} chunks')
         if kill_after_chunks is not None and k >= kill_after_chunks and (a, b) != todo[-1]: os.kill(os.getpid(), signal.SIGKILL)
         if stop_after_chunks is not None and k >= stop_after_chunks and (a, b) != todo[-1]:
-            return dict(dir=str(d), start=start, end=end, chunks=len(plan), new_chunks=k, rows=rows_new, failed=failed_new,
+            return dict(dir=str(dirs[heads[0]]), start=start, end=end, chunks=len(plan), new_chunks=k, rows=rows_new, failed=failed_new,
                         seconds=time.time() - t_all, stopped=True)
+        t0 = time.time()
     secs = time.time() - t_all
-    res = dict(dir=str(d), start=start, end=end, chunks=len(plan), new_chunks=k, skipped_chunks=len(plan) - k, rows=rows_new,
-               failed=failed_new, seconds=round(secs, 3), pairs_per_s=round(rows_new / secs, 1) if rows_new else None, stopped=False)
-    if not is_complete(d): atomic_write(d/SUCCESS, json.dumps(res) + '\n')
-    log(f"{d.name}: complete, {end - start} rows ({res['skipped_chunks']} chunks were already done)"
+    res = dict(dir=str(dirs[heads[0]]), heads=heads, start=start, end=end, chunks=len(plan), new_chunks=k, skipped_chunks=len(plan) - k,
+               rows=rows_new, failed=failed_new, seconds=round(secs, 3), pairs_per_s=round(rows_new / secs, 1) if rows_new else None, stopped=False)
+    for d in dirs.values():
+        if not is_complete(d): atomic_write(d/SUCCESS, json.dumps(res) + '\n')
+    log(f"{name}: complete, {end - start} rows x {len(heads)} head(s) ({res['skipped_chunks']} chunks were already done)"
         + (f", {res['pairs_per_s']:.0f} pairs/s" if rows_new else ''))
     return res
 
@@ -279,6 +366,7 @@ def _expected_names(gaps: list, world: int | None, cs: int | None, n: int) -> li
 def merge_scores(out_dir: str | Path, # the run's scores folder holding shard-* folders
                  table: pd.DataFrame, # the table that was scored
                  caption_col: str = 'caption', # the caption column that was scored
+                 log: Callable = print, # where set-aside lines go
                 ) -> pd.DataFrame:
     "`table` in input order plus `score`, `status`, `reason` from the shards; refuses missing, duplicate, partial or foreign shards by name."
     out = Path(out_dir); n = len(table); fp = table_fingerprint(table, caption_col)
@@ -286,16 +374,19 @@ def merge_scores(out_dir: str | Path, # the run's scores folder holding shard-* 
     if not dirs: raise ShardError(f'{out}: no shard folders ({SHARD_PREFIX}*): run the scoring first')
     problems, shards, ref = [], [], None
     for d in dirs:
-        try: m = read_manifest(d)
-        except (OSError, ValueError) as e:
-            problems.append(f'{d.name}: partial shard: no readable {MANIFEST} ({type(e).__name__}); delete it and score its rows again'); continue
+        if why := manifest_problem(d):
+            set_aside(d, why, then='run the same scoring command again to score its rows', log=log)
+            problems.append(f'{d.name}: damaged shard ({why}), set aside as {d.name}{DAMAGED}'); continue
+        if not (d/MANIFEST).is_file():
+            problems.append(f'{d.name}: partial shard: no {MANIFEST}; run the same scoring command again to finish it'); continue
+        m = read_manifest(d)
         if (m.get('fingerprint'), m.get('n_rows'), m.get('caption_col')) != (fp, n, caption_col):
             problems.append(f"{d.name}: foreign shard: scored on another table (fingerprint {m.get('fingerprint')}, {m.get('n_rows')} rows, "
                             f"column {m.get('caption_col')!r}; this table: {fp}, {n} rows, {caption_col!r})"); continue
         if ref is None: ref = (d, m)
         elif bad := scorer_mismatch(ref[1]['scorer'], m['scorer']):
             problems.append(f"{d.name}: foreign shard: scored by another scorer than {ref[0].name} (differs in {', '.join(bad)})"); continue
-        plan, have = chunk_ranges(m['start'], m['end'], m['chunk_size']), list_chunks(d)
+        plan, have = chunk_ranges(m['start'], m['end'], m['chunk_size']), verified_chunks(d, log)
         if not is_complete(d) or any(c not in have for c in plan):
             problems.append(f"{d.name}: partial shard: {sum(c in have for c in plan)} of {len(plan)} chunks"
                             f"{'' if is_complete(d) else f', no {SUCCESS}'}; run the same scoring command again to finish it")
@@ -318,7 +409,11 @@ def merge_scores(out_dir: str | Path, # the run's scores folder holding shard-* 
     status, reason, ids = np.full(n, 'missing', object), np.full(n, '', object), row_ids(table)
     for d, m, have, plan in shards:
         for (a, b) in plan:
-            c = read_chunk(have[(a, b)]); p = c['pos'].to_numpy(np.int64)
+            try: c = read_chunk(have[(a, b)])
+            except (OSError, ValueError) as e:   # a damaged data page behind a sound footer
+                set_aside(have[(a, b)], f'unreadable ({type(e).__name__}: {e})', then='run the same scoring command again to re-score it', log=log)
+                problems.append(f'{d.name}: chunk [{a}, {b}) damaged, set aside'); continue
+            p = c['pos'].to_numpy(np.int64)
             if len(c) != b - a or p.min() < a or p.max() >= b:
                 problems.append(f'{d.name}: chunk [{a}, {b}) holds {len(c)} rows at positions {p.min()}..{p.max()}'); continue
             if not np.array_equal(c['row'].to_numpy(np.int64), ids[p]):
@@ -362,12 +457,25 @@ def read_scores(run_dir: str | Path, # a finished 05_itm_distribution run folder
     if not is_complete(d): raise ShardError(f'{d}: no {SUCCESS} marker, so the scoring run did not finish; run it again (it resumes)')
     h = ('itm' if 'itm' in heads else heads[0]) if head == 'auto' else head
     if h not in heads: raise FileNotFoundError(f'{d}: no scores for head {h!r}; it has {heads}')
-    meta = json.loads(scores_path(d, h).with_suffix('.json').read_text())
+    p = scores_path(d, h)
+    try:
+        meta = json.loads(p.with_suffix('.json').read_text())
+        df = pd.read_parquet(p)
+    except (OSError, ValueError) as e: _damaged_scores(d, p, f'unreadable ({type(e).__name__}: {e})')
+    if len(df) != meta.get('rows'): _damaged_scores(d, p, f"{len(df)} rows, its description says {meta.get('rows')}")
     if table is not None and (fp := table_fingerprint(table, caption_col)) != meta['fingerprint']:
-        raise ShardError(f"{scores_path(d, h)} scores another table (fingerprint {meta['fingerprint']}, {meta['rows']} rows) than the one given "
+        raise ShardError(f"{p} scores another table (fingerprint {meta['fingerprint']}, {meta['rows']} rows) than the one given "
                          f"({fp}, {len(table)} rows): score this table, or pass the table that was scored")
-    df = pd.read_parquet(scores_path(d, h)); df.attrs['scoring'] = meta
+    df.attrs['scoring'] = meta
     return df
+
+def _damaged_scores(d: Path, p: Path, why: str):
+    "Set merged scores file `p` (and its description) aside and stop with the fix: re-running 05 merges the kept chunks again."
+    then = f'the next run of 05_itm_distribution on {d} merges its kept chunks again (no re-scoring)'
+    for f in (p, p.with_suffix('.json')):
+        if f.exists(): set_aside(f, why, then=then)
+    raise DamagedState(f'{p}: {why}; set aside. Re-run 05_itm_distribution with output_dir {d} (or the pipeline): '
+                       'it merges the kept chunks again, no re-scoring')
 
 # %% ../nbs/05_itm_distribution.ipynb #00b05825
 def load_scorer(checkpoint: str | Path = '', # aliret checkpoint folder ('' = build from `config`)
@@ -394,7 +502,7 @@ def main(argv: list[str] | None = None):
         p.add_argument('--caption-col', default='caption')
     s.add_argument('--checkpoint', default='', help='aliret checkpoint folder'); s.add_argument('--config', default='tiny')
     s.add_argument('--overrides', default='{}', help='JSON config overrides, e.g. {"eval_batch_size": 512}')
-    s.add_argument('--head', default='auto', choices=['auto', *HEADS])
+    s.add_argument('--head', default='auto', help="'auto', 'all', or a comma list of itm, itc (one vision pass for all); --out then holds {head}")
     s.add_argument('--chunk-size', type=int, default=0); s.add_argument('--batch-size', type=int, default=0)
     s.add_argument('--workers', type=int, default=-1, help='-1 = the config value')
     s.add_argument('--start', type=int, default=-1, help='score rows [start, end) by hand instead of by rank')
@@ -455,7 +563,8 @@ def launch_scoring(nproc: int, # processes (GPUs) on this node
                   ) -> dict:
     "Run the scoring job, streaming its log; return `returncode`, `killed`, `chunks` written, `seconds`, `log`."
     cmd = scoring_command(nproc, table, out, kill_after_chunks=kill_after_chunks, **opts)
-    Path(out).mkdir(parents=True, exist_ok=True); log_file = Path(log_file or Path(out)/'scoring.log')
+    base = Path(out).parent if '{head}' in str(out) else Path(out)   # several heads: the log sits beside their folders
+    base.mkdir(parents=True, exist_ok=True); log_file = Path(log_file or base/'scoring.log')
     t0, chunk_lines = time.time(), []
     rc, _ = stream_process(cmd, log_file, child_env(nproc, threads), echo, on_line=lambda line: CHUNK_LOG in line and chunk_lines.append(line))
     if rc and not kill_after_chunks: raise RuntimeError(f'scoring exited with code {rc}; the full log is {log_file}')

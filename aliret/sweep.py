@@ -203,7 +203,7 @@ def sweep(checkpoints, # `find_checkpoints` specs, or anything it accepts
     specs = checkpoints if (isinstance(checkpoints, (list, tuple)) and all(isinstance(s, CheckpointSpec) for s in checkpoints)) else find_checkpoints(checkpoints)
     names = check_variants(val, variants)
     val = val.reset_index(drop=True)
-    cache = EmbeddingStore(cache_dir or default_cache_dir())
+    cache = EmbeddingStore(cache_dir or default_cache_dir(), log=log)
     load_fn = load_fn or (lambda s: load_sweep_model(s, device, batch_size, workers, pth_config))
     gal = val_gallery(val)[['product', 'image_path']]
     ghash, qhash = gallery_hash(gal), content_hash(val['product'].astype(str).tolist())

@@ -4,26 +4,30 @@
 
 # %% ../nbs/08_train.ipynb #bc4d057f
 from __future__ import annotations
-import json, math, os, random, shutil, sys, time
+import datetime, json, math, os, random, shutil, sys, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 import torch.distributed as dist
-from .core import (AliretError, SUCCESS, atomic_open, atomic_write, write_json, is_complete, Config, ConfigError, get_config, pick_device, seed_everything,
+from .core import (AliretError, SUCCESS, set_aside, atomic_open, atomic_write, write_json, is_complete, Config, ConfigError, get_config, pick_device, seed_everything,
                          stream_process, child_env)
 from .retrieval import truth_from_ids, evaluate_embeddings
+from fastcore.basics import patch
 from .models import save_checkpoint, build_model, load_checkpoint, autocast_for
 from .checkpoints import CKPT_PREFIX, checkpoint_dirs, latest_checkpoint, newest_verified, prune_checkpoints
 from .core import outputs_root
+from .shards import ShardPairs, shard_table
+from functools import partial
 from .testing import progress_bar
 
 # %% auto #0
 __all__ = ['DistEnv', 'dist_env', 'init_distributed', 'cleanup_distributed', 'EpochSampler', 'warmup_cosine', 'make_scheduler',
-           'rng_state', 'set_rng_state', 'random_shift', 'PairDataset', 'gather_with_grad', 'freeze_towers',
-           'loss_fn_for', 'LossModule', 'NonFiniteLoss', 'check_finite', 'image_ids_of', 'val_gallery',
-           'evaluate_model', 'save_train_checkpoint', 'load_train_state', 'fit', 'read_table', 'main', 'launch',
-           'resume_dir', 'plot_history']
+           'rng_state', 'set_rng_state', 'random_shift', 'PairDataset', 'train_dataset', 'train_loader',
+           'gather_with_grad', 'freeze_towers', 'loss_fn_for', 'LossModule', 'make_optimizer', 'cuda_math',
+           'NonFiniteLoss', 'StepLog', 'log_step', 'image_ids_of', 'val_gallery', 'rank_span', 'gather_rows',
+           'evaluate_model', 'save_train_checkpoint', 'load_train_state', 'resume_point', 'read_history', 'fit',
+           'read_table', 'main', 'launch', 'resume_dir', 'plot_history']
 
 # %% ../nbs/08_train.ipynb #33c22791
 @dataclass(frozen=True)
@@ -43,11 +47,12 @@ def dist_env() -> DistEnv:
     return DistEnv(g('RANK', 0), g('LOCAL_RANK', 0), g('WORLD_SIZE', 1))
 
 def init_distributed(device: torch.device, # the device this rank computes on
+                     timeout_min: int = 30, # minutes a collective may wait (a rank stuck longer fails the job instead of hanging it)
                     ) -> DistEnv:
     "Join the process group when launched by torchrun (NCCL on CUDA, gloo otherwise); no-op for one process."
     env = dist_env()
     if env.distributed and not dist.is_initialized():
-        dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
+        dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo', timeout=datetime.timedelta(minutes=timeout_min))
     return env
 
 def cleanup_distributed():
@@ -150,6 +155,44 @@ class PairDataset(torch.utils.data.Dataset):
         if self.shift: x = random_shift(x, self.shift, torch.Generator().manual_seed(_sample_seed(self.seed, epoch, i)))
         return x, i
 
+# %% ../nbs/08_train.ipynb #330e1c7e
+def _shifted(x: torch.Tensor, epoch: int, row: int, seed: int = 0, shift: int = 0) -> torch.Tensor:
+    "`PairDataset`'s augmentation for a shard row: a random shift seeded by `(seed, epoch, row)`."
+    if not shift: return x
+    return random_shift(x, shift, torch.Generator().manual_seed(_sample_seed(seed, epoch, row)))
+
+def train_dataset(cfg: Config, # training config
+                  train_table, # training pairs (with `train_shards`: `shard_table(train_shards)`)
+                  model, # the model being trained (its `image_transform`)
+                  env: DistEnv, # this rank
+                  sampler: EpochSampler, # the epoch's batches (their count, for shards)
+                  train_shards: str | Path = '', # WebDataset shard folder (03a_shards); '' = the table's image files
+                 ):
+    "`PairDataset` over the table's image files, or `ShardPairs` over `train_shards`."
+    shift = max(1, cfg.image_size // 16) if cfg.image_size else 0
+    if not train_shards: return PairDataset(train_table['image_path'].tolist(), model.image_transform, seed=cfg.seed, shift=shift)
+    st = shard_table(train_shards)
+    if train_table['product'].astype(str).tolist() != st['product'].tolist():
+        raise ConfigError(f'train_shards={str(train_shards)!r}: the train table is not its rows; pass shard_table(train_shards)')
+    return ShardPairs(train_shards, model.image_transform, cfg.batch_size, sampler.batches_per_epoch, env.rank,
+                      env.world_size, seed=cfg.seed, augment=partial(_shifted, seed=cfg.seed, shift=shift))
+
+# %% ../nbs/08_train.ipynb #e3c07257
+def train_loader(ds, # `train_dataset`'s
+                 sampler: EpochSampler, # the batches of `PairDataset`
+                 cfg: Config, # training config
+                 device: torch.device, # where training runs (pinned memory on CUDA)
+                 epoch: int, # epoch to load
+                 b0: int = 0, # first batch (resuming mid-epoch)
+                ) -> torch.utils.data.DataLoader:
+    "The epoch's loader from batch `b0`: the sampler's batches over `PairDataset`, or the shard readers' batches."
+    common = dict(batch_size=cfg.batch_size, num_workers=cfg.workers, pin_memory=device.type == 'cuda')
+    if isinstance(ds, ShardPairs):
+        ds.set_epoch(epoch, b0)
+        return torch.utils.data.DataLoader(ds, **common)
+    sampler.set_epoch(epoch, b0)
+    return torch.utils.data.DataLoader(ds, sampler=sampler, generator=torch.Generator().manual_seed(cfg.seed + epoch), **common)
+
 # %% ../nbs/08_train.ipynb #9f1ceb02
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     "Concatenate `x` from every rank in rank order; float tensors keep their gradient path."
@@ -189,13 +232,72 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         (no_decay if p.ndim < 2 or 'logit_scale' in n or 'norm' in n.lower() or n.endswith('.bias') else decay).append(p)
     return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
 
+def make_optimizer(model: nn.Module, # the model to train
+                   cfg: Config, # lr, weight_decay
+                   device: torch.device, # where it trains: CUDA gets the fused AdamW kernel
+                  ) -> torch.optim.AdamW:
+    "AdamW over `_param_groups` (fused on CUDA: one kernel for all parameters instead of a loop of small ones)."
+    fused = device.type == 'cuda'
+    return torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, fused=fused)
+
+def cuda_math(device: torch.device):
+    "On CUDA, let fp32 matmuls and convolutions use TF32 tensor cores (autocast covers the rest); nothing elsewhere."
+    if device.type != 'cuda': return
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
 class NonFiniteLoss(AliretError, FloatingPointError):
     "A NaN or Inf loss; the message names the step."
 
-def check_finite(losses: dict, step: int, epoch: int, batch: int):
-    "Stop the run at the first non-finite loss, naming where it happened."
-    bad = {k: float(v) for k, v in losses.items() if not torch.isfinite(v.detach()).all()}
-    if bad: raise NonFiniteLoss(f'non-finite loss {bad} at optimizer step {step} (epoch {epoch}, batch {batch}); lower lr, use bf16 instead of fp16, or resume from the last checkpoint')
+
+# %% ../nbs/08_train.ipynb #7f5c7b56
+class StepLog:
+    "Losses and gradient norms summed on the device and read every `every` optimizer steps: one host sync per read."
+    def __init__(self, every: int): # optimizer steps between reads
+        self.every = max(1, every)
+        self.sums, self.counts, self.flags, self.where = {}, {}, [], []
+
+    def add(self, values: dict, # name -> tensor (a loss, or a step's gradient norm)
+            step: int, epoch: int, batch: int, # where they come from (named if non-finite)
+           ):
+        "Accumulate `values` without leaving the device."
+        v = {k: x.detach().float() for k, x in values.items()}
+        self.flags.append(~torch.isfinite(torch.stack(list(v.values()))).all())
+        self.where.append((step, epoch, batch))
+        for k, x in v.items():
+            self.sums[k] = self.sums.get(k, 0) + x
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+# %% ../nbs/08_train.ipynb #e2e0a7a0
+@patch
+def read(self: StepLog) -> dict:
+    "Mean of each value since the last read (one host sync); `NonFiniteLoss` naming the first non-finite one."
+    if not self.flags: return {}
+    keys = list(self.sums)
+    vals = torch.cat([torch.stack(self.flags).float(), torch.stack([self.sums[k] for k in keys])]).cpu().tolist()
+    flags, sums = vals[:len(self.flags)], vals[len(self.flags):]
+    if any(flags):
+        step, epoch, batch = self.where[flags.index(1.0)]
+        raise NonFiniteLoss(f'non-finite loss or gradient at optimizer step {step} (epoch {epoch}, batch {batch}); '
+                            'lower lr, use bf16 instead of fp16, or resume from the last checkpoint')
+    out = {k: s / self.counts[k] for k, s in zip(keys, sums)}
+    self.sums, self.counts, self.flags, self.where = {}, {}, [], []
+    return out
+
+# %% ../nbs/08_train.ipynb #461fe46d
+def log_step(log: StepLog, # the run's step log (read here: one host sync)
+             step: int, epoch: int, lr: float, # where the run is
+             history: list, # the run's history (appended to)
+             bar=None, # progress bar
+             tb=None, # TensorBoard writer
+            ) -> dict:
+    "Read `log` into a history record and show it on the progress bar and in TensorBoard."
+    rec = dict(step=step, epoch=epoch, lr=lr, **log.read())
+    history.append(rec)
+    if bar is not None: bar.set_postfix({k: f'{v:.3f}' for k, v in rec.items() if k not in ('step', 'epoch', 'lr', 'loss')})
+    for k, v in (rec.items() if tb else []):
+        if k not in ('step', 'epoch'): tb.add_scalar(f'train/{k}', v, step)
+    return rec
 
 # %% ../nbs/08_train.ipynb #b021768f
 def image_ids_of(products) -> np.ndarray:
@@ -207,20 +309,43 @@ def val_gallery(val_table) -> 'pd.DataFrame':
     "The val image gallery: one row per distinct product, sorted by name."
     return val_table.drop_duplicates('product').sort_values('product', kind='stable').reset_index(drop=True)
 
+def rank_span(n: int, env: DistEnv) -> slice:
+    "This rank's contiguous share of `n` rows (shares differ by at most one row)."
+    return slice(n * env.rank // env.world_size, n * (env.rank + 1) // env.world_size)
+
+def gather_rows(x: np.ndarray, # this rank's rows [n_r, D]
+                env: DistEnv, # the ranks
+                device: torch.device, # where the collective runs (CUDA for NCCL)
+               ) -> np.ndarray:
+    "Every rank's rows of `x`, concatenated in rank order (uneven shares padded for the collective, then trimmed)."
+    if not env.distributed: return x
+    n = torch.tensor([len(x)], device=device)
+    ns = [torch.zeros_like(n) for _ in range(env.world_size)]
+    dist.all_gather(ns, n)
+    t = torch.zeros(int(max(ns)), x.shape[1], device=device)
+    t[:len(x)] = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+    parts = [torch.empty_like(t) for _ in range(env.world_size)]
+    dist.all_gather(parts, t)
+    return torch.cat([p[:int(k)] for p, k in zip(parts, ns)]).cpu().numpy()
+
 @torch.no_grad()
 def evaluate_model(model, # a model from `aliret.models`
                    val_table, # val pairs: product, caption, image_path
                    batch_size: int = 128, # embedding batch
                    workers: int = 0, # image-decoding workers
                    caption_col: str = 'caption', # which caption variant to query with
+                   env: DistEnv = DistEnv(), # under DDP every rank embeds its share; rank 0 searches
                   ) -> dict:
-    "Text->image (and image->text) recall of `model` on `val_table`, by exact chunked search."
+    "Text->image (and image->text) recall of `model` on `val_table`, by exact chunked search ({} on ranks other than 0)."
     gal = val_gallery(val_table)
+    g, q = rank_span(len(gal), env), rank_span(len(val_table), env)
     was_training = model.training; model.eval()
     with torch.random.fork_rng(devices=[]):   # evaluation must not shift the training run's random stream
-        img = model.embed_images(gal.image_path.tolist(), batch_size=batch_size, workers=workers)
-        txt = model.embed_texts(val_table[caption_col].tolist(), batch_size=batch_size)
+        img = model.embed_images(gal.image_path.tolist()[g], batch_size=batch_size, workers=workers)
+        txt = model.embed_texts(val_table[caption_col].tolist()[q], batch_size=batch_size)
     model.train(was_training)
+    img, txt = gather_rows(img, env, model.device), gather_rows(txt, env, model.device)
+    if not env.is_main: return {}
     return evaluate_embeddings(txt, img, truth_from_ids(val_table['product'].tolist(), gal['product'].tolist()))
 
 # %% ../nbs/08_train.ipynb #1e4da568
@@ -249,6 +374,33 @@ def load_train_state(d: Path, rank: int = 0) -> dict:
     st['rng'] = torch.load(f, map_location='cpu', weights_only=True) if f.is_file() else None
     return st
 
+# %% ../nbs/08_train.ipynb #b40c0e7d
+def resume_point(ckpts: Path, # the run's checkpoint folder
+                 cfg: Config, # the run's config: a checkpoint of another backend or model is refused
+                 env: DistEnv = DistEnv(), # this rank
+                 say: Callable = print, # rank 0's messages
+                ) -> Path | None:
+    "The newest checkpoint in `ckpts` that verifies and fits `cfg` (None = start from scratch); newer ones are set aside."
+    last, skipped = newest_verified(ckpts, expect=cfg)
+    if env.distributed: dist.barrier()   # every rank has chosen before rank 0 moves anything
+    if env.is_main:
+        for d, why in skipped: set_aside(d, why, then=f"resuming from {last.name if last else 'scratch'}", log=say)
+    say(f'resuming from {last}' if last else f'resume: no usable checkpoint in {ckpts}, starting from scratch')
+    return last
+
+def read_history(path: Path, # the run's history.json
+                 step: int, # the optimizer step resumed from (later entries are dropped)
+                 say: Callable = print, # rank 0's messages
+                 move: bool = True, # set an unreadable file aside (rank 0 only)
+                ) -> list[dict]:
+    "The history up to `step`; an unreadable file is set aside and the history restarts empty."
+    if not path.is_file(): return []
+    try: h = json.loads(path.read_text(encoding='utf-8'))
+    except (OSError, ValueError) as e:
+        if move: set_aside(path, f'unreadable ({type(e).__name__}: {e})', then='the history restarts here (checkpoints keep their metrics)', log=say)
+        return []
+    return [r for r in h if r['step'] <= step]
+
 # %% ../nbs/08_train.ipynb #8a9e4792
 def fit(cfg: Config, # training config (preset + overrides)
         train_table, # training pairs: product, caption, image_path
@@ -258,30 +410,30 @@ def fit(cfg: Config, # training config (preset + overrides)
         stop_after_steps: int | None = None, # stop (as if killed) after this many optimizer steps
         progress: bool = True, # progress bar on rank 0
         log=print, # where rank 0's messages go
+        train_shards: str | Path = '', # WebDataset shard folder (03a_shards) to read images from; '' = loose files
        ) -> dict:
     "Train `cfg`'s model on `train_table` on this rank; return history, final metrics and checkpoints."
     env = dist_env()
     device = pick_device(cfg.device)
     if device.type == 'cuda' and env.distributed: device = torch.device('cuda', env.local_rank); torch.cuda.set_device(device)
-    init_distributed(device)
+    init_distributed(device, cfg.dist_timeout_min)
+    cuda_math(device)
     out = Path(out_dir); ckpts = out/'checkpoints'; say = log if env.is_main else (lambda *a, **k: None)
     seed_everything(cfg.seed, env.rank)
-    last, skipped = newest_verified(ckpts) if resume else (None, [])
-    for d, why in skipped: say(f'resume: skipping {d.name}, it does not verify ({why})')
-    if resume and last is None: say(f'resume: no complete checkpoint in {ckpts}, starting from scratch')
-    if last is not None: say(f'resuming from {last}'); model = load_checkpoint(last, expect=cfg)
+    last = resume_point(ckpts, cfg, env, say) if resume else None
+    if last is not None: model = load_checkpoint(last, expect=cfg)
     else: model = build_model(cfg, vocab_texts=train_table['caption'].tolist())
     freeze_towers(model, cfg.freeze_vision, cfg.freeze_text)
     if cfg.grad_checkpointing: model.set_grad_checkpointing(True)
     model.to(device).train()
 
     sampler = EpochSampler(len(train_table), cfg.batch_size, env, seed=cfg.seed)
-    ds = PairDataset(train_table['image_path'].tolist(), model.image_transform, seed=cfg.seed, shift=max(1, cfg.image_size // 16) if cfg.image_size else 0)
+    ds = train_dataset(cfg, train_table, model, env, sampler, train_shards)
     captions, ids = train_table['caption'].tolist(), torch.from_numpy(image_ids_of(train_table['product']))
     steps_per_epoch = sampler.batches_per_epoch // cfg.grad_accum
     if steps_per_epoch == 0: raise ConfigError(f'grad_accum={cfg.grad_accum} exceeds the {sampler.batches_per_epoch} batches of an epoch')
     total = steps_per_epoch * cfg.epochs; warmup = round(cfg.warmup_frac * total)
-    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    opt = make_optimizer(model, cfg, device)
     sched = make_scheduler(opt, total, warmup)
     scaler = torch.amp.GradScaler('cuda', enabled=device.type == 'cuda' and cfg.precision == 'fp16')
     start_epoch, start_batch, step = 0, 0, 0
@@ -292,50 +444,48 @@ def fit(cfg: Config, # training config (preset + overrides)
         else: seed_everything(cfg.seed + st['step'], env.rank)   # resumed on more ranks than saved
         start_epoch, start_batch, step = st['epoch'], st['batch'], st['step']
     hist_path = out/'history.json'
-    history = json.loads(hist_path.read_text()) if (last is not None and hist_path.is_file()) else []
-    history = [h for h in history if h['step'] <= step]
+    history = read_history(hist_path, step, say, move=env.is_main) if last is not None else []
 
     net = LossModule(model, loss_fn_for(model, env))
     if env.distributed:
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == 'cuda' else None)
+    if cfg.compile: net = torch.compile(net)
     tb = _tensorboard(out) if env.is_main else None
+    steplog = StepLog(cfg.log_every)
     say(f'training {model.backend} ({cfg.name}) on {device} x{env.world_size}: {len(train_table)} rows, '
         f'{steps_per_epoch} steps/epoch x {cfg.epochs} epochs, global batch {cfg.batch_size * env.world_size * cfg.grad_accum}')
     bar = progress_bar(total=total, initial=step, disable=not (progress and env.is_main), desc='train', dynamic_ncols=True)
     stopped = False
     for epoch in range(start_epoch, cfg.epochs):
         b0 = start_batch if epoch == start_epoch else 0
-        sampler.set_epoch(epoch, b0)
-        loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
-                                             pin_memory=device.type == 'cuda', generator=torch.Generator().manual_seed(cfg.seed + epoch))
+        loader = train_loader(ds, sampler, cfg, device, epoch, b0)
         for b, (px, rows) in enumerate(loader, start=b0):
             if b >= steps_per_epoch * cfg.grad_accum: break
             last_micro = (b + 1) % cfg.grad_accum == 0
-            tok = {k: v.to(device) for k, v in model.tokenize([captions[i] for i in rows.tolist()]).items()}
+            tok = {k: v.to(device, non_blocking=True) for k, v in model.tokenize([captions[i] for i in rows.tolist()]).items()}
             px = px.to(device, non_blocking=True)
             sync = net.no_sync() if (env.distributed and not last_micro) else _null()
             with sync:
-                with autocast_for(device, cfg.precision): losses = net(px, tok, ids[rows].to(device))
-                check_finite(losses, step, epoch, b)
+                with autocast_for(device, cfg.precision): losses = net(px, tok, ids[rows].to(device, non_blocking=True))
+                steplog.add(losses, step, epoch, b)
                 scaler.scale(losses['loss'] / cfg.grad_accum).backward()
             if not last_micro: continue
             scaler.unscale_(opt)
-            gnorm = float(nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float('inf')))
+            gnorm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float('inf'))
             scaler.step(opt); scaler.update(); opt.zero_grad(set_to_none=True); sched.step(); step += 1
             model.after_step()
-            rec = dict(step=step, epoch=epoch, lr=opt.param_groups[0]['lr'], grad_norm=gnorm, **{k: float(v.detach()) for k, v in losses.items()})
-            history.append(rec); bar.update(1); bar.set_postfix({k: f'{v:.3f}' for k, v in rec.items() if k in losses and k != 'loss'})
-            if tb:
-                for k, v in rec.items():
-                    if k not in ('step', 'epoch'): tb.add_scalar(f'train/{k}', v, step)
-            if cfg.save_every_steps and step % cfg.save_every_steps == 0 and b + 1 < steps_per_epoch * cfg.grad_accum:
+            steplog.add({'grad_norm': gnorm}, step, epoch, b)
+            bar.update(1)
+            save_now = cfg.save_every_steps and step % cfg.save_every_steps == 0 and b + 1 < steps_per_epoch * cfg.grad_accum
+            if step % steplog.every == 0 or save_now: log_step(steplog, step, epoch, opt.param_groups[0]['lr'], history, bar, tb)
+            if save_now:
                 save_train_checkpoint(ckpts, model, opt, sched, scaler, epoch, b + 1, step, {}, cfg.keep_last, env)
                 if env.is_main: write_json(hist_path, history)
             if stop_after_steps is not None and step >= stop_after_steps: stopped = True; break
         if stopped: break
-        metrics = {}
-        if val_table is not None and env.is_main:
-            metrics = evaluate_model(model, val_table, cfg.eval_batch_size, cfg.workers)
+        if steplog.flags: log_step(steplog, step, epoch, opt.param_groups[0]['lr'], history, bar, tb)   # nothing unread in a checkpoint
+        metrics = evaluate_model(model, val_table, cfg.eval_batch_size, cfg.workers, env=env) if val_table is not None else {}
+        if metrics:
             history.append(dict(step=step, epoch=epoch, **{f'val_{k}': v for k, v in metrics.items()}))
             if tb:
                 for k in ('r1', 'r5', 'r10', 'mean_recall', 'ali_score'): tb.add_scalar(f'val/{k}', metrics[k], step)
@@ -377,11 +527,12 @@ def main(argv: list[str] | None = None):
     ap.add_argument('--train-table', required=True); ap.add_argument('--val-table', default='')
     ap.add_argument('--out', required=True, help='run folder'); ap.add_argument('--resume', action='store_true')
     ap.add_argument('--no-progress', action='store_true')
+    ap.add_argument('--train-shards', default='', help='WebDataset shard folder (03a_shards); the train table is its rows.csv')
     a = ap.parse_args(argv)
     cfg = get_config(a.config, **json.loads(a.overrides))
     try:
         res = fit(cfg, read_table(a.train_table), a.out, read_table(a.val_table) if a.val_table else None,
-                  resume=a.resume, progress=not a.no_progress)
+                  resume=a.resume, progress=not a.no_progress, train_shards=a.train_shards)
         if dist_env().is_main:
             write_json(Path(a.out)/'result.json', {k: v for k, v in res.items() if k not in ('model', 'history')})
     finally: cleanup_distributed()
@@ -398,13 +549,14 @@ def launch(nproc: int, # processes on this node
            resume: bool = False, # continue from the last complete checkpoint
            torchrun_args: list[str] | None = None, # e.g. ['--nnodes=2', '--node_rank=0', '--rdzv_endpoint=host:29500']; default --standalone
            echo: bool = True, # stream the log to stdout
+           train_shards: str | Path = '', # WebDataset shard folder to read images from ('' = loose files)
           ) -> dict:
     "Run `python -m aliret.train` under torchrun with `nproc` ranks, streaming its log; return rank 0's `result.json`."
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     (out/'result.json').unlink(missing_ok=True)
     cmd = [sys.executable, '-m', 'torch.distributed.run', *(torchrun_args or ['--standalone']), f'--nproc_per_node={nproc}',
            '-m', 'aliret.train', '--config', str(config), '--overrides', json.dumps(overrides), '--train-table', str(train_table),
-           '--val-table', str(val_table), '--out', str(out), '--no-progress'] + (['--resume'] if resume else [])
+           '--val-table', str(val_table), '--out', str(out), '--no-progress', '--train-shards', str(train_shards)] + (['--resume'] if resume else [])
     rc, _ = stream_process(cmd, out/'train.log', child_env(nproc), echo)
     if rc: raise RuntimeError(f'torchrun exited with code {rc}; the full log is {out/"train.log"}')
     return json.loads((out/'result.json').read_text())
