@@ -17,6 +17,7 @@ from .train import init_distributed, cleanup_distributed, image_ids_of, fit
 from .data import resolve_data_dir, find_image_dirs, ingest
 from .captions import benchmark_cleaning
 from .core import atomic_write
+from .core import legend_outside
 
 # %% auto #0
 __all__ = ['SIMD_FLAGS', 'CHUNK_BUDGET_MB', 'ALIPRODUCTS_TRAIN_ROWS', 'TARGETS', 'TARGET_GALLERY', 'cpu_cores', 'cpu_model',
@@ -939,7 +940,7 @@ def plot_section(section: str, # section name
         lab = df.backend + ' ' + df.preset + ' ' + df.modality; x = np.arange(len(df))
         for i, (c, name) in enumerate((('input_per_s', 'input side alone'), ('model_per_s', 'model alone'), ('full_per_s', 'full path'))):
             ax.bar(x + (i - 1) * .27, df[c], .27, label=name)
-        ax.set_xticks(x, lab, fontsize=8); ax.set(yscale='log', ylabel='items/s', title='embedding throughput'); ax.legend(fontsize=8)
+        ax.set_xticks(x, lab, fontsize=8); ax.set(yscale='log', ylabel='items/s', title='embedding throughput'); legend_outside(ax)
     elif section == 'match':
         fig, ax = plt.subplots(figsize=(7.5, 3.6))
         for (b, p, prec), g in df.groupby(['backend', 'preset', 'precision'], sort=False):
@@ -954,7 +955,7 @@ def plot_section(section: str, # section name
         fig, ax = plt.subplots(figsize=(5, 3.4)); x = np.arange(len(df))
         ax.bar(x - .2, df.one_rank_per_s, .4, label='1 rank'); ax.bar(x + .2, df.n_ranks_per_s, .4, label=f'{df.ranks.iloc[0]} ranks')
         for i, r in df.iterrows(): ax.text(i + .2, r.n_ranks_per_s, f'{r.speedup:.2f}x', ha='center', va='bottom', fontsize=8)
-        ax.set_xticks(x, df.task); ax.set(ylabel='items/s', title='scale-out (gloo on CPU, NCCL on GPU)'); ax.legend(fontsize=8)
+        ax.set_xticks(x, df.task); ax.set(ylabel='items/s', title='scale-out (gloo on CPU, NCCL on GPU)'); legend_outside(ax)
     elif section == 'train':
         fig, ax = plt.subplots(figsize=(5, 3.4)); lab = df.backend + ' ' + df.preset
         ax.bar(lab, df.samples_per_s); ax.set(ylabel='samples/s', title='training throughput')

@@ -12,12 +12,12 @@ from typing import Any, Literal, get_args, get_origin
 
 # %% auto #0
 __all__ = ['Precision', 'DeviceName', 'PRESETS', 'BACKENDS', 'SUCCESS', 'VERSIONED', 'DAMAGED', 'SET_ASIDE_LOG', 'INJECTED_MARK',
-           'project_root', 'data_root', 'outputs_root', 'atomic_open', 'atomic_write', 'write_json', 'Config',
-           'model_config_dirs', 'model_configs', 'backend_names', 'AliretError', 'ConfigError', 'check_overrides',
-           'renamed_keys', 'get_config', 'migrate_config', 'seed_everything', 'pick_device', 'child_env',
-           'stream_process', 'run_dir', 'is_complete', 'latest_run', 'package_versions', 'git_commit', 'RunLocked',
-           'RunLock', 'DamagedState', 'owning_run', 'set_aside', 'set_aside_entries', 'RunRecord', 'start_run',
-           'watch_cells', 'check_params', 'notebook_params']
+           'project_root', 'data_root', 'outputs_root', 'atomic_open', 'atomic_write', 'write_json', 'legend_outside',
+           'Config', 'model_config_dirs', 'model_configs', 'backend_names', 'AliretError', 'ConfigError',
+           'check_overrides', 'renamed_keys', 'get_config', 'migrate_config', 'seed_everything', 'pick_device',
+           'child_env', 'stream_process', 'run_dir', 'is_complete', 'latest_run', 'package_versions', 'git_commit',
+           'RunLocked', 'RunLock', 'DamagedState', 'owning_run', 'set_aside', 'set_aside_entries', 'RunRecord',
+           'start_run', 'watch_cells', 'check_params', 'notebook_params']
 
 # %% ../nbs/00_core.ipynb #34897f9a
 def project_root(start: str | Path | None = None, # where to start looking (default: the working directory)
@@ -84,6 +84,14 @@ def _json_default(o):
     if hasattr(o, 'tolist'): return o.tolist()
     if isinstance(o, (set, frozenset)): return sorted(o)
     raise TypeError(f'{type(o).__name__} is not JSON serialisable')
+
+# %% ../nbs/00_core.ipynb #b798a45d
+def legend_outside(ax, # matplotlib axes with labelled artists
+                   fontsize: float = 8, # legend text size
+                   **kw, # more `ax.legend` options (title, ncol, ...)
+                  ):
+    "The axes' legend to the right of the plot, outside the data, so it never covers bars or curves."
+    return ax.legend(fontsize=fontsize, loc='upper left', bbox_to_anchor=(1.01, 1.0), frameon=False, borderaxespad=0, **kw)
 
 # %% ../nbs/00_core.ipynb #c400f04f
 Precision = Literal['fp32', 'bf16', 'fp16']

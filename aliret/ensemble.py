@@ -13,6 +13,7 @@ from .core import pick_device
 from .retrieval import Truth, truth_from_pairs, retrieval_metrics, hit_rank, topk_search, itm_rerank, _block_topk, paired_bootstrap
 from .inference import Predictions, search_embeddings, table_hash, METRIC_KEYS
 from .checkpoints import Embeddings, complete_runs
+from .core import legend_outside
 
 # %% auto #0
 __all__ = ['NORMS', 'POOL_KINDS', 'GRID', 'STRATEGIES', 'check_aligned', 'concat_features', 'feature_fusion', 'normalise_rows',
@@ -389,8 +390,8 @@ def plot_recall_vs_models(table: pd.DataFrame, # strategy table (strategy, n_mod
         if len(singles): ax.axhline(singles[metric].max(), color='k', ls='--', lw=1, label='best single')
         ax.set(xlabel='number of models', ylabel=f'val {metric}', title=f'best val {metric} by ensemble size')
         ax.xaxis.get_major_locator().set_params(integer=True); ax.grid(alpha=.3)
-    axes[0].legend(fontsize=7); fig.tight_layout()
-    if path: fig.savefig(path, dpi=110)
+    legend_outside(axes[0], fontsize=7); fig.tight_layout()
+    if path: fig.savefig(path, dpi=110, bbox_inches='tight')
     return fig
 
 # %% ../nbs/11_ensemble_strategies.ipynb #42bbc4b5

@@ -12,6 +12,7 @@ from .core import atomic_open, write_json, ConfigError
 from .scoring import flag_counts, roc_pr
 from .train import val_gallery
 from .retrieval import truth_from_ids, topk_search, hit_rank, paired_bootstrap
+from .core import legend_outside
 
 # %% auto #0
 __all__ = ['FILTERED', 'REJECTED', 'threshold_curve', 'threshold_for_fraction', 'otsu_threshold', 'best_f1_threshold',
@@ -163,13 +164,13 @@ def plot_threshold_curves(curve: pd.DataFrame, # from `threshold_curve`
         b = axs.pop(0)
         for c, col in (('precision', '#1f77b4'), ('recall', '#d62728'), ('noise_kept', '#7f7f7f')):
             b.plot(curve.threshold, curve[c], color=col, label={'noise_kept': 'noise left in kept'}.get(c, c))
-        b.set(xlabel='threshold', ylabel='share', ylim=(0, 1.02), title='filter vs known noise'); b.legend(fontsize=8)
+        b.set(xlabel='threshold', ylabel='share', ylim=(0, 1.02), title='filter vs known noise'); legend_outside(b)
     if scores is not None:
         h = axs.pop(0); s = np.asarray(scores, np.float64); ok = np.isfinite(s)
         groups = {'all pairs': ok} if noisy is None else {'clean': ok & ~np.asarray(noisy), 'noisy': ok & np.asarray(noisy)}
         e = np.histogram_bin_edges(s[ok], 60)
         for (g, m), col in zip(groups.items(), ('#1f77b4', '#d62728')): h.hist(s[m], e, alpha=.55, color=col, label=g)
-        h.set(xlabel='score', ylabel='pairs', title='scores'); h.legend(fontsize=8)
+        h.set(xlabel='score', ylabel='pairs', title='scores'); legend_outside(h)
     for ax in fig.axes:
         if chosen is not None: ax.axvline(chosen, color='#2ca02c', lw=1.5, label=None)
         if reference is not None: ax.axvline(reference, color='#2ca02c', lw=1, ls='--')
@@ -186,5 +187,5 @@ def plot_comparison(table: pd.DataFrame, # rows = runs, columns r1, r5, r10, mea
     for i, (name, row) in enumerate(table.iterrows()):
         bars = ax.bar(np.arange(len(ms)) + i * w, [row[m] for m in ms], w, label=str(name))
         ax.bar_label(bars, fmt='%.3f', fontsize=7)
-    ax.set_xticks(np.arange(len(ms)) + w * (len(table) - 1) / 2, ms); ax.set(ylabel='recall', title=title); ax.legend(fontsize=8)
+    ax.set_xticks(np.arange(len(ms)) + w * (len(table) - 1) / 2, ms); ax.set(ylabel='recall', title=title); legend_outside(ax)
     fig.tight_layout(); return fig

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable, Literal, Sequence
 import numpy as np, pandas as pd, torch
 from .data import load_tables, resolve_data_dir
+from .core import legend_outside
 
 # %% auto #0
 __all__ = ['Empty', 'Truth', 'truth_from_pairs', 'truth_from_ids', 'hit_matrix', 'hit_rank', 'recall_at_k', 'recall_curve',
@@ -437,7 +438,7 @@ def plot_recall_curves(curves: dict, # name -> recall@1..k array
     if chance is not None: ax.plot(np.arange(1, len(chance) + 1), chance, 'k--', lw=1, label='chance')
     top = max([np.max(r) for r in curves.values()] + ([np.max(chance)] if chance is not None else []) + [0])
     ax.set(xlabel='k', ylabel='recall@k', ylim=(0, min(1.02, max(.05, 1.15 * top))), title=title)   # near-chance curves stay readable
-    ax.grid(alpha=.3); ax.legend(fontsize=8)
+    ax.grid(alpha=.3); legend_outside(ax)
     fig.tight_layout()
     return fig
 

@@ -13,6 +13,7 @@ from .core import (AliretError, DAMAGED, DamagedState, SUCCESS, set_aside, atomi
 from .models import ImageFiles, build_model, load_checkpoint
 from .train import dist_env, read_table
 from .data import resolve_data_dir
+from .core import legend_outside
 
 # %% auto #0
 __all__ = ['HEADS', 'SCORER_KEYS', 'MANIFEST', 'SHARD_FORMAT', 'SHARD_PREFIX', 'CHUNK_RE', 'SHARD_RE', 'CHUNK_LOG',
@@ -640,9 +641,9 @@ def plot_score_distributions(scores: dict, # head name -> scores
         for (g, m), col in zip(groups.items(), ('#1f77b4', '#d62728')):
             axes[r, 0].hist(s[m], edges, alpha=.55, color=col, label=f'{g}: {int(m.sum()):,}')
             x, p = ecdf(s[m]); axes[r, 1].plot(x, p, color=col, label=g)
-        axes[r, 0].set(xlabel=f'{name} score', ylabel='pairs', title=f'{name}: histogram'); axes[r, 0].legend(fontsize=8)
+        axes[r, 0].set(xlabel=f'{name} score', ylabel='pairs', title=f'{name}: histogram'); legend_outside(axes[r, 0])
         axes[r, 1].set(xlabel=f'{name} score', ylabel='share of pairs scoring below', title=f'{name}: ECDF'); axes[r, 1].grid(alpha=.3)
-        axes[r, 1].legend(fontsize=8)
+        legend_outside(axes[r, 1])
     fig.tight_layout(); return fig
 
 def plot_roc_pr(scores: dict, # head name -> scores
@@ -660,7 +661,7 @@ def plot_roc_pr(scores: dict, # head name -> scores
     b.axhline(base, color='k', ls='--', lw=1, label=f'chance ({base:.2f})')
     a.set(xlabel='share of clean pairs flagged', ylabel='share of noisy pairs flagged (recall)', title='ROC: flag pairs scoring below t')
     b.set(xlabel='recall (noisy pairs flagged)', ylabel='precision (flagged that are noisy)', title='precision-recall', ylim=(0, 1.02))
-    for ax in (a, b): ax.grid(alpha=.3); ax.legend(fontsize=8)
+    for ax in (a, b): ax.grid(alpha=.3); legend_outside(ax)
     fig.tight_layout(); return fig
 
 def plot_pair_grid(df: pd.DataFrame, # merged scores (image_path, caption, score)

@@ -19,6 +19,7 @@ from .retrieval import truth_from_ids, evaluate_embeddings
 from .captions import VARIANTS, DEFAULT_VARIANTS, CAPTION_FILES, caption_variants
 from .data import load_tables
 from .train import fit
+from .core import legend_outside
 
 # %% auto #0
 __all__ = ['ID_COLUMNS', 'SWEEP_COLUMNS', 'CheckpointSpec', 'checkpoint_spec', 'find_checkpoints', 'texts_hash', 'gallery_hash',
@@ -301,7 +302,7 @@ def plot_sweep_heatmap(df: pd.DataFrame, # a sweep table
     ax.set_xticks(range(C), m.columns, rotation=30, ha='right', fontsize=8); ax.set_yticks(range(R), m.index, fontsize=8)
     ax.set_title(f'{metric} per checkpoint x caption variant (best framed)', fontsize=9)
     fig.colorbar(im, ax=ax, fraction=.04, pad=.02); fig.tight_layout()
-    if path: fig.savefig(path, dpi=110)
+    if path: fig.savefig(path, dpi=110, bbox_inches='tight')
     return fig
 
 def plot_recall_vs_epoch(df: pd.DataFrame, # a sweep table
@@ -319,9 +320,9 @@ def plot_recall_vs_epoch(df: pd.DataFrame, # a sweep table
             ax.plot(g['epoch'].astype(float), g[met], marker='o', ms=3, label=f'{run}: {v}' if several else v)
         ax.set(xlabel='epoch', ylabel=met, title=f'val text->image {met}'); ax.grid(alpha=.3)
         if d.empty: ax.text(.5, .5, 'no checkpoint with an epoch\n(ckpt-e*-s* folders)', ha='center', va='center', transform=ax.transAxes)
-    if not d.empty: axes[0][-1].legend(fontsize=7, loc='best')
+    if not d.empty: legend_outside(axes[0][-1], fontsize=7)
     fig.tight_layout()
-    if path: fig.savefig(path, dpi=110)
+    if path: fig.savefig(path, dpi=110, bbox_inches='tight')
     return fig
 
 # %% ../nbs/09_checkpoint_sweep.ipynb #99965f85

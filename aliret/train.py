@@ -20,6 +20,7 @@ from .core import outputs_root
 from .shards import ShardPairs, shard_table
 from functools import partial
 from .testing import progress_bar
+from .core import legend_outside
 
 # %% auto #0
 __all__ = ['DistEnv', 'dist_env', 'init_distributed', 'cleanup_distributed', 'EpochSampler', 'warmup_cosine', 'make_scheduler',
@@ -581,11 +582,11 @@ def plot_history(history: list[dict], # `fit`'s history
     losses = [c for c in h.columns if c in ('loss', 'itc', 'itm')]
     tr = h.dropna(subset=losses) if losses else h.iloc[:0]
     for c in losses: a.plot(tr['step'], tr[c], label=c, lw=1)
-    a.set(xlabel='optimizer step', ylabel='loss', title='training loss'); a.legend()
+    a.set(xlabel='optimizer step', ylabel='loss', title='training loss'); legend_outside(a)
     ev = h.dropna(subset=['val_r1']) if 'val_r1' in h else h.iloc[:0]
     for c in ('val_r1', 'val_r5', 'val_r10', 'val_ali_score'):
         if c in ev: b.plot(ev['epoch'] + 1, ev[c], marker='o', label=c[4:])
-    b.set(xlabel='epoch', ylabel='recall', title='val text->image', ylim=(0, 1)); b.legend()
+    b.set(xlabel='epoch', ylabel='recall', title='val text->image', ylim=(0, 1)); legend_outside(b)
     fig.tight_layout()
-    if path: fig.savefig(path, dpi=90)
+    if path: fig.savefig(path, dpi=90, bbox_inches='tight')
     return fig
