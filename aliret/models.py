@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_models.ipynb #bae7d214
 from __future__ import annotations
-import contextlib, functools, hashlib, importlib, json, math, os, re, shutil, string, tempfile, time, warnings, logging
+import contextlib, contextvars, functools, hashlib, importlib, json, math, os, re, shutil, string, tempfile, time, warnings, logging
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -22,17 +22,18 @@ from .core import (AliretError, Config, ConfigError, PRESETS, check_overrides, g
                          model_configs, backend_names, migrate_config, package_versions, BACKENDS)
 
 # %% auto #0
-__all__ = ['CLIP_CUSTOM_ARCHS', 'BERT_SPECIALS', 'BLIP_MEAN', 'BLIP_STD', 'BLIP_VISION', 'BLIP_KEY_MAP', 'BLIP_IGNORED',
-           'CHECKPOINT_JSON', 'CHECKPOINT_WEIGHTS', 'CHECKPOINT_FORMAT', 'MODEL_FIELDS', 'WeightsNotFound',
-           'autocast_for', 'RetrievalModel', 'register_backend', 'backend_class', 'ImageFiles', 'PixelPipeline',
-           'split_transform', 'clip_tiny_config', 'register_open_clip_config', 'resolve_clip_weights', 'ClipRetrieval',
-           'export_open_clip', 'build_wordpiece_vocab', 'blip_tokenizer', 'blip_transforms', 'blip_tiny_config',
-           'interpolate_pos_embed', 'set_blip_image_size', 'vit_block', 'blip_vision_states', 'bert_attention',
-           'cross_kv', 'grouped_cross_attention', 'bert_block', 'blip_text_states', 'BlipRetrieval', 'itc_loss',
-           'sample_hard_negatives', 'pad_tokens', 'itm_loss', 'convert_original_blip', 'export_original_blip',
-           'read_original_blip', 'blip_config_from_original', 'load_original_blip', 'build_model', 'save_checkpoint',
-           'read_checkpoint_meta', 'stored_config', 'check_checkpoint_fits', 'load_checkpoint', 'weights_available',
-           'check_backend', 'check_backends']
+__all__ = ['CLIP_CUSTOM_ARCHS', 'BERT_SPECIALS', 'BLIP_MEAN', 'BLIP_STD', 'BLIP_VISION', 'ITC_MEMORY', 'BLIP_KEY_MAP',
+           'BLIP_IGNORED', 'CHECKPOINT_JSON', 'CHECKPOINT_WEIGHTS', 'CHECKPOINT_FORMAT', 'MODEL_FIELDS',
+           'WeightsNotFound', 'autocast_for', 'RetrievalModel', 'register_backend', 'backend_class', 'ImageFiles',
+           'PixelPipeline', 'split_transform', 'PadToSquare', 'clip_tiny_config', 'register_open_clip_config',
+           'resolve_clip_weights', 'ClipRetrieval', 'export_open_clip', 'build_wordpiece_vocab', 'blip_tokenizer',
+           'blip_transforms', 'blip_tiny_config', 'interpolate_pos_embed', 'set_blip_image_size', 'vit_block',
+           'blip_vision_states', 'bert_attention', 'cross_kv', 'grouped_cross_attention', 'bert_block',
+           'blip_text_states', 'BlipRetrieval', 'itc_memory', 'itc_loss', 'sample_hard_negatives', 'pad_tokens',
+           'itm_loss', 'convert_original_blip', 'export_original_blip', 'read_original_blip',
+           'blip_config_from_original', 'load_original_blip', 'build_model', 'save_checkpoint', 'read_checkpoint_meta',
+           'stored_config', 'check_checkpoint_fits', 'load_checkpoint', 'weights_available', 'check_backend',
+           'check_backends']
 
 # %% ../nbs/04_models.ipynb #88927e89
 def _offline(offline: bool | None = None) -> bool:
@@ -75,6 +76,7 @@ class RetrievalModel(nn.Module):
     backend: str = '' # registered name, the key of its model config
     has_itm: bool = False # a learned image-text matching head (else `itm_scores` is the ITC cosine)
     caption_language: str = 'en' # language of the captions it is built for (picks the sample catalogue)
+    resizable: bool = False # `resized` can change its input resolution (training `phases`)
     def __init__(self, cfg: Config, # the config it was built from
                  arch: dict, # JSON-able architecture description (rebuilds the skeleton offline)
                 ):
@@ -103,7 +105,6 @@ class RetrievalModel(nn.Module):
     def text_len(self) -> int:
         "Text tokens per caption."
         return self.cfg.text_len
-
 
 # %% ../nbs/04_models.ipynb #cf8976a0
 @patch
@@ -274,6 +275,28 @@ def image_files(self: RetrievalModel, paths: Sequence[str | Path], # image files
                ) -> ImageFiles:
     "The dataset of uint8 images workers decode for this model (JPEG draft per `cfg.jpeg_draft`)."
     return ImageFiles([str(p) for p in paths], self.pixels.to_uint8, self.pixels.size if self.cfg.jpeg_draft else 0)
+
+# %% ../nbs/04_models.ipynb #62fe612c
+class PadToSquare:
+    "Pad a PIL image to a centred square of black pixels (picklable, for DataLoader workers)."
+    def __call__(self, im: Image.Image) -> Image.Image:
+        w, h = im.size
+        if w == h: return im
+        s = max(w, h)
+        out = Image.new(im.mode, (s, s))
+        out.paste(im, ((s - w) // 2, (s - h) // 2))
+        return out
+    def __repr__(self): return 'PadToSquare()'
+
+def _image_transform(self) -> Callable:
+    "The backend's eval transform, with `PadToSquare` in front when `cfg.pad_square`."
+    from torchvision import transforms as T
+    t = self.__dict__.get('_image_transform')
+    return T.Compose([PadToSquare(), *t.transforms]) if (t is not None and self.cfg.pad_square) else t
+
+def _set_image_transform(self, t: Callable): self.__dict__['_image_transform'] = t
+
+RetrievalModel.image_transform = property(_image_transform, _set_image_transform, doc=_image_transform.__doc__)
 
 # %% ../nbs/04_models.ipynb #9954b447
 def clip_tiny_config(cfg: Config) -> dict:
@@ -490,6 +513,28 @@ def weights_available(cls: ClipRetrieval, cfg: Config) -> tuple[bool, str]:
     repo, files = _clip_tag_files(pcfg['hf_hub'])
     return (True, repo) if _hf_cached(repo, files) else (False, f'{repo} not in the local HF cache')
 
+
+# %% ../nbs/04_models.ipynb #9be36797
+@patch
+def resized(self: RetrievalModel, image_size: int, # new input resolution
+           ) -> RetrievalModel:
+    "This model at input resolution `image_size`, same weights, position tables interpolated (`resizable` backends)."
+    raise NotImplementedError(f'backend {self.backend!r} cannot change its input resolution')
+
+@patch
+def resized(self: ClipRetrieval, image_size: int) -> ClipRetrieval:
+    "A copy at `image_size`: open_clip skeleton rebuilt at that size, weights copied, open_clip's `resize_pos_embed`."
+    from open_clip.model import resize_pos_embed
+    arch = json.loads(json.dumps(self.arch, default=list))
+    arch['open_clip_cfg']['vision_cfg']['image_size'] = image_size
+    arch['preprocess_cfg']['size'] = [image_size, image_size]
+    with torch.random.fork_rng(devices=[]): new = type(self).from_arch(replace(self.cfg, image_size=image_size), arch)
+    sd = self.net.state_dict()
+    resize_pos_embed(sd, new.net)
+    new.net.load_state_dict(sd)
+    return new.to(self.device).train(self.training)
+
+ClipRetrieval.resizable = True
 
 # %% ../nbs/04_models.ipynb #408a8ece
 BERT_SPECIALS = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
@@ -849,7 +894,29 @@ def weights_available(cls: BlipRetrieval, cfg: Config) -> tuple[bool, str]:
     return (True, src) if ok else (False, f'{src} not in the local HF cache')
 
 
+# %% ../nbs/04_models.ipynb #55700956
+@patch
+def resized(self: BlipRetrieval, image_size: int) -> BlipRetrieval:
+    "This model at `image_size`, in place: BLIP's bicubic `interpolate_pos_embed` (`set_blip_image_size`), transforms rebuilt."
+    set_blip_image_size(self.net, image_size)
+    self.cfg, self.arch = replace(self.cfg, image_size=image_size), {'blip_config': self.net.config.to_dict()}
+    self.image_transform, self.train_transform = blip_transforms(image_size)
+    self._pixels = None
+    return self
+
+BlipRetrieval.resizable = True
+
 # %% ../nbs/04_models.ipynb #968cdcde
+ITC_MEMORY = contextvars.ContextVar('aliret_itc_memory', default=None)   # set by `itc_memory`
+
+@contextlib.contextmanager
+def itc_memory(memory, # has `columns(img_all, txt_all, ids_all)` -> the columns to score against; None = off
+              ):
+    "Within this block every `itc_loss` scores its batch against `memory.columns(...)` (e.g. the batch plus past embeddings)."
+    token = ITC_MEMORY.set(memory)
+    try: yield memory
+    finally: ITC_MEMORY.reset(token)
+
 def itc_loss(img: torch.Tensor, # [B, D] normalised image embeddings (this rank)
              txt: torch.Tensor, # [B, D] normalised text embeddings, aligned with `img`
              temp: torch.Tensor | float, # temperature (logits = similarity / temp)
@@ -859,6 +926,7 @@ def itc_loss(img: torch.Tensor, # [B, D] normalised image embeddings (this rank)
     "Symmetric contrastive loss with soft targets over all same-id pairs."
     ids = ids.to(img.device).view(-1)
     img_all, txt_all, ids_all = (gather(img), gather(txt), gather(ids)) if gather else (img, txt, ids)
+    if (memory := ITC_MEMORY.get()) is not None: img_all, txt_all, ids_all = memory.columns(img_all, txt_all, ids_all)
     pos = (ids[:, None] == ids_all[None, :]).float()
     targets = pos / pos.sum(1, keepdim=True)
     i2t, t2i = img @ txt_all.T / temp, txt @ img_all.T / temp
