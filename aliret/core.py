@@ -123,6 +123,9 @@ class Config:
     xbm_start: int = 0 # optimizer steps before the cross-batch memory starts filling and counting
     ema_decay: float = 0.0 # EMA of the weights, saved beside each checkpoint in `checkpoints_ema/` (0 = off)
     phases: str = '' # rising-resolution phases `size:epochs,...`, each from the last one's final weights ('' = one phase)
+    momentum_queue: int = 0 # BLIP's ITC queue of momentum features, with its momentum encoder and distillation (0 = off; BLIP: 57600)
+    momentum: float = 0.995 # momentum encoder: `m = momentum * m + (1 - momentum) * weights` per step
+    distill_alpha: float = 0.4 # weight of the momentum encoder's soft targets in the ITC targets
 
 # %% ../nbs/00_core.ipynb #5eb8e04b
 PRESETS: dict[str, dict] = {

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_models.ipynb #bae7d214
 from __future__ import annotations
-import contextlib, contextvars, functools, hashlib, importlib, json, math, os, re, shutil, string, tempfile, time, warnings, logging
+import contextlib, contextvars, copy, functools, hashlib, importlib, json, math, os, re, shutil, string, tempfile, time, warnings, logging
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -22,18 +22,18 @@ from .core import (AliretError, Config, ConfigError, PRESETS, check_overrides, g
                          model_configs, backend_names, migrate_config, package_versions, BACKENDS)
 
 # %% auto #0
-__all__ = ['CLIP_CUSTOM_ARCHS', 'BERT_SPECIALS', 'BLIP_MEAN', 'BLIP_STD', 'BLIP_VISION', 'ITC_MEMORY', 'BLIP_KEY_MAP',
-           'BLIP_IGNORED', 'CHECKPOINT_JSON', 'CHECKPOINT_WEIGHTS', 'CHECKPOINT_FORMAT', 'MODEL_FIELDS',
+__all__ = ['CLIP_CUSTOM_ARCHS', 'BERT_SPECIALS', 'BLIP_MEAN', 'BLIP_STD', 'BLIP_VISION', 'ITC_MEMORY', 'MOMENTUM_PARTS',
+           'BLIP_KEY_MAP', 'BLIP_IGNORED', 'CHECKPOINT_JSON', 'CHECKPOINT_WEIGHTS', 'CHECKPOINT_FORMAT', 'MODEL_FIELDS',
            'WeightsNotFound', 'autocast_for', 'RetrievalModel', 'register_backend', 'backend_class', 'ImageFiles',
            'PixelPipeline', 'split_transform', 'PadToSquare', 'clip_tiny_config', 'register_open_clip_config',
            'resolve_clip_weights', 'ClipRetrieval', 'export_open_clip', 'build_wordpiece_vocab', 'blip_tokenizer',
            'blip_transforms', 'blip_tiny_config', 'interpolate_pos_embed', 'set_blip_image_size', 'vit_block',
            'blip_vision_states', 'bert_attention', 'cross_kv', 'grouped_cross_attention', 'bert_block',
            'blip_text_states', 'BlipRetrieval', 'itc_memory', 'itc_loss', 'sample_hard_negatives', 'pad_tokens',
-           'itm_loss', 'convert_original_blip', 'export_original_blip', 'read_original_blip',
-           'blip_config_from_original', 'load_original_blip', 'build_model', 'save_checkpoint', 'read_checkpoint_meta',
-           'stored_config', 'check_checkpoint_fits', 'load_checkpoint', 'weights_available', 'check_backend',
-           'check_backends']
+           'itm_loss', 'momentum_itc_loss', 'BlipMomentum', 'convert_original_blip', 'export_original_blip',
+           'read_original_blip', 'blip_config_from_original', 'load_original_blip', 'build_model', 'save_checkpoint',
+           'read_checkpoint_meta', 'stored_config', 'check_checkpoint_fits', 'load_checkpoint', 'weights_available',
+           'check_backend', 'check_backends']
 
 # %% ../nbs/04_models.ipynb #88927e89
 def _offline(offline: bool | None = None) -> bool:
@@ -77,6 +77,7 @@ class RetrievalModel(nn.Module):
     has_itm: bool = False # a learned image-text matching head (else `itm_scores` is the ITC cosine)
     caption_language: str = 'en' # language of the captions it is built for (picks the sample catalogue)
     resizable: bool = False # `resized` can change its input resolution (training `phases`)
+    has_momentum: bool = False # has a momentum encoder with ITC queues (`cfg.momentum_queue`)
     def __init__(self, cfg: Config, # the config it was built from
                  arch: dict, # JSON-able architecture description (rebuilds the skeleton offline)
                 ):
@@ -753,6 +754,7 @@ class BlipRetrieval(RetrievalModel):
     "BLIP ITC + ITM on transformers' modules, with BLIP's `[ENC]` matching input and temperature."
     backend = 'blip'
     has_itm = True
+    has_momentum = True
     def __init__(self, cfg: Config, # config it was built from
                  net: nn.Module, # transformers BlipForImageTextRetrieval
                  tokenizer, # BERT tokenizer with [DEC] and [ENC]
@@ -768,6 +770,7 @@ class BlipRetrieval(RetrievalModel):
             raise ConfigError(f'tokenizer [ENC] id {self.enc_token_id} is outside the text embedding table ({net.config.text_config.vocab_size}): tokenizer and weights do not belong together')
         self.embed_dim = int(net.config.image_text_hidden_size)
         self.image_transform, self.train_transform = blip_transforms(net.config.vision_config.image_size)
+        self.momentum = BlipMomentum(net, cfg.momentum_queue, cfg.momentum, cfg.distill_alpha) if cfg.momentum_queue else None
         if cfg.text_len > net.config.text_config.max_position_embeddings:
             raise ConfigError(f'text_len={cfg.text_len} exceeds the text encoder\'s {net.config.text_config.max_position_embeddings} positions')
 
@@ -840,7 +843,8 @@ class BlipRetrieval(RetrievalModel):
         with torch.no_grad(): self.temp.clamp_(0.001, 0.5)
         feats = self.vision(pixel_values)
         img, txt = self.project_images(feats), self.encode_texts(tokens)
-        itc = itc_loss(img, txt, self.temp, ids, gather=gather)
+        if self.momentum is None: itc = itc_loss(img, txt, self.temp, ids, gather=gather)
+        else: itc = self.momentum.itc(pixel_values, tokens, img, txt, ids, self.temp, gather)
         itm = itm_loss(self.itm_logits, feats, tokens, img, txt, ids, self.temp, gather=gather)
         return dict(loss=itc + itm, itc=itc.detach(), itm=itm.detach())
 
@@ -987,6 +991,84 @@ def itm_loss(itm_logits: Callable, # (vision states, tokens, image_index) -> [N,
     tk = {k: torch.cat([v, v[ar[vt]], tok_all[k][nt[vi]]]) for k, v in tokens.items()}
     labels = torch.cat([torch.ones(B), torch.zeros(int(vt.sum()) + int(vi.sum()))]).long().to(feats.device)
     return F.cross_entropy(itm_logits(feats, tk, index), labels)
+
+# %% ../nbs/04_models.ipynb #55d0a64e
+def momentum_itc_loss(img: torch.Tensor, # [B, D] online image embeddings
+                      txt: torch.Tensor, # [B, D] online text embeddings
+                      img_m: torch.Tensor, # [B, D] momentum image embeddings (no gradient)
+                      txt_m: torch.Tensor, # [B, D] momentum text embeddings
+                      ids: torch.Tensor, # [B] ids: equal ids are positives
+                      queue_img: torch.Tensor, # [Q, D] queued momentum image embeddings
+                      queue_txt: torch.Tensor, # [Q, D] queued momentum text embeddings
+                      queue_ids: torch.Tensor, # [Q] their ids
+                      temp: torch.Tensor | float, # temperature
+                      alpha: float, # weight of the momentum softmax in the targets
+                     ) -> torch.Tensor:
+    "BLIP's ITC against momentum features + queue, targets `alpha * momentum softmax + (1 - alpha) * same-id`."
+    ids = ids.view(-1)
+    cols_i, cols_t, cids = torch.cat([img_m, queue_img]), torch.cat([txt_m, queue_txt]), torch.cat([ids, queue_ids])
+    pos = (ids[:, None] == cids[None, :]).float()
+    pos = pos / pos.sum(1, keepdim=True)
+    with torch.no_grad():
+        ti = alpha * F.softmax(img_m @ cols_t.T / temp, 1) + (1 - alpha) * pos
+        tt = alpha * F.softmax(txt_m @ cols_i.T / temp, 1) + (1 - alpha) * pos
+    i2t, t2i = img @ cols_t.T / temp, txt @ cols_i.T / temp
+    return (-(F.log_softmax(i2t, 1) * ti).sum(1).mean() - (F.log_softmax(t2i, 1) * tt).sum(1).mean()) / 2
+
+# %% ../nbs/04_models.ipynb #93906907
+MOMENTUM_PARTS = ('vision_model', 'vision_proj', 'text_encoder', 'text_proj')
+
+class BlipMomentum(nn.Module):
+    "BLIP's momentum encoder (frozen EMA copies of both towers and projections) and ITC queues of its features and ids."
+    def __init__(self, net: nn.Module, # the transformers BlipForImageTextRetrieval it follows
+                 size: int, # queue length
+                 momentum: float = 0.995, # EMA weight of the old copy per step
+                 alpha: float = 0.4, # distillation weight
+                ):
+        super().__init__()
+        self.m, self.alpha = momentum, alpha
+        self.towers = nn.ModuleDict({k: copy.deepcopy(getattr(net, k)).requires_grad_(False) for k in MOMENTUM_PARTS})
+        d = net.config.image_text_hidden_size
+        g = torch.Generator().manual_seed(0)
+        self.register_buffer('image_queue', F.normalize(torch.randn(size, d, generator=g), dim=-1))
+        self.register_buffer('text_queue', F.normalize(torch.randn(size, d, generator=g), dim=-1))
+        self.register_buffer('idx_queue', torch.full((size,), -100, dtype=torch.long))
+        self.register_buffer('ptr', torch.zeros(1, dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self, net: nn.Module):
+        "`m = momentum * m + (1 - momentum) * weights` for every copied part."
+        for k, mod in self.towers.items():
+            for pm, p in zip(mod.parameters(), getattr(net, k).parameters()): pm.lerp_(p.detach(), 1 - self.m)
+
+    @torch.no_grad()
+    def enqueue(self, img: torch.Tensor, txt: torch.Tensor, ids: torch.Tensor):
+        "Write a (gathered) batch of momentum features over the oldest queue rows."
+        i = (self.ptr + torch.arange(len(ids), device=ids.device)) % len(self.idx_queue)
+        self.image_queue[i], self.text_queue[i], self.idx_queue[i] = img.float(), txt.float(), ids
+        self.ptr.copy_((self.ptr + len(ids)) % len(self.idx_queue))
+
+    @torch.no_grad()
+    def features(self, pixel_values: torch.Tensor, tokens: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        "Momentum image and text embeddings (normalised, float32)."
+        t = self.towers
+        img = F.normalize(t['vision_proj'](blip_vision_states(t['vision_model'], pixel_values)[:, 0]).float(), dim=-1)
+        txt = F.normalize(t['text_proj'](blip_text_states(t['text_encoder'], tokens)[:, 0]).float(), dim=-1)
+        return img, txt
+
+    def itc(self, pixel_values, tokens, img, txt, ids, temp, gather: Callable | None = None) -> torch.Tensor:
+        "`momentum_itc_loss` of this batch, then its momentum features (of every rank) enqueued."
+        ids = ids.to(img.device).view(-1)
+        img_m, txt_m = self.features(pixel_values, tokens)
+        loss = momentum_itc_loss(img, txt, img_m, txt_m, ids, self.image_queue, self.text_queue, self.idx_queue, temp, self.alpha)
+        self.enqueue(*((gather(x) for x in (img_m, txt_m, ids)) if gather else (img_m, txt_m, ids)))
+        return loss
+
+# %% ../nbs/04_models.ipynb #60c8edbc
+@patch
+def after_step(self: BlipRetrieval):
+    "Move the momentum encoder towards the weights (BLIP's `_momentum_update`), when there is one."
+    if self.momentum is not None: self.momentum.update(self.net)
 
 # %% ../nbs/04_models.ipynb #d88914ed
 # (original BLIP key prefix, transformers key prefix); `#` is a block number. Prefixes ending in `.` match modules.

@@ -20,10 +20,11 @@ from .core import outputs_root
 
 # %% auto #0
 __all__ = ['DistEnv', 'dist_env', 'init_distributed', 'cleanup_distributed', 'EpochSampler', 'warmup_cosine', 'make_scheduler',
-           'rng_state', 'set_rng_state', 'random_shift', 'PairDataset', 'XBM', 'EMA', 'TrainExtras', 'ema_root',
-           'gather_with_grad', 'freeze_towers', 'loss_fn_for', 'LossModule', 'NonFiniteLoss', 'check_finite',
-           'image_ids_of', 'val_gallery', 'evaluate_model', 'save_train_checkpoint', 'load_train_state', 'start_model',
-           'fit', 'parse_phases', 'fit_phases', 'read_table', 'main', 'launch', 'resume_dir', 'plot_history']
+           'rng_state', 'set_rng_state', 'random_shift', 'PairDataset', 'XBM', 'EMA', 'check_momentum', 'TrainExtras',
+           'ema_root', 'gather_with_grad', 'freeze_towers', 'loss_fn_for', 'LossModule', 'NonFiniteLoss',
+           'check_finite', 'image_ids_of', 'val_gallery', 'evaluate_model', 'save_train_checkpoint', 'load_train_state',
+           'start_model', 'fit', 'parse_phases', 'fit_phases', 'read_table', 'main', 'launch', 'resume_dir',
+           'plot_history']
 
 # %% ../nbs/08_train.ipynb #33c22791
 @dataclass(frozen=True)
@@ -212,6 +213,18 @@ class EMA:
         from safetensors.torch import load_model
         load_model(self.model, str(Path(d)/CHECKPOINT_WEIGHTS))
 
+# %% ../nbs/08_train.ipynb #d223233e
+def check_momentum(cfg: Config, # the run's config
+                   model, # its model: `has_momentum` says whether it keeps a momentum encoder and queues
+                  ):
+    "Refuse `momentum_queue` for a backend without a momentum encoder, or with `xbm_size` (two memories of negatives)."
+    if not cfg.momentum_queue: return
+    if cfg.momentum_queue < 0 or not 0 <= cfg.momentum < 1 or not 0 <= cfg.distill_alpha <= 1:
+        raise ConfigError(f'momentum_queue={cfg.momentum_queue}, momentum={cfg.momentum}, distill_alpha={cfg.distill_alpha}: need >= 0, [0, 1), [0, 1]')
+    if not model.has_momentum:
+        raise ConfigError(f'momentum_queue={cfg.momentum_queue}: backend {model.backend!r} has no momentum encoder with ITC queues; set momentum_queue=0 (xbm_size is the memory every backend has)')
+    if cfg.xbm_size: raise ConfigError(f'momentum_queue={cfg.momentum_queue} and xbm_size={cfg.xbm_size} are two memories of negatives: pick one')
+
 # %% ../nbs/08_train.ipynb #36579126
 @dataclass
 class TrainExtras:
@@ -224,6 +237,7 @@ class TrainExtras:
         "What `cfg` asks for, its values checked."
         if cfg.xbm_size < 0 or cfg.xbm_start < 0: raise ConfigError(f'xbm_size={cfg.xbm_size}, xbm_start={cfg.xbm_start}: both must be >= 0')
         if not 0 <= cfg.ema_decay < 1: raise ConfigError(f'ema_decay={cfg.ema_decay}: must be in [0, 1) (0 = off; 0.999 is usual)')
+        check_momentum(cfg, model)
         xbm = XBM(cfg.xbm_size, cfg.xbm_start) if cfg.xbm_size else None
         return cls(xbm, EMA(model, cfg.ema_decay) if (cfg.ema_decay and env.is_main) else None)
 
