@@ -341,7 +341,7 @@ def zero_shot_labels(model, # a `RetrievalModel` (`aliret.models`): `embed_image
                      vocab: Mapping[str, Sequence[str]] = ZERO_SHOT_VOCAB, # attribute -> candidate words
                      templates: Mapping[str, str] = ZERO_SHOT_TEMPLATES, # attribute -> prompt with one {} slot
                     ) -> pd.DataFrame:
-    "Per row and attribute, the candidate whose prompt is nearest the image (`<attr>`) and its probability (`<attr>_p`)."
+    "Per row and attribute, the word whose prompt is nearest the image (`<attr>`) and its probability (`<attr>_p`)."
     uniq, inv = np.unique(np.asarray([str(p) for p in image_paths], dtype=object), return_inverse=True)
     img = model.embed_images(list(uniq))
     ok = np.isfinite(img).all(1)

@@ -122,8 +122,8 @@ class Config:
     xbm_size: int = 0 # cross-batch memory: past ITC embeddings kept as extra negatives (0 = off)
     xbm_start: int = 0 # optimizer steps before the cross-batch memory starts filling and counting
     ema_decay: float = 0.0 # EMA of the weights, saved beside each checkpoint in `checkpoints_ema/` (0 = off)
-    phases: str = '' # rising-resolution phases `size:epochs,...`, each from the last one's final weights ('' = one phase)
-    momentum_queue: int = 0 # BLIP's ITC queue of momentum features, with its momentum encoder and distillation (0 = off; BLIP: 57600)
+    phases: str = '' # rising-resolution phases `size:epochs,...`, each from the last one's weights ('' = one phase)
+    momentum_queue: int = 0 # BLIP's momentum encoder: ITC queue length, with distillation (0 = off; BLIP: 57600)
     momentum: float = 0.995 # momentum encoder: `m = momentum * m + (1 - momentum) * weights` per step
     distill_alpha: float = 0.4 # weight of the momentum encoder's soft targets in the ITC targets
 

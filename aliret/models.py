@@ -293,7 +293,7 @@ def _image_transform(self) -> Callable:
     "The backend's eval transform, with `PadToSquare` in front when `cfg.pad_square`."
     from torchvision import transforms as T
     t = self.__dict__.get('_image_transform')
-    return T.Compose([PadToSquare(), *t.transforms]) if (t is not None and self.cfg.pad_square) else t
+    return T.Compose([PadToSquare(), *getattr(t, 'transforms', [t])]) if (t is not None and self.cfg.pad_square) else t
 
 def _set_image_transform(self, t: Callable): self.__dict__['_image_transform'] = t
 
@@ -770,7 +770,8 @@ class BlipRetrieval(RetrievalModel):
             raise ConfigError(f'tokenizer [ENC] id {self.enc_token_id} is outside the text embedding table ({net.config.text_config.vocab_size}): tokenizer and weights do not belong together')
         self.embed_dim = int(net.config.image_text_hidden_size)
         self.image_transform, self.train_transform = blip_transforms(net.config.vision_config.image_size)
-        self.momentum = BlipMomentum(net, cfg.momentum_queue, cfg.momentum, cfg.distill_alpha) if cfg.momentum_queue else None
+        self.momentum = None
+        if cfg.momentum_queue: self.momentum = BlipMomentum(net, cfg.momentum_queue, cfg.momentum, cfg.distill_alpha)
         if cfg.text_len > net.config.text_config.max_position_embeddings:
             raise ConfigError(f'text_len={cfg.text_len} exceeds the text encoder\'s {net.config.text_config.max_position_embeddings} positions')
 
@@ -901,7 +902,7 @@ def weights_available(cls: BlipRetrieval, cfg: Config) -> tuple[bool, str]:
 # %% ../nbs/04_models.ipynb #55700956
 @patch
 def resized(self: BlipRetrieval, image_size: int) -> BlipRetrieval:
-    "This model at `image_size`, in place: BLIP's bicubic `interpolate_pos_embed` (`set_blip_image_size`), transforms rebuilt."
+    "This model at `image_size`, in place: BLIP's bicubic `interpolate_pos_embed`, transforms rebuilt."
     set_blip_image_size(self.net, image_size)
     self.cfg, self.arch = replace(self.cfg, image_size=image_size), {'blip_config': self.net.config.to_dict()}
     self.image_transform, self.train_transform = blip_transforms(image_size)
@@ -916,7 +917,7 @@ ITC_MEMORY = contextvars.ContextVar('aliret_itc_memory', default=None)   # set b
 @contextlib.contextmanager
 def itc_memory(memory, # has `columns(img_all, txt_all, ids_all)` -> the columns to score against; None = off
               ):
-    "Within this block every `itc_loss` scores its batch against `memory.columns(...)` (e.g. the batch plus past embeddings)."
+    "Within this block `itc_loss` scores its batch against `memory.columns(...)` (e.g. the batch plus past ones)."
     token = ITC_MEMORY.set(memory)
     try: yield memory
     finally: ITC_MEMORY.reset(token)
@@ -1060,7 +1061,8 @@ class BlipMomentum(nn.Module):
         "`momentum_itc_loss` of this batch, then its momentum features (of every rank) enqueued."
         ids = ids.to(img.device).view(-1)
         img_m, txt_m = self.features(pixel_values, tokens)
-        loss = momentum_itc_loss(img, txt, img_m, txt_m, ids, self.image_queue, self.text_queue, self.idx_queue, temp, self.alpha)
+        q = (self.image_queue, self.text_queue, self.idx_queue)
+        loss = momentum_itc_loss(img, txt, img_m, txt_m, ids, *q, temp, self.alpha)
         self.enqueue(*((gather(x) for x in (img_m, txt_m, ids)) if gather else (img_m, txt_m, ids)))
         return loss
 

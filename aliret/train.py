@@ -165,7 +165,8 @@ class XBM:
     def columns(self, img: torch.Tensor, txt: torch.Tensor, ids: torch.Tensor) -> tuple:
         "The batch's columns followed by the remembered ones (oldest first); then remember the batch."
         if not self.on: return img, txt, ids
-        out = (img, txt, ids) if self.ids is None else (torch.cat([img, self.img]), torch.cat([txt, self.txt]), torch.cat([ids, self.ids]))
+        out = (img, txt, ids)
+        if self.ids is not None: out = tuple(torch.cat([a, b]) for a, b in zip(out, (self.img, self.txt, self.ids)))
         self.push(img, txt, ids)
         self.used = True
         return out
@@ -178,9 +179,13 @@ class XBM:
     def check_used(self, backend: str):
         "Refuse a backend whose loss never asked for the columns (the option would silently do nothing)."
         if self.on and not self.used:
-            raise ConfigError(f'xbm_size={self.size}: backend {backend!r} computes its loss without `itc_loss`, so it cannot use a cross-batch memory; set xbm_size=0')
+            raise ConfigError(f'xbm_size={self.size}: backend {backend!r} computes its loss without `itc_loss`, '
+                              'so it cannot use a cross-batch memory; set xbm_size=0')
 
-    def state_dict(self) -> dict: return {} if self.ids is None else dict(img=self.img.cpu(), txt=self.txt.cpu(), ids=self.ids.cpu())
+    def state_dict(self) -> dict:
+        "The memory as CPU tensors (empty while it is)."
+        return {} if self.ids is None else dict(img=self.img.cpu(), txt=self.txt.cpu(), ids=self.ids.cpu())
+
     def load_state_dict(self, st: dict, device=None):
         "Restore `state_dict()` (an empty one empties the memory)."
         self.img, self.txt, self.ids = (st[k].to(device) if st else None for k in ('img', 'txt', 'ids'))
@@ -220,10 +225,15 @@ def check_momentum(cfg: Config, # the run's config
     "Refuse `momentum_queue` for a backend without a momentum encoder, or with `xbm_size` (two memories of negatives)."
     if not cfg.momentum_queue: return
     if cfg.momentum_queue < 0 or not 0 <= cfg.momentum < 1 or not 0 <= cfg.distill_alpha <= 1:
-        raise ConfigError(f'momentum_queue={cfg.momentum_queue}, momentum={cfg.momentum}, distill_alpha={cfg.distill_alpha}: need >= 0, [0, 1), [0, 1]')
+        raise ConfigError(f'momentum_queue={cfg.momentum_queue}, momentum={cfg.momentum}, '
+                          f'distill_alpha={cfg.distill_alpha}: need >= 0, [0, 1), [0, 1]')
     if not model.has_momentum:
-        raise ConfigError(f'momentum_queue={cfg.momentum_queue}: backend {model.backend!r} has no momentum encoder with ITC queues; set momentum_queue=0 (xbm_size is the memory every backend has)')
-    if cfg.xbm_size: raise ConfigError(f'momentum_queue={cfg.momentum_queue} and xbm_size={cfg.xbm_size} are two memories of negatives: pick one')
+        raise ConfigError(f'momentum_queue={cfg.momentum_queue}: backend {model.backend!r} has no momentum encoder '
+                          'with ITC queues; '
+                          'set momentum_queue=0 (xbm_size is the memory every backend has)')
+    if cfg.xbm_size:
+        raise ConfigError(f'momentum_queue={cfg.momentum_queue} and xbm_size={cfg.xbm_size} '
+                          'are two memories of negatives: pick one')
 
 # %% ../nbs/08_train.ipynb #36579126
 @dataclass
@@ -235,8 +245,10 @@ class TrainExtras:
     @classmethod
     def build(cls, cfg: Config, model: nn.Module, env: DistEnv = DistEnv()) -> 'TrainExtras':
         "What `cfg` asks for, its values checked."
-        if cfg.xbm_size < 0 or cfg.xbm_start < 0: raise ConfigError(f'xbm_size={cfg.xbm_size}, xbm_start={cfg.xbm_start}: both must be >= 0')
-        if not 0 <= cfg.ema_decay < 1: raise ConfigError(f'ema_decay={cfg.ema_decay}: must be in [0, 1) (0 = off; 0.999 is usual)')
+        if cfg.xbm_size < 0 or cfg.xbm_start < 0:
+            raise ConfigError(f'xbm_size={cfg.xbm_size}, xbm_start={cfg.xbm_start}: both must be >= 0')
+        if not 0 <= cfg.ema_decay < 1:
+            raise ConfigError(f'ema_decay={cfg.ema_decay}: must be in [0, 1) (0 = off; 0.999 is usual)')
         check_momentum(cfg, model)
         xbm = XBM(cfg.xbm_size, cfg.xbm_start) if cfg.xbm_size else None
         return cls(xbm, EMA(model, cfg.ema_decay) if (cfg.ema_decay and env.is_main) else None)
@@ -344,14 +356,16 @@ def evaluate_model(model, # a model from `aliret.models`
 
 # %% ../nbs/08_train.ipynb #1e4da568
 def save_train_checkpoint(root: Path, model, opt, sched, scaler, epoch: int, batch: int, step: int,
-                          metrics: dict, keep_last: int, env: DistEnv = DistEnv(), extras: TrainExtras | None = None) -> Path:
+                          metrics: dict, keep_last: int, env: DistEnv = DistEnv(),
+                          extras: TrainExtras | None = None) -> Path:
     "Write `ckpt-e{epoch}-s{step}` (model, plain-dict train state, each rank's RNG), the marker last, then prune. Call on every rank."
     d = root/f'{CKPT_PREFIX}e{epoch}-s{step}'
     if env.is_main:
         if d.exists(): shutil.rmtree(d)
         save_checkpoint(model, d, step=step, metrics=metrics)
         state = dict(optimizer=opt.state_dict(), scheduler=sched.state_dict(), scaler=scaler.state_dict(),
-                     epoch=epoch, batch=batch, step=step, world_size=env.world_size, **(extras.state() if extras is not None else {}))
+                     epoch=epoch, batch=batch, step=step, world_size=env.world_size,
+                     **(extras.state() if extras is not None else {}))
         with atomic_open(d/'train_state.pt', 'wb') as f: torch.save(state, f)
         if extras is not None: extras.save(d, step, keep_last)
     if env.distributed: dist.barrier()
@@ -376,7 +390,7 @@ def start_model(cfg: Config, # the run's config
                ):
     "`cfg`'s model, or checkpoint `init_from`'s weights at `cfg.image_size` (position tables interpolated)."
     if init_from is None: return build_model(cfg, vocab_texts=vocab_texts)
-    model = load_checkpoint(init_from, device=pick_device(cfg.device))
+    model = load_checkpoint(init_from, device='cpu')   # `fit` moves it to this rank's device
     if model.cfg.image_size != cfg.image_size: model = model.resized(cfg.image_size)
     model.cfg = cfg
     return model
@@ -390,7 +404,7 @@ def fit(cfg: Config, # training config (preset + overrides)
         stop_after_steps: int | None = None, # stop (as if killed) after this many optimizer steps
         progress: bool = True, # progress bar on rank 0
         log=print, # where rank 0's messages go
-        init_from: str | Path | None = None, # start from this checkpoint's weights (resized to `cfg.image_size`), not cfg's model
+        init_from: str | Path | None = None, # start from this checkpoint's weights (at `cfg.image_size`)
        ) -> dict:
     "Train `cfg`'s model on `train_table` on this rank; return history, final metrics and checkpoints."
     env = dist_env()
@@ -502,7 +516,8 @@ def parse_phases(spec: str, # `size:epochs,size:epochs,...`
     for part in [x.strip() for x in spec.split(',') if x.strip()]:
         a, _, b = part.partition(':')
         if not (a.isdigit() and b.isdigit() and int(a) > 0 and int(b) > 0):
-            raise ConfigError(f"phases={spec!r}: each phase is size:epochs with positive integers, e.g. '224:2,256:1'; got {part!r}")
+            raise ConfigError(f"phases={spec!r}: each phase is size:epochs with positive integers, "
+                              f"e.g. '224:2,256:1'; got {part!r}")
         out.append((int(a), int(b)))
     return out
 
@@ -519,7 +534,9 @@ def fit_phases(cfg: Config, # training config; `cfg.phases` lists the phases (''
     if not cfg.phases: return fit(cfg, train_table, out_dir, val_table, resume, stop_after_steps, **kw)
     phases = parse_phases(cfg.phases)
     if not backend_class(cfg.backend).resizable:
-        raise ConfigError(f'phases={cfg.phases!r}: backend {cfg.backend!r} cannot change its input resolution (no `resized`); leave phases empty')
+        raise ConfigError(f'phases={cfg.phases!r}: backend {cfg.backend!r} cannot change its input resolution '
+                          '(no `resized`); '
+                          'leave phases empty')
     out, prev, runs, done = Path(out_dir), None, [], 0
     for i, (size, epochs) in enumerate(phases, 1):
         d = out/f'phase{i}-{size}'
