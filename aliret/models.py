@@ -27,13 +27,13 @@ __all__ = ['CLIP_CUSTOM_ARCHS', 'BERT_SPECIALS', 'BLIP_MEAN', 'BLIP_STD', 'BLIP_
            'WeightsNotFound', 'autocast_for', 'RetrievalModel', 'register_backend', 'backend_class', 'ImageFiles',
            'PixelPipeline', 'split_transform', 'PadToSquare', 'clip_tiny_config', 'register_open_clip_config',
            'resolve_clip_weights', 'ClipRetrieval', 'export_open_clip', 'build_wordpiece_vocab', 'blip_tokenizer',
-           'blip_transforms', 'blip_tiny_config', 'interpolate_pos_embed', 'set_blip_image_size', 'vit_block',
-           'blip_vision_states', 'bert_attention', 'cross_kv', 'grouped_cross_attention', 'bert_block',
-           'blip_text_states', 'BlipRetrieval', 'itc_memory', 'itc_loss', 'sample_hard_negatives', 'pad_tokens',
-           'itm_loss', 'momentum_itc_loss', 'BlipMomentum', 'convert_original_blip', 'export_original_blip',
-           'read_original_blip', 'blip_config_from_original', 'load_original_blip', 'build_model', 'save_checkpoint',
-           'read_checkpoint_meta', 'stored_config', 'check_checkpoint_fits', 'load_checkpoint', 'weights_available',
-           'check_backend', 'check_backends']
+           'blip_transforms', 'blip_tiny_config', 'interpolate_pos_embed', 'set_vision_image_size',
+           'set_blip_image_size', 'vit_block', 'blip_vision_states', 'bert_attention', 'cross_kv',
+           'grouped_cross_attention', 'bert_block', 'blip_text_states', 'BlipRetrieval', 'itc_memory', 'itc_loss',
+           'sample_hard_negatives', 'pad_tokens', 'itm_loss', 'momentum_itc_loss', 'BlipMomentum',
+           'convert_original_blip', 'export_original_blip', 'read_original_blip', 'blip_config_from_original',
+           'load_original_blip', 'build_model', 'save_checkpoint', 'read_checkpoint_meta', 'stored_config',
+           'check_checkpoint_fits', 'load_checkpoint', 'weights_available', 'check_backend', 'check_backends']
 
 # %% ../nbs/04_models.ipynb #88927e89
 def _offline(offline: bool | None = None) -> bool:
@@ -606,16 +606,25 @@ def interpolate_pos_embed(pos: torch.Tensor, # [1, 1 + g*g, D] position table (c
     grid = F.interpolate(grid, size=(g1, g1), mode='bicubic', align_corners=False).permute(0, 2, 3, 1).reshape(1, g1 * g1, d)
     return torch.cat([pos[:, :1], grid.to(pos.dtype)], dim=1)
 
+def set_vision_image_size(vision_model, # a transformers `BlipVisionModel`
+                          image_size: int, # new input resolution
+                         ):
+    "Change a BLIP ViT's input size in place, interpolating its position table."
+    emb = vision_model.embeddings
+    if image_size == emb.image_size: return vision_model
+    n = (image_size // emb.patch_size) ** 2
+    old = emb.position_embedding
+    emb.position_embedding = nn.Parameter(interpolate_pos_embed(old.data, n), requires_grad=old.requires_grad)
+    emb.image_size, emb.num_patches, emb.num_positions = image_size, n, n + 1
+    vision_model.config.image_size = image_size
+    return vision_model
+
 def set_blip_image_size(net, # a transformers BlipForImageTextRetrieval
                         image_size: int, # new input resolution
                        ):
     "Change a BLIP vision tower's input size in place, interpolating its position table."
-    emb = net.vision_model.embeddings
-    if image_size == emb.image_size: return net
-    n = (image_size // emb.patch_size) ** 2
-    emb.position_embedding = nn.Parameter(interpolate_pos_embed(emb.position_embedding.data, n))
-    emb.image_size, emb.num_patches, emb.num_positions = image_size, n, n + 1
-    for c in {id(x): x for x in (net.config.vision_config, net.vision_model.config)}.values(): c.image_size = image_size
+    set_vision_image_size(net.vision_model, image_size)
+    net.config.vision_config.image_size = image_size
     return net
 
 # %% ../nbs/04_models.ipynb #43b977d0
@@ -904,6 +913,7 @@ def weights_available(cls: BlipRetrieval, cfg: Config) -> tuple[bool, str]:
 def resized(self: BlipRetrieval, image_size: int) -> BlipRetrieval:
     "This model at `image_size`, in place: BLIP's bicubic `interpolate_pos_embed`, transforms rebuilt."
     set_blip_image_size(self.net, image_size)
+    if self.momentum is not None: set_vision_image_size(self.momentum.towers['vision_model'], image_size)
     self.cfg, self.arch = replace(self.cfg, image_size=image_size), {'blip_config': self.net.config.to_dict()}
     self.image_transform, self.train_transform = blip_transforms(image_size)
     self._pixels = None
