@@ -13,13 +13,14 @@ from .core import atomic_open, is_complete, SUCCESS
 
 # %% auto #0
 __all__ = ['BLIP_PUNCT', 'PROMO_WORDS', 'CLEAN_STEPS', 'DEFAULT_CLEAN', 'LAVIS_CLEAN', 'PROMPT_TEMPLATES', 'ATTRIBUTE_VOCAB',
-           'VARIANTS', 'DEFAULT_VARIANTS', 'CAPTION_FILES', 'as_text', 'fix_text', 'nfkc', 'remove_invisible',
-           'collapse_whitespace', 'lowercase', 'strip_punct', 'remove_promo', 'dedupe_tokens', 'strip_numbers',
-           'crop_words', 'lavis_pre_caption', 'parse_steps', 'clean_captions', 'trace_cleaning', 'clean_table',
-           'apply_template', 'crop_tokens', 'extract_attributes', 'attribute_prompt', 'attribute_agreement',
-           'add_suffix', 'caption_variants', 'clip_lengths', 'find_bert_vocab', 'approx_bert_lengths',
-           'bert_tokenizer_from_vocab', 'bert_lengths', 'length_fn', 'token_lengths', 'length_report',
-           'benchmark_cleaning', 'caption_tables', 'write_caption_tables', 'read_caption_tables']
+           'ZERO_SHOT_VOCAB', 'ZERO_SHOT_TEMPLATES', 'VARIANTS', 'DEFAULT_VARIANTS', 'CAPTION_FILES', 'as_text',
+           'fix_text', 'nfkc', 'remove_invisible', 'collapse_whitespace', 'lowercase', 'strip_punct', 'remove_promo',
+           'dedupe_tokens', 'strip_numbers', 'crop_words', 'lavis_pre_caption', 'parse_steps', 'clean_captions',
+           'trace_cleaning', 'clean_table', 'apply_template', 'crop_tokens', 'extract_attributes', 'attribute_prompt',
+           'attribute_agreement', 'zero_shot_labels', 'add_zero_shot_attributes', 'add_suffix', 'caption_variants',
+           'clip_lengths', 'find_bert_vocab', 'approx_bert_lengths', 'bert_tokenizer_from_vocab', 'bert_lengths',
+           'length_fn', 'token_lengths', 'length_report', 'benchmark_cleaning', 'caption_tables',
+           'write_caption_tables', 'read_caption_tables']
 
 # %% ../nbs/02_caption_augmentation.ipynb #67db5a77
 def as_text(s: pd.Series | Iterable[str], # captions (a Series keeps its index)
@@ -330,6 +331,50 @@ def attribute_agreement(found: pd.DataFrame, # from `extract_attributes`
                          precision=float((f[hit] == t[hit]).mean()) if hit.any() else float('nan'),
                          in_vocab=float(t.ne('').mean()) if len(f) else 0.0))
     return pd.DataFrame(rows)
+
+# %% ../nbs/02_caption_augmentation.ipynb #6af95fbe
+ZERO_SHOT_VOCAB = {'colour': tuple(ATTRIBUTE_VOCAB['colour']), 'category': tuple(ATTRIBUTE_VOCAB['category'])}
+ZERO_SHOT_TEMPLATES = {'colour': 'a photo of a {} product', 'category': 'a photo of a {}'}
+
+def zero_shot_labels(model, # a `RetrievalModel` (`aliret.models`): `embed_images`, `embed_texts`, `logit_scale`
+                     image_paths: Sequence[str], # one image per row (repeated images are embedded once)
+                     vocab: Mapping[str, Sequence[str]] = ZERO_SHOT_VOCAB, # attribute -> candidate words
+                     templates: Mapping[str, str] = ZERO_SHOT_TEMPLATES, # attribute -> prompt with one {} slot
+                    ) -> pd.DataFrame:
+    "Per row and attribute, the word whose prompt is nearest the image (`<attr>`) and its probability (`<attr>_p`)."
+    uniq, inv = np.unique(np.asarray([str(p) for p in image_paths], dtype=object), return_inverse=True)
+    img = model.embed_images(list(uniq))
+    ok = np.isfinite(img).all(1)
+    scale = float(model.logit_scale)
+    out = {}
+    for attr, words in vocab.items():
+        logits = scale * (np.nan_to_num(img) @ model.embed_texts([templates[attr].format(w) for w in words]).T)
+        prob = np.exp(logits - logits.max(1, keepdims=True))
+        prob /= prob.sum(1, keepdims=True)
+        best = logits.argmax(1)
+        out[attr] = np.where(ok, np.asarray(words, dtype=object)[best], '')[inv]
+        out[f'{attr}_p'] = np.where(ok, prob[np.arange(len(best)), best], 0.0)[inv]
+    return pd.DataFrame(out)
+
+# %% ../nbs/02_caption_augmentation.ipynb #48ec88cf
+def add_zero_shot_attributes(captions: pd.Series | Iterable[str], # captions, one per row
+                             labels: pd.DataFrame, # from `zero_shot_labels`, same rows in the same order
+                             front: Sequence[str] = ('colour',), # attributes written before the caption
+                             end: Sequence[str] = ('category',), # attributes written after it
+                             min_prob: float = 0.0, # add a label only when its probability reaches this
+                             vocab: Mapping = ATTRIBUTE_VOCAB, # what counts as already present (`extract_attributes`)
+                            ) -> pd.DataFrame:
+    "`caption` with each missing attribute added from `labels`, and one `added_<attr>` column per attribute."
+    s = as_text(captions).reset_index(drop=True)
+    have = extract_attributes(s, vocab)
+    out = dict(caption=s)
+    for attr in (*front, *end):
+        lab = labels[attr].reset_index(drop=True).astype(object)
+        add = have[attr].eq('') & lab.ne('') & (labels[f'{attr}_p'].reset_index(drop=True) >= min_prob)
+        glued = (lab + ' ' + out['caption']) if attr in front else (out['caption'] + ' ' + lab)
+        out['caption'] = glued.where(add, out['caption'])
+        out[f'added_{attr}'] = lab.where(add, '')
+    return pd.DataFrame(out)
 
 # %% ../nbs/02_caption_augmentation.ipynb #1a8aeb8b
 def add_suffix(s: pd.Series | Iterable[str], # captions

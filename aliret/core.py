@@ -130,7 +130,14 @@ class Config:
     seed: int = 42 # base seed (each rank adds its rank)
     save_every_steps: int = 0 # extra checkpoint every N optimizer steps (0 = per epoch only)
     keep_last: int = 0 # checkpoints to keep (0 = all: sweeps want every epoch)
-
+    pad_square: bool = False # pad each image to a centred black square before the resize (keeps the whole image)
+    xbm_size: int = 0 # cross-batch memory: past ITC embeddings kept as extra negatives (0 = off)
+    xbm_start: int = 0 # optimizer steps before the cross-batch memory starts filling and counting
+    ema_decay: float = 0.0 # EMA of the weights, saved beside each checkpoint in `checkpoints_ema/` (0 = off)
+    phases: str = '' # rising-resolution phases `size:epochs,...`, each from the last one's weights ('' = one phase)
+    momentum_queue: int = 0 # BLIP's momentum encoder: ITC queue length, with distillation (0 = off; BLIP: 57600)
+    momentum: float = 0.995 # momentum encoder: `m = momentum * m + (1 - momentum) * weights` per step
+    distill_alpha: float = 0.4 # weight of the momentum encoder's soft targets in the ITC targets
 
 # %% ../nbs/00_core.ipynb #5eb8e04b
 PRESETS: dict[str, dict] = {

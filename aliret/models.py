@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_models.ipynb #bae7d214
 from __future__ import annotations
-import contextlib, functools, hashlib, importlib, json, math, os, re, shutil, string, tempfile, time, warnings, logging
+import contextlib, contextvars, copy, functools, hashlib, importlib, json, math, os, re, shutil, string, tempfile, time, warnings, logging
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -22,17 +22,19 @@ from .core import (AliretError, Config, ConfigError, DamagedState, PRESETS, chec
                          model_configs, backend_names, migrate_config, package_versions, BACKENDS)
 
 # %% auto #0
-__all__ = ['CLIP_CUSTOM_ARCHS', 'BERT_SPECIALS', 'BLIP_MEAN', 'BLIP_STD', 'BLIP_VISION', 'BLIP_KEY_MAP', 'BLIP_IGNORED',
-           'CHECKPOINT_JSON', 'CHECKPOINT_WEIGHTS', 'CHECKPOINT_FORMAT', 'MODEL_FIELDS', 'WeightsNotFound',
-           'autocast_for', 'RetrievalModel', 'register_backend', 'backend_class', 'ImageFiles', 'PixelPipeline',
-           'split_transform', 'clip_tiny_config', 'register_open_clip_config', 'resolve_clip_weights', 'ClipRetrieval',
-           'export_open_clip', 'build_wordpiece_vocab', 'blip_tokenizer', 'blip_transforms', 'blip_tiny_config',
-           'interpolate_pos_embed', 'set_blip_image_size', 'vit_block', 'blip_vision_states', 'bert_attention',
-           'cross_kv', 'grouped_cross_attention', 'bert_block', 'blip_text_states', 'BlipRetrieval', 'itc_loss',
-           'sample_hard_negatives', 'pad_tokens', 'itm_loss', 'convert_original_blip', 'export_original_blip',
-           'read_original_blip', 'blip_config_from_original', 'load_original_blip', 'build_model', 'save_checkpoint',
-           'read_checkpoint_meta', 'stored_config', 'model_mismatch', 'check_checkpoint_fits', 'load_checkpoint',
-           'weights_available', 'check_backend', 'check_backends']
+__all__ = ['CLIP_CUSTOM_ARCHS', 'BERT_SPECIALS', 'BLIP_MEAN', 'BLIP_STD', 'BLIP_VISION', 'ITC_MEMORY', 'MOMENTUM_PARTS',
+           'BLIP_KEY_MAP', 'BLIP_IGNORED', 'CHECKPOINT_JSON', 'CHECKPOINT_WEIGHTS', 'CHECKPOINT_FORMAT', 'MODEL_FIELDS',
+           'WeightsNotFound', 'autocast_for', 'RetrievalModel', 'register_backend', 'backend_class', 'ImageFiles',
+           'PixelPipeline', 'split_transform', 'PadToSquare', 'clip_tiny_config', 'register_open_clip_config',
+           'resolve_clip_weights', 'ClipRetrieval', 'export_open_clip', 'build_wordpiece_vocab', 'blip_tokenizer',
+           'blip_transforms', 'blip_tiny_config', 'interpolate_pos_embed', 'set_vision_image_size',
+           'set_blip_image_size', 'vit_block', 'blip_vision_states', 'bert_attention', 'cross_kv',
+           'grouped_cross_attention', 'bert_block', 'blip_text_states', 'BlipRetrieval', 'itc_memory', 'itc_loss',
+           'sample_hard_negatives', 'pad_tokens', 'itm_loss', 'momentum_itc_loss', 'BlipMomentum',
+           'convert_original_blip', 'export_original_blip', 'read_original_blip', 'blip_config_from_original',
+           'load_original_blip', 'build_model', 'save_checkpoint', 'read_checkpoint_meta', 'stored_config',
+           'model_mismatch', 'check_checkpoint_fits', 'load_checkpoint', 'weights_available', 'check_backend',
+           'check_backends']
 
 # %% ../nbs/04_models.ipynb #88927e89
 def _offline(offline: bool | None = None) -> bool:
@@ -75,6 +77,8 @@ class RetrievalModel(nn.Module):
     backend: str = '' # registered name, the key of its model config
     has_itm: bool = False # a learned image-text matching head (else `itm_scores` is the ITC cosine)
     caption_language: str = 'en' # language of the captions it is built for (picks the sample catalogue)
+    resizable: bool = False # `resized` can change its input resolution (training `phases`)
+    has_momentum: bool = False # has a momentum encoder with ITC queues (`cfg.momentum_queue`)
     def __init__(self, cfg: Config, # the config it was built from
                  arch: dict, # JSON-able architecture description (rebuilds the skeleton offline)
                 ):
@@ -103,7 +107,6 @@ class RetrievalModel(nn.Module):
     def text_len(self) -> int:
         "Text tokens per caption."
         return self.cfg.text_len
-
 
 # %% ../nbs/04_models.ipynb #cf8976a0
 @patch
@@ -293,6 +296,28 @@ def image_files(self: RetrievalModel, paths: Sequence[str | Path], # image files
                ) -> ImageFiles:
     "The dataset of uint8 images workers decode for this model (JPEG draft per `cfg.jpeg_draft`)."
     return ImageFiles([str(p) for p in paths], self.pixels.to_uint8, self.pixels.size if self.cfg.jpeg_draft else 0)
+
+# %% ../nbs/04_models.ipynb #62fe612c
+class PadToSquare:
+    "Pad a PIL image to a centred square of black pixels (picklable, for DataLoader workers)."
+    def __call__(self, im: Image.Image) -> Image.Image:
+        w, h = im.size
+        if w == h: return im
+        s = max(w, h)
+        out = Image.new(im.mode, (s, s))
+        out.paste(im, ((s - w) // 2, (s - h) // 2))
+        return out
+    def __repr__(self): return 'PadToSquare()'
+
+def _image_transform(self) -> Callable:
+    "The backend's eval transform, with `PadToSquare` in front when `cfg.pad_square`."
+    from torchvision import transforms as T
+    t = self.__dict__.get('_image_transform')
+    return T.Compose([PadToSquare(), *getattr(t, 'transforms', [t])]) if (t is not None and self.cfg.pad_square) else t
+
+def _set_image_transform(self, t: Callable): self.__dict__['_image_transform'] = t
+
+RetrievalModel.image_transform = property(_image_transform, _set_image_transform, doc=_image_transform.__doc__)
 
 # %% ../nbs/04_models.ipynb #9954b447
 def clip_tiny_config(cfg: Config) -> dict:
@@ -510,6 +535,28 @@ def weights_available(cls: ClipRetrieval, cfg: Config) -> tuple[bool, str]:
     return (True, repo) if _hf_cached(repo, files) else (False, f'{repo} not in the local HF cache')
 
 
+# %% ../nbs/04_models.ipynb #9be36797
+@patch
+def resized(self: RetrievalModel, image_size: int, # new input resolution
+           ) -> RetrievalModel:
+    "This model at input resolution `image_size`, same weights, position tables interpolated (`resizable` backends)."
+    raise NotImplementedError(f'backend {self.backend!r} cannot change its input resolution')
+
+@patch
+def resized(self: ClipRetrieval, image_size: int) -> ClipRetrieval:
+    "A copy at `image_size`: open_clip skeleton rebuilt at that size, weights copied, open_clip's `resize_pos_embed`."
+    from open_clip.model import resize_pos_embed
+    arch = json.loads(json.dumps(self.arch, default=list))
+    arch['open_clip_cfg']['vision_cfg']['image_size'] = image_size
+    arch['preprocess_cfg']['size'] = [image_size, image_size]
+    with torch.random.fork_rng(devices=[]): new = type(self).from_arch(replace(self.cfg, image_size=image_size), arch)
+    sd = self.net.state_dict()
+    resize_pos_embed(sd, new.net)
+    new.net.load_state_dict(sd)
+    return new.to(self.device).train(self.training)
+
+ClipRetrieval.resizable = True
+
 # %% ../nbs/04_models.ipynb #408a8ece
 BERT_SPECIALS = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
 
@@ -579,16 +626,25 @@ def interpolate_pos_embed(pos: torch.Tensor, # [1, 1 + g*g, D] position table (c
     grid = F.interpolate(grid, size=(g1, g1), mode='bicubic', align_corners=False).permute(0, 2, 3, 1).reshape(1, g1 * g1, d)
     return torch.cat([pos[:, :1], grid.to(pos.dtype)], dim=1)
 
+def set_vision_image_size(vision_model, # a transformers `BlipVisionModel`
+                          image_size: int, # new input resolution
+                         ):
+    "Change a BLIP ViT's input size in place, interpolating its position table."
+    emb = vision_model.embeddings
+    if image_size == emb.image_size: return vision_model
+    n = (image_size // emb.patch_size) ** 2
+    old = emb.position_embedding
+    emb.position_embedding = nn.Parameter(interpolate_pos_embed(old.data, n), requires_grad=old.requires_grad)
+    emb.image_size, emb.num_patches, emb.num_positions = image_size, n, n + 1
+    vision_model.config.image_size = image_size
+    return vision_model
+
 def set_blip_image_size(net, # a transformers BlipForImageTextRetrieval
                         image_size: int, # new input resolution
                        ):
     "Change a BLIP vision tower's input size in place, interpolating its position table."
-    emb = net.vision_model.embeddings
-    if image_size == emb.image_size: return net
-    n = (image_size // emb.patch_size) ** 2
-    emb.position_embedding = nn.Parameter(interpolate_pos_embed(emb.position_embedding.data, n))
-    emb.image_size, emb.num_patches, emb.num_positions = image_size, n, n + 1
-    for c in {id(x): x for x in (net.config.vision_config, net.vision_model.config)}.values(): c.image_size = image_size
+    set_vision_image_size(net.vision_model, image_size)
+    net.config.vision_config.image_size = image_size
     return net
 
 # %% ../nbs/04_models.ipynb #43b977d0
@@ -727,6 +783,7 @@ class BlipRetrieval(RetrievalModel):
     "BLIP ITC + ITM on transformers' modules, with BLIP's `[ENC]` matching input and temperature."
     backend = 'blip'
     has_itm = True
+    has_momentum = True
     def __init__(self, cfg: Config, # config it was built from
                  net: nn.Module, # transformers BlipForImageTextRetrieval
                  tokenizer, # BERT tokenizer with [DEC] and [ENC]
@@ -742,6 +799,8 @@ class BlipRetrieval(RetrievalModel):
             raise ConfigError(f'tokenizer [ENC] id {self.enc_token_id} is outside the text embedding table ({net.config.text_config.vocab_size}): tokenizer and weights do not belong together')
         self.embed_dim = int(net.config.image_text_hidden_size)
         self.image_transform, self.train_transform = blip_transforms(net.config.vision_config.image_size)
+        self.momentum = None
+        if cfg.momentum_queue: self.momentum = BlipMomentum(net, cfg.momentum_queue, cfg.momentum, cfg.distill_alpha)
         if cfg.text_len > net.config.text_config.max_position_embeddings:
             raise ConfigError(f'text_len={cfg.text_len} exceeds the text encoder\'s {net.config.text_config.max_position_embeddings} positions')
 
@@ -816,7 +875,8 @@ class BlipRetrieval(RetrievalModel):
         with torch.no_grad(): self.temp.clamp_(0.001, 0.5)
         feats = self.vision(pixel_values)
         img, txt = self.project_images(feats), self.encode_texts(tokens)
-        itc = itc_loss(img, txt, self.temp, ids, gather=gather)
+        if self.momentum is None: itc = itc_loss(img, txt, self.temp, ids, gather=gather)
+        else: itc = self.momentum.itc(pixel_values, tokens, img, txt, ids, self.temp, gather)
         itm = itm_loss(self.itm_logits, feats, tokens, img, txt, ids, self.temp, gather=gather)
         return dict(loss=itc + itm, itc=itc.detach(), itm=itm.detach())
 
@@ -870,7 +930,30 @@ def weights_available(cls: BlipRetrieval, cfg: Config) -> tuple[bool, str]:
     return (True, src) if ok else (False, f'{src} not in the local HF cache')
 
 
+# %% ../nbs/04_models.ipynb #55700956
+@patch
+def resized(self: BlipRetrieval, image_size: int) -> BlipRetrieval:
+    "This model at `image_size`, in place: BLIP's bicubic `interpolate_pos_embed`, transforms rebuilt."
+    set_blip_image_size(self.net, image_size)
+    if self.momentum is not None: set_vision_image_size(self.momentum.towers['vision_model'], image_size)
+    self.cfg, self.arch = replace(self.cfg, image_size=image_size), {'blip_config': self.net.config.to_dict()}
+    self.image_transform, self.train_transform = blip_transforms(image_size)
+    self._pixels = None
+    return self
+
+BlipRetrieval.resizable = True
+
 # %% ../nbs/04_models.ipynb #968cdcde
+ITC_MEMORY = contextvars.ContextVar('aliret_itc_memory', default=None)   # set by `itc_memory`
+
+@contextlib.contextmanager
+def itc_memory(memory, # has `columns(img_all, txt_all, ids_all)` -> the columns to score against; None = off
+              ):
+    "Within this block `itc_loss` scores its batch against `memory.columns(...)` (e.g. the batch plus past ones)."
+    token = ITC_MEMORY.set(memory)
+    try: yield memory
+    finally: ITC_MEMORY.reset(token)
+
 def itc_loss(img: torch.Tensor, # [B, D] normalised image embeddings (this rank)
              txt: torch.Tensor, # [B, D] normalised text embeddings, aligned with `img`
              temp: torch.Tensor | float, # temperature (logits = similarity / temp)
@@ -880,6 +963,7 @@ def itc_loss(img: torch.Tensor, # [B, D] normalised image embeddings (this rank)
     "Symmetric contrastive loss with soft targets over all same-id pairs."
     ids = ids.to(img.device).view(-1)
     img_all, txt_all, ids_all = (gather(img), gather(txt), gather(ids)) if gather else (img, txt, ids)
+    if (memory := ITC_MEMORY.get()) is not None: img_all, txt_all, ids_all = memory.columns(img_all, txt_all, ids_all)
     pos = (ids[:, None] == ids_all[None, :]).float()
     targets = pos / pos.sum(1, keepdim=True)
     i2t, t2i = img @ txt_all.T / temp, txt @ img_all.T / temp
@@ -940,6 +1024,85 @@ def itm_loss(itm_logits: Callable, # (vision states, tokens, image_index) -> [N,
     tk = {k: torch.cat([v, v[ar[vt]], tok_all[k][nt[vi]]]) for k, v in tokens.items()}
     labels = torch.cat([torch.ones(B), torch.zeros(int(vt.sum()) + int(vi.sum()))]).long().to(feats.device)
     return F.cross_entropy(itm_logits(feats, tk, index), labels)
+
+# %% ../nbs/04_models.ipynb #55d0a64e
+def momentum_itc_loss(img: torch.Tensor, # [B, D] online image embeddings
+                      txt: torch.Tensor, # [B, D] online text embeddings
+                      img_m: torch.Tensor, # [B, D] momentum image embeddings (no gradient)
+                      txt_m: torch.Tensor, # [B, D] momentum text embeddings
+                      ids: torch.Tensor, # [B] ids: equal ids are positives
+                      queue_img: torch.Tensor, # [Q, D] queued momentum image embeddings
+                      queue_txt: torch.Tensor, # [Q, D] queued momentum text embeddings
+                      queue_ids: torch.Tensor, # [Q] their ids
+                      temp: torch.Tensor | float, # temperature
+                      alpha: float, # weight of the momentum softmax in the targets
+                     ) -> torch.Tensor:
+    "BLIP's ITC against momentum features + queue, targets `alpha * momentum softmax + (1 - alpha) * same-id`."
+    ids = ids.view(-1)
+    cols_i, cols_t, cids = torch.cat([img_m, queue_img]), torch.cat([txt_m, queue_txt]), torch.cat([ids, queue_ids])
+    pos = (ids[:, None] == cids[None, :]).float()
+    pos = pos / pos.sum(1, keepdim=True)
+    with torch.no_grad():
+        ti = alpha * F.softmax(img_m @ cols_t.T / temp, 1) + (1 - alpha) * pos
+        tt = alpha * F.softmax(txt_m @ cols_i.T / temp, 1) + (1 - alpha) * pos
+    i2t, t2i = img @ cols_t.T / temp, txt @ cols_i.T / temp
+    return (-(F.log_softmax(i2t, 1) * ti).sum(1).mean() - (F.log_softmax(t2i, 1) * tt).sum(1).mean()) / 2
+
+# %% ../nbs/04_models.ipynb #93906907
+MOMENTUM_PARTS = ('vision_model', 'vision_proj', 'text_encoder', 'text_proj')
+
+class BlipMomentum(nn.Module):
+    "BLIP's momentum encoder (frozen EMA copies of both towers and projections) and ITC queues of its features and ids."
+    def __init__(self, net: nn.Module, # the transformers BlipForImageTextRetrieval it follows
+                 size: int, # queue length
+                 momentum: float = 0.995, # EMA weight of the old copy per step
+                 alpha: float = 0.4, # distillation weight
+                ):
+        super().__init__()
+        self.m, self.alpha = momentum, alpha
+        self.towers = nn.ModuleDict({k: copy.deepcopy(getattr(net, k)).requires_grad_(False) for k in MOMENTUM_PARTS})
+        d = net.config.image_text_hidden_size
+        g = torch.Generator().manual_seed(0)
+        self.register_buffer('image_queue', F.normalize(torch.randn(size, d, generator=g), dim=-1))
+        self.register_buffer('text_queue', F.normalize(torch.randn(size, d, generator=g), dim=-1))
+        self.register_buffer('idx_queue', torch.full((size,), -100, dtype=torch.long))
+        self.register_buffer('ptr', torch.zeros(1, dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self, net: nn.Module):
+        "`m = momentum * m + (1 - momentum) * weights` for every copied part."
+        for k, mod in self.towers.items():
+            for pm, p in zip(mod.parameters(), getattr(net, k).parameters()): pm.lerp_(p.detach(), 1 - self.m)
+
+    @torch.no_grad()
+    def enqueue(self, img: torch.Tensor, txt: torch.Tensor, ids: torch.Tensor):
+        "Write a (gathered) batch of momentum features over the oldest queue rows."
+        i = (self.ptr + torch.arange(len(ids), device=ids.device)) % len(self.idx_queue)
+        self.image_queue[i], self.text_queue[i], self.idx_queue[i] = img.float(), txt.float(), ids
+        self.ptr.copy_((self.ptr + len(ids)) % len(self.idx_queue))
+
+    @torch.no_grad()
+    def features(self, pixel_values: torch.Tensor, tokens: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        "Momentum image and text embeddings (normalised, float32)."
+        t = self.towers
+        img = F.normalize(t['vision_proj'](blip_vision_states(t['vision_model'], pixel_values)[:, 0]).float(), dim=-1)
+        txt = F.normalize(t['text_proj'](blip_text_states(t['text_encoder'], tokens)[:, 0]).float(), dim=-1)
+        return img, txt
+
+    def itc(self, pixel_values, tokens, img, txt, ids, temp, gather: Callable | None = None) -> torch.Tensor:
+        "`momentum_itc_loss` of this batch, then its momentum features (of every rank) enqueued."
+        ids = ids.to(img.device).view(-1)
+        img_m, txt_m = self.features(pixel_values, tokens)
+        q = (self.image_queue, self.text_queue, self.idx_queue)
+        loss = momentum_itc_loss(img, txt, img_m, txt_m, ids, *q, temp, self.alpha)
+        self.enqueue(*((gather(x) for x in (img_m, txt_m, ids)) if gather else (img_m, txt_m, ids)))
+        return loss
+
+# %% ../nbs/04_models.ipynb #60c8edbc
+@patch
+def after_step(self: BlipRetrieval):
+    "Move the momentum encoder towards the weights (BLIP's `_momentum_update`), when there is one."
+    if self.momentum is not None: self.momentum.update(self.net)
 
 # %% ../nbs/04_models.ipynb #d88914ed
 # (original BLIP key prefix, transformers key prefix); `#` is a block number. Prefixes ending in `.` match modules.

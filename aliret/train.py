@@ -4,8 +4,8 @@
 
 # %% ../nbs/08_train.ipynb #bc4d057f
 from __future__ import annotations
-import datetime, json, math, os, random, shutil, sys, time
-from dataclasses import dataclass, asdict
+import copy, datetime, json, math, os, random, shutil, sys, time, warnings
+from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 from typing import Callable, Iterator
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
@@ -14,7 +14,8 @@ from .core import (AliretError, SUCCESS, set_aside, atomic_open, atomic_write, w
                          stream_process, child_env)
 from .retrieval import truth_from_ids, evaluate_embeddings
 from fastcore.basics import patch
-from .models import save_checkpoint, build_model, load_checkpoint, autocast_for
+from .models import (save_checkpoint, build_model, load_checkpoint, autocast_for, itc_memory, backend_class,
+                           CHECKPOINT_WEIGHTS)
 from .checkpoints import CKPT_PREFIX, checkpoint_dirs, latest_checkpoint, newest_verified, prune_checkpoints
 from .core import outputs_root
 from .shards import ShardPairs, shard_table
@@ -24,11 +25,12 @@ from .core import legend_outside
 
 # %% auto #0
 __all__ = ['DistEnv', 'dist_env', 'init_distributed', 'cleanup_distributed', 'EpochSampler', 'warmup_cosine', 'make_scheduler',
-           'rng_state', 'set_rng_state', 'random_shift', 'PairDataset', 'train_dataset', 'train_loader',
-           'gather_with_grad', 'freeze_towers', 'loss_fn_for', 'LossModule', 'make_optimizer', 'cuda_math',
-           'NonFiniteLoss', 'StepLog', 'log_step', 'image_ids_of', 'val_gallery', 'rank_span', 'gather_rows',
-           'evaluate_model', 'save_train_checkpoint', 'load_train_state', 'resume_point', 'read_history', 'fit',
-           'read_table', 'main', 'launch', 'resume_dir', 'plot_history']
+           'rng_state', 'set_rng_state', 'random_shift', 'PairDataset', 'train_dataset', 'train_loader', 'XBM', 'EMA',
+           'check_momentum', 'TrainExtras', 'ema_root', 'gather_with_grad', 'freeze_towers', 'loss_fn_for',
+           'LossModule', 'make_optimizer', 'cuda_math', 'NonFiniteLoss', 'StepLog', 'log_step', 'image_ids_of',
+           'val_gallery', 'rank_span', 'gather_rows', 'evaluate_model', 'save_train_checkpoint', 'load_train_state',
+           'resume_point', 'read_history', 'start_model', 'fit', 'parse_phases', 'fit_phases', 'read_table', 'main',
+           'launch', 'resume_dir', 'plot_history']
 
 # %% ../nbs/08_train.ipynb #33c22791
 @dataclass(frozen=True)
@@ -194,6 +196,132 @@ def train_loader(ds, # `train_dataset`'s
     sampler.set_epoch(epoch, b0)
     return torch.utils.data.DataLoader(ds, sampler=sampler, generator=torch.Generator().manual_seed(cfg.seed + epoch), **common)
 
+# %% ../nbs/08_train.ipynb #abf2c33c
+class XBM:
+    "Cross-batch memory: a FIFO of past gathered ITC embeddings and ids, scored as extra columns by `itc_loss`."
+    def __init__(self, size: int, # embeddings remembered
+                 start: int = 0, # optimizer steps before the memory fills and counts
+                ):
+        self.size, self.start, self.on, self.used = size, start, start == 0, False
+        self.img = self.txt = self.ids = None
+
+    def __len__(self): return 0 if self.ids is None else len(self.ids)
+
+    def columns(self, img: torch.Tensor, txt: torch.Tensor, ids: torch.Tensor) -> tuple:
+        "The batch's columns followed by the remembered ones (oldest first); then remember the batch."
+        if not self.on: return img, txt, ids
+        out = (img, txt, ids)
+        if self.ids is not None: out = tuple(torch.cat([a, b]) for a, b in zip(out, (self.img, self.txt, self.ids)))
+        self.push(img, txt, ids)
+        self.used = True
+        return out
+
+    def push(self, img: torch.Tensor, txt: torch.Tensor, ids: torch.Tensor):
+        "Append a batch (detached), dropping the oldest rows beyond `size`."
+        keep = lambda old, new: (new.detach() if old is None else torch.cat([old, new.detach()]))[-self.size:]
+        self.img, self.txt, self.ids = keep(self.img, img), keep(self.txt, txt), keep(self.ids, ids)
+
+    def check_used(self, backend: str):
+        "Refuse a backend whose loss never asked for the columns (the option would silently do nothing)."
+        if self.on and not self.used:
+            raise ConfigError(f'xbm_size={self.size}: backend {backend!r} computes its loss without `itc_loss`, '
+                              'so it cannot use a cross-batch memory; set xbm_size=0')
+
+    def state_dict(self) -> dict:
+        "The memory as CPU tensors (empty while it is)."
+        return {} if self.ids is None else dict(img=self.img.cpu(), txt=self.txt.cpu(), ids=self.ids.cpu())
+
+    def load_state_dict(self, st: dict, device=None):
+        "Restore `state_dict()` (an empty one empties the memory)."
+        self.img, self.txt, self.ids = (st[k].to(device) if st else None for k in ('img', 'txt', 'ids'))
+
+# %% ../nbs/08_train.ipynb #33eaa66f
+class EMA:
+    "Exponential moving average of a model's weights, kept as a frozen copy of the model."
+    def __init__(self, model: nn.Module, # the model being trained
+                 decay: float, # weight of the old average per step
+                ):
+        self.decay, self.model = decay, copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module):
+        "`ema = decay * ema + (1 - decay) * weights`; buffers copied."
+        for e, p in zip(self.model.parameters(), model.parameters()): e.lerp_(p.detach(), 1 - self.decay)
+        for e, b in zip(self.model.buffers(), model.buffers()): e.copy_(b)
+
+    def save(self, root: Path, name: str, step: int, keep_last: int) -> Path:
+        "Write the average as checkpoint `root/name` (marker last), then prune `root`."
+        d = Path(root)/name
+        if d.exists(): shutil.rmtree(d)
+        save_checkpoint(self.model, d, step=step, ema_decay=self.decay)
+        atomic_write(d/SUCCESS, f'{step}\n')
+        prune_checkpoints(root, keep_last)
+        return d
+
+    def load(self, d: Path):
+        "Reload the average from checkpoint folder `d`."
+        from safetensors.torch import load_model
+        load_model(self.model, str(Path(d)/CHECKPOINT_WEIGHTS))
+
+# %% ../nbs/08_train.ipynb #d223233e
+def check_momentum(cfg: Config, # the run's config
+                   model, # its model: `has_momentum` says whether it keeps a momentum encoder and queues
+                  ):
+    "Refuse `momentum_queue` for a backend without a momentum encoder, or with `xbm_size` (two memories of negatives)."
+    if not cfg.momentum_queue: return
+    if cfg.momentum_queue < 0 or not 0 <= cfg.momentum < 1 or not 0 <= cfg.distill_alpha <= 1:
+        raise ConfigError(f'momentum_queue={cfg.momentum_queue}, momentum={cfg.momentum}, '
+                          f'distill_alpha={cfg.distill_alpha}: need >= 0, [0, 1), [0, 1]')
+    if not model.has_momentum:
+        raise ConfigError(f'momentum_queue={cfg.momentum_queue}: backend {model.backend!r} has no momentum encoder '
+                          'with ITC queues; '
+                          'set momentum_queue=0 (xbm_size is the memory every backend has)')
+    if cfg.xbm_size:
+        raise ConfigError(f'momentum_queue={cfg.momentum_queue} and xbm_size={cfg.xbm_size} '
+                          'are two memories of negatives: pick one')
+
+# %% ../nbs/08_train.ipynb #36579126
+@dataclass
+class TrainExtras:
+    "A run's optional techniques (`xbm_size`, `ema_decay`), stepped, saved and restored with its checkpoints."
+    xbm: XBM | None = None # cross-batch memory (every rank)
+    ema: EMA | None = None # weight average (rank 0)
+
+    @classmethod
+    def build(cls, cfg: Config, model: nn.Module, env: DistEnv = DistEnv()) -> 'TrainExtras':
+        "What `cfg` asks for, its values checked."
+        if cfg.xbm_size < 0 or cfg.xbm_start < 0:
+            raise ConfigError(f'xbm_size={cfg.xbm_size}, xbm_start={cfg.xbm_start}: both must be >= 0')
+        if not 0 <= cfg.ema_decay < 1:
+            raise ConfigError(f'ema_decay={cfg.ema_decay}: must be in [0, 1) (0 = off; 0.999 is usual)')
+        check_momentum(cfg, model)
+        xbm = XBM(cfg.xbm_size, cfg.xbm_start) if cfg.xbm_size else None
+        return cls(xbm, EMA(model, cfg.ema_decay) if (cfg.ema_decay and env.is_main) else None)
+
+    def after_step(self, model: nn.Module, step: int):
+        "Switch the memory on at `xbm_start`; update the average."
+        if self.xbm is not None: self.xbm.on = step >= self.xbm.start
+        if self.ema is not None: self.ema.update(model)
+
+    def state(self) -> dict: return dict(xbm=self.xbm.state_dict()) if self.xbm is not None else {}
+    def save(self, ckpt: Path, step: int, keep_last: int):
+        "Write the average beside training checkpoint `ckpt` (`checkpoints_ema/<same name>`)."
+        if self.ema is not None: self.ema.save(ema_root(ckpt.parent), ckpt.name, step, keep_last)
+
+    def restore(self, st: dict, ckpt: Path, device=None):
+        "Reload the memory from train state `st` and the average saved beside `ckpt`."
+        if self.xbm is not None:
+            self.xbm.load_state_dict(st.get('xbm', {}), device)
+            self.xbm.on = st['step'] >= self.xbm.start
+        if self.ema is None: return
+        e = ema_root(ckpt.parent)/ckpt.name
+        if is_complete(e): self.ema.load(e)
+        else: warnings.warn(f'{e} is missing: the weight average restarts from the resumed weights')
+
+def ema_root(ckpts: Path) -> Path:
+    "Where the weight averages of checkpoint folder `ckpts` go (`<run>/checkpoints_ema`)."
+    return Path(ckpts).parent/f'{Path(ckpts).name}_ema'
+
 # %% ../nbs/08_train.ipynb #9f1ceb02
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     "Concatenate `x` from every rank in rank order; float tensors keep their gradient path."
@@ -212,10 +340,14 @@ def freeze_towers(model, # a model from `aliret.models`
         if not on: continue
         for p in model.tower_parameters(tower): p.requires_grad_(False)
 
-def loss_fn_for(model, env: DistEnv):
-    "`model.losses` with cross-rank gathering when distributed."
+def loss_fn_for(model, env: DistEnv, memory: XBM | None = None):
+    "`model.losses` with cross-rank gathering when distributed, scored against `memory` too when given."
     gather = gather_with_grad if env.distributed else None
-    return lambda m, px, tok, ids: m.losses(px, tok, ids, gather=gather)
+    def loss(m, px, tok, ids):
+        with itc_memory(memory): out = m.losses(px, tok, ids, gather=gather)
+        if memory is not None: memory.check_used(m.backend)
+        return out
+    return loss
 
 # %% ../nbs/08_train.ipynb #d028c9c2
 class LossModule(nn.Module):
@@ -351,15 +483,18 @@ def evaluate_model(model, # a model from `aliret.models`
 
 # %% ../nbs/08_train.ipynb #1e4da568
 def save_train_checkpoint(root: Path, model, opt, sched, scaler, epoch: int, batch: int, step: int,
-                          metrics: dict, keep_last: int, env: DistEnv = DistEnv()) -> Path:
+                          metrics: dict, keep_last: int, env: DistEnv = DistEnv(),
+                          extras: TrainExtras | None = None) -> Path:
     "Write `ckpt-e{epoch}-s{step}` (model, plain-dict train state, each rank's RNG), the marker last, then prune. Call on every rank."
     d = root/f'{CKPT_PREFIX}e{epoch}-s{step}'
     if env.is_main:
         if d.exists(): shutil.rmtree(d)
         save_checkpoint(model, d, step=step, metrics=metrics)
         state = dict(optimizer=opt.state_dict(), scheduler=sched.state_dict(), scaler=scaler.state_dict(),
-                     epoch=epoch, batch=batch, step=step, world_size=env.world_size)
+                     epoch=epoch, batch=batch, step=step, world_size=env.world_size,
+                     **(extras.state() if extras is not None else {}))
         with atomic_open(d/'train_state.pt', 'wb') as f: torch.save(state, f)
+        if extras is not None: extras.save(d, step, keep_last)
     if env.distributed: dist.barrier()
     with atomic_open(d/f'rng-{env.rank}.pt', 'wb') as f: torch.save(rng_state(), f)
     if env.distributed: dist.barrier()
@@ -402,6 +537,18 @@ def read_history(path: Path, # the run's history.json
         return []
     return [r for r in h if r['step'] <= step]
 
+# %% ../nbs/08_train.ipynb #4cb57f9d
+def start_model(cfg: Config, # the run's config
+                vocab_texts: list[str], # captions (the tiny BLIP's vocabulary)
+                init_from: str | Path | None = None, # a checkpoint to start from (a training phase's start)
+               ):
+    "`cfg`'s model, or checkpoint `init_from`'s weights at `cfg.image_size` (position tables interpolated)."
+    if init_from is None: return build_model(cfg, vocab_texts=vocab_texts)
+    model = load_checkpoint(init_from, device='cpu')   # `fit` moves it to this rank's device
+    if model.cfg.image_size != cfg.image_size: model = model.resized(cfg.image_size)
+    model.cfg = cfg
+    return model
+
 # %% ../nbs/08_train.ipynb #8a9e4792
 def fit(cfg: Config, # training config (preset + overrides)
         train_table, # training pairs: product, caption, image_path
@@ -412,6 +559,7 @@ def fit(cfg: Config, # training config (preset + overrides)
         progress: bool = True, # progress bar on rank 0
         log=print, # where rank 0's messages go
         train_shards: str | Path = '', # WebDataset shard folder (03a_shards) to read images from; '' = loose files
+        init_from: str | Path | None = None, # start from this checkpoint's weights (at `cfg.image_size`)
        ) -> dict:
     "Train `cfg`'s model on `train_table` on this rank; return history, final metrics and checkpoints."
     env = dist_env()
@@ -423,10 +571,11 @@ def fit(cfg: Config, # training config (preset + overrides)
     seed_everything(cfg.seed, env.rank)
     last = resume_point(ckpts, cfg, env, say) if resume else None
     if last is not None: model = load_checkpoint(last, expect=cfg)
-    else: model = build_model(cfg, vocab_texts=train_table['caption'].tolist())
+    else: model = start_model(cfg, train_table['caption'].tolist(), init_from)
     freeze_towers(model, cfg.freeze_vision, cfg.freeze_text)
     if cfg.grad_checkpointing: model.set_grad_checkpointing(True)
     model.to(device).train()
+    extras = TrainExtras.build(cfg, model, env)
 
     sampler = EpochSampler(len(train_table), cfg.batch_size, env, seed=cfg.seed)
     ds = train_dataset(cfg, train_table, model, env, sampler, train_shards)
@@ -444,10 +593,11 @@ def fit(cfg: Config, # training config (preset + overrides)
         if st['rng'] is not None: set_rng_state(st['rng'])
         else: seed_everything(cfg.seed + st['step'], env.rank)   # resumed on more ranks than saved
         start_epoch, start_batch, step = st['epoch'], st['batch'], st['step']
+        extras.restore(st, last, device)
     hist_path = out/'history.json'
     history = read_history(hist_path, step, say, move=env.is_main) if last is not None else []
 
-    net = LossModule(model, loss_fn_for(model, env))
+    net = LossModule(model, loss_fn_for(model, env, extras.xbm))
     if env.distributed:
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == 'cuda' else None)
     if cfg.compile: net = torch.compile(net)
@@ -475,12 +625,13 @@ def fit(cfg: Config, # training config (preset + overrides)
             gnorm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float('inf'))
             scaler.step(opt); scaler.update(); opt.zero_grad(set_to_none=True); sched.step(); step += 1
             model.after_step()
+            extras.after_step(model, step)
             steplog.add({'grad_norm': gnorm}, step, epoch, b)
             bar.update(1)
             save_now = cfg.save_every_steps and step % cfg.save_every_steps == 0 and b + 1 < steps_per_epoch * cfg.grad_accum
             if step % steplog.every == 0 or save_now: log_step(steplog, step, epoch, opt.param_groups[0]['lr'], history, bar, tb)
             if save_now:
-                save_train_checkpoint(ckpts, model, opt, sched, scaler, epoch, b + 1, step, {}, cfg.keep_last, env)
+                save_train_checkpoint(ckpts, model, opt, sched, scaler, epoch, b + 1, step, {}, cfg.keep_last, env, extras)
                 if env.is_main: write_json(hist_path, history)
             if stop_after_steps is not None and step >= stop_after_steps: stopped = True; break
         if stopped: break
@@ -491,7 +642,7 @@ def fit(cfg: Config, # training config (preset + overrides)
             if tb:
                 for k in ('r1', 'r5', 'r10', 'mean_recall', 'ali_score'): tb.add_scalar(f'val/{k}', metrics[k], step)
             say(f"epoch {epoch}: val R@1 {metrics['r1']:.4f}  R@5 {metrics['r5']:.4f}  R@10 {metrics['r10']:.4f}  ali_score {metrics['ali_score']:.4f}")
-        save_train_checkpoint(ckpts, model, opt, sched, scaler, epoch + 1, 0, step, metrics, cfg.keep_last, env)
+        save_train_checkpoint(ckpts, model, opt, sched, scaler, epoch + 1, 0, step, metrics, cfg.keep_last, env, extras)
         if env.is_main: write_json(hist_path, history)
     bar.close()
     if tb: tb.close()
@@ -507,6 +658,68 @@ def _tensorboard(out: Path):
         from torch.utils.tensorboard import SummaryWriter
         return SummaryWriter(str(out/'tensorboard'))
     except ImportError: return None
+
+# %% ../nbs/08_train.ipynb #cfd61e81
+def parse_phases(spec: str, # `size:epochs,size:epochs,...`
+                ) -> list[tuple[int, int]]:
+    "The `(image_size, epochs)` of each phase in `cfg.phases`; a `ConfigError` naming it when malformed."
+    out = []
+    for part in [x.strip() for x in spec.split(',') if x.strip()]:
+        a, _, b = part.partition(':')
+        if not (a.isdigit() and b.isdigit() and int(a) > 0 and int(b) > 0):
+            raise ConfigError(f"phases={spec!r}: each phase is size:epochs with positive integers, "
+                              f"e.g. '224:2,256:1'; got {part!r}")
+        out.append((int(a), int(b)))
+    return out
+
+# %% ../nbs/08_train.ipynb #2e4db9b7
+def fit_phases(cfg: Config, # training config; `cfg.phases` lists the phases ('' = one `fit`)
+               train_table, # training pairs
+               out_dir: str | Path, # run folder; phase i trains in `out_dir/phase<i>-<size>`
+               val_table=None, # val pairs for per-epoch recall
+               resume: bool = False, # skip finished phases, resume the interrupted one
+               stop_after_steps: int | None = None, # stop (as if killed) after this many optimizer steps in all
+               **kw, # `progress`, `log`: as for `fit`
+              ) -> dict:
+    "`fit`, or one `fit` per phase of `cfg.phases`, each starting from the last phase's final checkpoint."
+    if not cfg.phases: return fit(cfg, train_table, out_dir, val_table, resume, stop_after_steps, **kw)
+    phases = parse_phases(cfg.phases)
+    if not backend_class(cfg.backend).resizable:
+        raise ConfigError(f'phases={cfg.phases!r}: backend {cfg.backend!r} cannot change its input resolution '
+                          '(no `resized`); '
+                          'leave phases empty')
+    out, prev, runs, done = Path(out_dir), None, [], 0
+    for i, (size, epochs) in enumerate(phases, 1):
+        d = out/f'phase{i}-{size}'
+        pcfg = replace(cfg, image_size=size, epochs=epochs, phases='')
+        if is_complete(d): res = json.loads((d/'result.json').read_text())
+        else:
+            left = None if stop_after_steps is None else stop_after_steps - done
+            res = fit(pcfg, train_table, d, val_table, resume, left, init_from=prev, **kw)
+            if not res['stopped']: _finish_phase(d, res)
+        runs.append((i, size, d, res)); done += res['step']; prev = latest_checkpoint(d/'checkpoints')
+        if res['stopped']: break
+    return _join_phases(out, runs)
+
+# %% ../nbs/08_train.ipynb #1e8bb36e
+def _finish_phase(d: Path, res: dict):
+    "Rank 0 writes the phase's `result.json`, then its marker; every rank waits for them."
+    if dist_env().is_main:
+        write_json(d/'result.json', {k: v for k, v in res.items() if k not in ('model', 'history')})
+        atomic_write(d/SUCCESS, f"{res['step']}\n")
+    if dist.is_available() and dist.is_initialized(): dist.barrier()
+
+def _join_phases(out: Path, runs: list) -> dict:
+    "One result and `out/history.json` for all phases: steps and epochs counted on, `phase` and `image_size` added."
+    history, steps, epochs = [], 0, 0
+    for i, size, d, res in runs:
+        h = json.loads((d/'history.json').read_text()) if (d/'history.json').is_file() else []
+        history += [dict(r, step=r['step'] + steps, epoch=r['epoch'] + epochs, phase=i, image_size=size) for r in h]
+        steps, epochs = steps + res['step'], epochs + max([r['epoch'] + 1 for r in h], default=0)
+    if dist_env().is_main: write_json(out/'history.json', history)
+    last = runs[-1][3]
+    return dict(history=history, step=steps, stopped=last['stopped'], model=last.get('model'), final=last['final'],
+                checkpoints=[c for *_, res in runs for c in res['checkpoints']], phases=[str(d) for _, _, d, _ in runs])
 
 # %% ../nbs/08_train.ipynb #a85764ce
 def read_table(path: str | Path) -> 'pd.DataFrame':
@@ -532,8 +745,8 @@ def main(argv: list[str] | None = None):
     a = ap.parse_args(argv)
     cfg = get_config(a.config, **json.loads(a.overrides))
     try:
-        res = fit(cfg, read_table(a.train_table), a.out, read_table(a.val_table) if a.val_table else None,
-                  resume=a.resume, progress=not a.no_progress, train_shards=a.train_shards)
+        res = fit_phases(cfg, read_table(a.train_table), a.out, read_table(a.val_table) if a.val_table else None,
+                         resume=a.resume, progress=not a.no_progress, train_shards=a.train_shards)
         if dist_env().is_main:
             write_json(Path(a.out)/'result.json', {k: v for k, v in res.items() if k not in ('model', 'history')})
     finally: cleanup_distributed()
