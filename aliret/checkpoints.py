@@ -18,8 +18,8 @@ from .models import CHECKPOINT_JSON, CHECKPOINT_WEIGHTS, MODEL_FIELDS, read_chec
 # %% auto #0
 __all__ = ['CKPT_PREFIX', 'PICKS', 'ORIGINAL_SIDECARS', 'STORE_FILES', 'original_backend', 'original_suffixes', 'checkpoint_dirs',
            'checkpoint_complete', 'prune_checkpoints', 'safetensors_problem', 'verify_checkpoint', 'newest_verified',
-           'latest_checkpoint', 'complete_runs', 'newest_train_run', 'pick_checkpoints', 'NoCheckpoints',
-           'expand_checkpoints', 'resolve_checkpoints', 'file_sha256', 'content_hash', 'model_files',
+           'latest_checkpoint', 'run_checkpoints', 'complete_runs', 'newest_train_run', 'pick_checkpoints',
+           'NoCheckpoints', 'expand_checkpoints', 'resolve_checkpoints', 'file_sha256', 'content_hash', 'model_files',
            'checkpoint_fingerprint', 'fingerprint_key', 'load_entry', 'EmbeddingStore', 'Embeddings', 'write_store',
            'read_store', 'store_problem', 'store_matches', 'module_order', 'inner_aliret_imports']
 
@@ -126,6 +126,15 @@ def latest_checkpoint(root: str | Path, # the run's checkpoint folder
     ds = checkpoint_dirs(root)
     return ds[-1] if ds else None
 
+# %% ../nbs/04b_checkpoints.ipynb #5909d516
+def run_checkpoints(run: str | Path, # an 08_train run folder
+                   ) -> Path:
+    "The checkpoint folder of a training run: its `checkpoints/`, or a multi-phase run's last phase's (`phase<i>-<size>/checkpoints`)."
+    p = Path(run)
+    if (p/'checkpoints').is_dir(): return p/'checkpoints'
+    phases = sorted(p.glob('phase*-*/checkpoints'), key=lambda d: int(re.match(r'phase(\d+)', d.parent.name)[1]))
+    return phases[-1] if phases else p
+
 # %% ../nbs/04b_checkpoints.ipynb #a6ad5145
 def complete_runs(step: str = '08_train', # step whose runs to look for
                   has: str = 'checkpoints', # a file or folder the run must hold (checked with `exists`)
@@ -134,7 +143,8 @@ def complete_runs(step: str = '08_train', # step whose runs to look for
     "Finished runs of `step` (`outputs/<step>/<ts>` or a main job's `outputs/<run>/<step>*`) holding `has`, newest first."
     root = Path(root or outputs_root())
     cands = {p.parent for p in [*root.glob(f'{step}*/*/{SUCCESS}'), *root.glob(f'*/{step}*/{SUCCESS}')]}
-    runs = [r for r in cands if (r/has).exists() and (has != 'checkpoints' or checkpoint_dirs(r/has))]
+    holds = (lambda r: bool(checkpoint_dirs(run_checkpoints(r)))) if has == 'checkpoints' else (lambda r: (r/has).exists())
+    runs = [r for r in cands if holds(r)]
     return sorted(runs, key=lambda r: (r/SUCCESS).stat().st_mtime, reverse=True)
 
 # %% ../nbs/04b_checkpoints.ipynb #7d807421
@@ -152,7 +162,7 @@ def pick_checkpoints(run: str | Path, # an 08_train run folder (or its `checkpoi
                     ) -> list[Path]:
     "The complete checkpoint folder(s) of a training run that `pick` selects."
     if pick not in PICKS: raise ValueError(f"pick must be one of {', '.join(PICKS)}, got {pick!r}")
-    root = Path(run)/'checkpoints' if (Path(run)/'checkpoints').is_dir() else Path(run)
+    root = run_checkpoints(run)
     ds = checkpoint_dirs(root)
     if not ds: raise FileNotFoundError(f'{run}: no complete checkpoint under {root}; is it an 08_train run folder that finished an epoch?')
     if pick == 'last': return [ds[-1]]
@@ -184,7 +194,7 @@ def _expand_glob(entry: str, pick: str, skipped: list) -> list[Path]:
 # %% ../nbs/04b_checkpoints.ipynb #f7c2a14e
 def _expand_run(p: Path, pick: str, skipped: list) -> list[Path]:
     "Checkpoints of a run folder (or its `checkpoints/` folder) that `pick` selects; incomplete ones listed in `skipped`."
-    root = p/'checkpoints' if (p/'checkpoints').is_dir() else p
+    root = run_checkpoints(p)
     every = checkpoint_dirs(root, complete_only=False)
     if not every:
         raise FileNotFoundError(f'{p} is neither a checkpoint folder ({CHECKPOINT_JSON}), an 08_train run folder (checkpoints/{CKPT_PREFIX}*), '

@@ -148,7 +148,7 @@ def train_run(backend: str, # a registered backend
     cfg0 = get_config(preset, backend=backend)
     with tempfile.TemporaryDirectory() as d:
         model0 = backend_class(backend).random_like(cfg0, table.caption.tolist())
-        cfg = replace(model0.standin_config(f'{d}/standin'), epochs=10_000, device=device, **overrides)
+        cfg = replace(model0.standin_config(f'{d}/standin'), epochs=10_000, device=device, **{'log_every': max(1, steps // 20), **overrides})
         del model0
         quiet, warm = (lambda *a, **k: None), max(1, min(10, steps // 5))
         t0 = time.perf_counter()
@@ -159,7 +159,7 @@ def train_run(backend: str, # a registered backend
         flops = train_step_flops(res['model'], table, min(cfg.batch_size, 8)) / min(cfg.batch_size, 8)
     losses = [h['loss'] for h in res['history'] if 'loss' in h]
     k = max(1, len(losses) // 10)
-    return dict(backend=backend, preset=preset, precision=cfg.precision, steps=len(losses), batch_size=cfg.batch_size,
+    return dict(backend=backend, preset=preset, precision=cfg.precision, steps=res['step'], batch_size=cfg.batch_size,
                 samples_per_s=round((steps - warm) * cfg.batch_size / max((t2 - t1) - (t1 - t0), 1e-9), 1),
                 loss_start=round(statistics.mean(losses[:k]), 4), loss_end=round(statistics.mean(losses[-k:]), 4),
                 finite=bool(np.isfinite(losses).all()), gflop_per_sample=round(flops / 1e9, 3))
