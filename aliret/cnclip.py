@@ -201,9 +201,9 @@ class CnClipRetrieval(RetrievalModel):
 
 # %% ../nbs/04a_cnclip.ipynb #732b94b2
 @patch
-def tokenize(self: CnClipRetrieval, texts: Sequence[str] | str) -> dict:
-    "BERT tokens `{'input_ids', 'attention_mask'}`, padded to the longest, truncated to `cfg.text_len`."
-    enc = self.tokenizer([texts] if isinstance(texts, str) else list(texts), padding='longest', truncation=True,
+def tokenize(self: CnClipRetrieval, texts: Sequence[str] | str, fixed: bool = False) -> dict:
+    "BERT tokens `{'input_ids', 'attention_mask'}`, padded to the longest (`fixed`: to `cfg.text_len`), truncated to it."
+    enc = self.tokenizer([texts] if isinstance(texts, str) else list(texts), padding='max_length' if fixed else 'longest', truncation=True,
                          max_length=self.cfg.text_len, return_tensors='pt')
     return {'input_ids': enc['input_ids'], 'attention_mask': enc['attention_mask']}
 

@@ -452,8 +452,8 @@ class ClipRetrieval(RetrievalModel):
             net = _quiet_open_clip(open_clip.create_model, name, pretrained=None, force_preprocess_cfg=arch['preprocess_cfg'])
         return cls(cfg, net, open_clip.get_tokenizer(name), arch)
 
-    def tokenize(self, texts: Sequence[str] | str) -> dict:
-        "open_clip BPE tokens `{'input_ids': [N, context_length]}`."
+    def tokenize(self, texts: Sequence[str] | str, fixed: bool = False) -> dict:
+        "open_clip BPE tokens `{'input_ids': [N, context_length]}` (always the fixed length, whatever `fixed`)."
         return {'input_ids': self.tokenizer([texts] if isinstance(texts, str) else list(texts))}
 
     def encode_images(self, pixel_values): return F.normalize(self.net.encode_image(pixel_values).float(), dim=-1)
@@ -827,9 +827,9 @@ class BlipRetrieval(RetrievalModel):
         tok = blip_tokenizer(Path(folder)/'tokenizer', offline=True)
         return cls(cfg, BlipForImageTextRetrieval(BlipConfig.from_dict(arch['blip_config'])), tok, arch)
 
-    def tokenize(self, texts: Sequence[str] | str) -> dict:
-        "BERT tokens `{'input_ids', 'attention_mask'}`, padded to the longest, truncated to `cfg.text_len`."
-        enc = self.tokenizer([texts] if isinstance(texts, str) else list(texts), padding='longest', truncation=True,
+    def tokenize(self, texts: Sequence[str] | str, fixed: bool = False) -> dict:
+        "BERT tokens `{'input_ids', 'attention_mask'}`, padded to the longest (`fixed`: to `cfg.text_len`), truncated to it."
+        enc = self.tokenizer([texts] if isinstance(texts, str) else list(texts), padding='max_length' if fixed else 'longest', truncation=True,
                              max_length=self.cfg.text_len, return_tensors='pt')
         return {'input_ids': enc['input_ids'], 'attention_mask': enc['attention_mask']}
 

@@ -25,12 +25,12 @@ from .core import legend_outside
 
 # %% auto #0
 __all__ = ['DistEnv', 'dist_env', 'init_distributed', 'cleanup_distributed', 'EpochSampler', 'warmup_cosine', 'make_scheduler',
-           'rng_state', 'set_rng_state', 'random_shift', 'PairDataset', 'train_dataset', 'train_loader', 'XBM', 'EMA',
-           'check_momentum', 'TrainExtras', 'ema_root', 'gather_with_grad', 'freeze_towers', 'loss_fn_for',
-           'LossModule', 'make_optimizer', 'cuda_math', 'NonFiniteLoss', 'StepLog', 'log_step', 'image_ids_of',
-           'val_gallery', 'rank_span', 'gather_rows', 'evaluate_model', 'save_train_checkpoint', 'load_train_state',
-           'resume_point', 'read_history', 'start_model', 'fit', 'parse_phases', 'fit_phases', 'read_table', 'main',
-           'launch', 'resume_dir', 'plot_history']
+           'rng_state', 'set_rng_state', 'reflect_index', 'random_shift', 'PairDataset', 'TokenizeBatch',
+           'train_dataset', 'train_loader', 'XBM', 'EMA', 'check_momentum', 'TrainExtras', 'ema_root',
+           'gather_with_grad', 'freeze_towers', 'loss_fn_for', 'LossModule', 'make_optimizer', 'cuda_math',
+           'NonFiniteLoss', 'StepLog', 'log_step', 'image_ids_of', 'val_gallery', 'rank_span', 'gather_rows',
+           'evaluate_model', 'save_train_checkpoint', 'load_train_state', 'resume_point', 'read_history', 'start_model',
+           'fit', 'parse_phases', 'fit_phases', 'read_table', 'main', 'launch', 'resume_dir', 'plot_history']
 
 # %% ../nbs/08_train.ipynb #33c22791
 @dataclass(frozen=True)
@@ -132,31 +132,55 @@ def _sample_seed(seed: int, epoch: int, i: int) -> int:
     "A 63-bit seed for one sample of one epoch."
     return (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + i * 0x94D049BB133111EB) % (2**63 - 1)
 
-def random_shift(x: torch.Tensor, # [C, H, W] image tensor
+def reflect_index(i: torch.Tensor, # positions, possibly outside [0, n)
+                  n: int, # the axis length
+                 ) -> torch.Tensor:
+    "Positions reflected into [0, n) as `F.pad(mode='reflect')` does (the edge pixel is not repeated)."
+    i = i.abs()
+    return torch.where(i >= n, 2 * (n - 1) - i, i)
+
+def random_shift(x: torch.Tensor, # [C, H, W] image, any dtype (uint8 in the workers)
                  pad: int, # maximum shift in pixels
                  g: torch.Generator, # randomness for this sample
                 ) -> torch.Tensor:
-    "Shift an image by up to `pad` pixels in each direction (reflection padding, then crop)."
+    "Shift an image by up to `pad` pixels in each direction, reflecting at the borders (indexing only)."
     if pad <= 0: return x
     H, W = x.shape[-2:]
     dy, dx = torch.randint(0, 2 * pad + 1, (2,), generator=g).tolist()
-    return F.pad(x[None], (pad, pad, pad, pad), mode='reflect')[0, :, dy:dy + H, dx:dx + W]
+    ys, xs = reflect_index(torch.arange(H) + dy - pad, H), reflect_index(torch.arange(W) + dx - pad, W)
+    return x[..., ys[:, None], xs]
 
 class PairDataset(torch.utils.data.Dataset):
     "Training images by row, decoded and transformed in workers; indexed by `(epoch, row)` from `EpochSampler`."
     def __init__(self, image_paths: list[str], # one image file per row
-                 transform, # PIL image -> tensor (the model's `image_transform`)
+                 transform, # PIL image -> tensor (the model's `pixels.to_uint8`, or any transform)
                  seed: int = 0, # augmentation seed
                  shift: int = 0, # random shift in pixels (0 = off)
+                 draft: int = 0, # decode JPEGs at the smallest DCT scale whose sides stay >= this (0 = full size)
                 ):
-        self.paths, self.transform, self.seed, self.shift = list(image_paths), transform, seed, shift
+        self.paths, self.transform, self.seed, self.shift, self.draft = list(image_paths), transform, seed, shift, draft
     def __len__(self): return len(self.paths)
     def __getitem__(self, key):
         from PIL import Image
         epoch, i = key if isinstance(key, tuple) else (0, key)
-        with Image.open(self.paths[i]) as im: x = self.transform(im.convert('RGB'))
+        with Image.open(self.paths[i]) as im:
+            if self.draft: im.draft('RGB', (self.draft, self.draft))
+            x = self.transform(im.convert('RGB'))
         if self.shift: x = random_shift(x, self.shift, torch.Generator().manual_seed(_sample_seed(self.seed, epoch, i)))
         return x, i
+
+# %% ../nbs/08_train.ipynb #18f65380
+class TokenizeBatch:
+    "A loader's `collate_fn`: stack `(pixels, row)` samples and tokenise the rows' captions, in the worker."
+    def __init__(self, captions: list[str], # caption of every row
+                 tokenize: Callable, # the model's `tokenize`
+                 fixed: bool = False, # pad to the model's text length (static shapes, on CUDA) instead of the longest caption
+                ):
+        self.captions, self.tokenize, self.fixed = captions, tokenize, fixed
+
+    def __call__(self, batch: list) -> tuple:
+        px, rows = torch.utils.data.default_collate(batch)
+        return px, rows, self.tokenize([self.captions[i] for i in rows.tolist()], fixed=self.fixed)
 
 # %% ../nbs/08_train.ipynb #330e1c7e
 def _shifted(x: torch.Tensor, epoch: int, row: int, seed: int = 0, shift: int = 0) -> torch.Tensor:
@@ -173,11 +197,12 @@ def train_dataset(cfg: Config, # training config
                  ):
     "`PairDataset` over the table's image files, or `ShardPairs` over `train_shards`."
     shift = max(1, cfg.image_size // 16) if cfg.image_size else 0
-    if not train_shards: return PairDataset(train_table['image_path'].tolist(), model.image_transform, seed=cfg.seed, shift=shift)
+    draft = model.pixels.size if cfg.jpeg_draft else 0
+    if not train_shards: return PairDataset(train_table['image_path'].tolist(), model.pixels.to_uint8, cfg.seed, shift, draft)
     st = shard_table(train_shards)
     if train_table['product'].astype(str).tolist() != st['product'].tolist():
         raise ConfigError(f'train_shards={str(train_shards)!r}: the train table is not its rows; pass shard_table(train_shards)')
-    return ShardPairs(train_shards, model.image_transform, cfg.batch_size, sampler.batches_per_epoch, env.rank,
+    return ShardPairs(train_shards, model.pixels.to_uint8, cfg.batch_size, sampler.batches_per_epoch, env.rank,
                       env.world_size, seed=cfg.seed, augment=partial(_shifted, seed=cfg.seed, shift=shift))
 
 # %% ../nbs/08_train.ipynb #e3c07257
@@ -187,9 +212,11 @@ def train_loader(ds, # `train_dataset`'s
                  device: torch.device, # where training runs (pinned memory on CUDA)
                  epoch: int, # epoch to load
                  b0: int = 0, # first batch (resuming mid-epoch)
+                 collate: Callable | None = None, # e.g. `TokenizeBatch` (runs in the workers)
                 ) -> torch.utils.data.DataLoader:
     "The epoch's loader from batch `b0`: the sampler's batches over `PairDataset`, or the shard readers' batches."
-    common = dict(batch_size=cfg.batch_size, num_workers=cfg.workers, pin_memory=device.type == 'cuda')
+    if cfg.workers: os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')   # tokenisers run in forked workers
+    common = dict(batch_size=cfg.batch_size, num_workers=cfg.workers, pin_memory=device.type == 'cuda', collate_fn=collate)
     if isinstance(ds, ShardPairs):
         ds.set_epoch(epoch, b0)
         return torch.utils.data.DataLoader(ds, **common)
@@ -609,12 +636,12 @@ def fit(cfg: Config, # training config (preset + overrides)
     stopped = False
     for epoch in range(start_epoch, cfg.epochs):
         b0 = start_batch if epoch == start_epoch else 0
-        loader = train_loader(ds, sampler, cfg, device, epoch, b0)
-        for b, (px, rows) in enumerate(loader, start=b0):
+        loader = train_loader(ds, sampler, cfg, device, epoch, b0, TokenizeBatch(captions, model.tokenize, device.type == 'cuda'))
+        for b, (px, rows, tok) in enumerate(loader, start=b0):
             if b >= steps_per_epoch * cfg.grad_accum: break
             last_micro = (b + 1) % cfg.grad_accum == 0
-            tok = {k: v.to(device, non_blocking=True) for k, v in model.tokenize([captions[i] for i in rows.tolist()]).items()}
-            px = px.to(device, non_blocking=True)
+            tok = {k: v.to(device, non_blocking=True) for k, v in tok.items()}
+            px = model.normalize(px.to(device, non_blocking=True))
             sync = net.no_sync() if (env.distributed and not last_micro) else _null()
             with sync:
                 with autocast_for(device, cfg.precision): losses = net(px, tok, ids[rows].to(device, non_blocking=True))
