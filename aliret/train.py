@@ -396,7 +396,7 @@ def make_optimizer(model: nn.Module, # the model to train
                    cfg: Config, # lr, weight_decay
                    device: torch.device, # where it trains: CUDA gets the fused AdamW kernel
                   ) -> torch.optim.AdamW:
-    "AdamW over `_param_groups` (fused on CUDA: one kernel for all parameters instead of a loop of small ones)."
+    "AdamW over the decay and no-decay parameter groups (fused on CUDA: one kernel for all parameters instead of a loop of small ones)."
     fused = device.type == 'cuda'
     return torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, fused=fused)
 
