@@ -237,10 +237,10 @@ def itm_from_features(self: CnClipRetrieval, image_feats, tokens, image_index=No
 def logit_scale(self: CnClipRetrieval): return self.net.logit_scale.exp()
 
 @patch
-def losses(self: CnClipRetrieval, pixel_values, tokens, ids, gather: Callable | None = None) -> dict:
-    "Training losses: symmetric ITC with same-id positives (`loss` = `itc`)."
+def losses(self: CnClipRetrieval, pixel_values, tokens, ids, gather: Callable | None = None, memory=None) -> dict:
+    "Training losses: symmetric ITC with same-id positives (`loss` = `itc`); `memory` adds columns (see `itc_loss`)."
     img, txt = self.encode_images(pixel_values), self.encode_texts(tokens)
-    itc = itc_loss(img, txt, 1 / self.logit_scale, ids, gather=gather)
+    itc = itc_loss(img, txt, 1 / self.logit_scale, ids, gather=gather, memory=memory)
     return dict(loss=itc, itc=itc.detach())
 
 # %% ../nbs/04a_cnclip.ipynb #79fad572

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_models.ipynb #bae7d214
 from __future__ import annotations
-import contextlib, contextvars, copy, functools, hashlib, importlib, json, math, os, re, shutil, string, tempfile, time, warnings, logging
+import contextlib, copy, functools, hashlib, importlib, json, math, os, re, shutil, string, tempfile, time, warnings, logging
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -22,14 +22,14 @@ from .core import (AliretError, Config, ConfigError, DamagedState, PRESETS, chec
                          model_configs, backend_names, migrate_config, package_versions, BACKENDS)
 
 # %% auto #0
-__all__ = ['CLIP_CUSTOM_ARCHS', 'BERT_SPECIALS', 'BLIP_MEAN', 'BLIP_STD', 'BLIP_VISION', 'ITC_MEMORY', 'MOMENTUM_PARTS',
-           'BLIP_KEY_MAP', 'BLIP_IGNORED', 'CHECKPOINT_JSON', 'CHECKPOINT_WEIGHTS', 'CHECKPOINT_FORMAT', 'MODEL_FIELDS',
+__all__ = ['CLIP_CUSTOM_ARCHS', 'BERT_SPECIALS', 'BLIP_MEAN', 'BLIP_STD', 'BLIP_VISION', 'MOMENTUM_PARTS', 'BLIP_KEY_MAP',
+           'BLIP_IGNORED', 'CHECKPOINT_JSON', 'CHECKPOINT_WEIGHTS', 'CHECKPOINT_FORMAT', 'MODEL_FIELDS',
            'WeightsNotFound', 'autocast_for', 'RetrievalModel', 'register_backend', 'backend_class', 'ImageFiles',
            'PixelPipeline', 'split_transform', 'PadToSquare', 'clip_tiny_config', 'register_open_clip_config',
            'resolve_clip_weights', 'ClipRetrieval', 'export_open_clip', 'build_wordpiece_vocab', 'blip_tokenizer',
            'blip_transforms', 'blip_tiny_config', 'interpolate_pos_embed', 'set_vision_image_size',
            'set_blip_image_size', 'vit_block', 'blip_vision_states', 'bert_attention', 'cross_kv',
-           'grouped_cross_attention', 'bert_block', 'blip_text_states', 'BlipRetrieval', 'itc_memory', 'itc_loss',
+           'grouped_cross_attention', 'bert_block', 'blip_text_states', 'BlipRetrieval', 'itc_loss',
            'sample_hard_negatives', 'pad_tokens', 'itm_loss', 'momentum_itc_loss', 'BlipMomentum',
            'convert_original_blip', 'export_original_blip', 'read_original_blip', 'blip_config_from_original',
            'load_original_blip', 'build_model', 'save_checkpoint', 'read_checkpoint_meta', 'stored_config',
@@ -473,10 +473,10 @@ class ClipRetrieval(RetrievalModel):
     @property
     def logit_scale(self): return self.net.logit_scale.exp()
 
-    def losses(self, pixel_values, tokens, ids, gather: Callable | None = None) -> dict:
-        "Training losses: symmetric ITC with same-id positives (`loss` = `itc`)."
+    def losses(self, pixel_values, tokens, ids, gather: Callable | None = None, memory=None) -> dict:
+        "Training losses: symmetric ITC with same-id positives (`loss` = `itc`); `memory` adds columns (see `itc_loss`)."
         img, txt = self.encode_images(pixel_values), self.encode_texts(tokens)
-        itc = itc_loss(img, txt, 1 / self.logit_scale, ids, gather=gather)
+        itc = itc_loss(img, txt, 1 / self.logit_scale, ids, gather=gather, memory=memory)
         return dict(loss=itc, itc=itc.detach())
 
 # %% ../nbs/04_models.ipynb #b71dd5fd
@@ -870,12 +870,12 @@ class BlipRetrieval(RetrievalModel):
     @property
     def logit_scale(self): return 1 / self.temp
 
-    def losses(self, pixel_values, tokens, ids, gather: Callable | None = None) -> dict:
-        "BLIP's training losses: ITC (same-id positives) + ITM on hard negatives drawn from ITC similarities."
+    def losses(self, pixel_values, tokens, ids, gather: Callable | None = None, memory=None) -> dict:
+        "BLIP's training losses: ITC (same-id positives, `memory` columns too) + ITM on hard negatives drawn from ITC similarities."
         with torch.no_grad(): self.temp.clamp_(0.001, 0.5)
         feats = self.vision(pixel_values)
         img, txt = self.project_images(feats), self.encode_texts(tokens)
-        if self.momentum is None: itc = itc_loss(img, txt, self.temp, ids, gather=gather)
+        if self.momentum is None: itc = itc_loss(img, txt, self.temp, ids, gather=gather, memory=memory)
         else: itc = self.momentum.itc(pixel_values, tokens, img, txt, ids, self.temp, gather)
         itm = itm_loss(self.itm_logits, feats, tokens, img, txt, ids, self.temp, gather=gather)
         return dict(loss=itc + itm, itc=itc.detach(), itm=itm.detach())
@@ -944,26 +944,17 @@ def resized(self: BlipRetrieval, image_size: int) -> BlipRetrieval:
 BlipRetrieval.resizable = True
 
 # %% ../nbs/04_models.ipynb #968cdcde
-ITC_MEMORY = contextvars.ContextVar('aliret_itc_memory', default=None)   # set by `itc_memory`
-
-@contextlib.contextmanager
-def itc_memory(memory, # has `columns(img_all, txt_all, ids_all)` -> the columns to score against; None = off
-              ):
-    "Within this block `itc_loss` scores its batch against `memory.columns(...)` (e.g. the batch plus past ones)."
-    token = ITC_MEMORY.set(memory)
-    try: yield memory
-    finally: ITC_MEMORY.reset(token)
-
 def itc_loss(img: torch.Tensor, # [B, D] normalised image embeddings (this rank)
              txt: torch.Tensor, # [B, D] normalised text embeddings, aligned with `img`
              temp: torch.Tensor | float, # temperature (logits = similarity / temp)
              ids: torch.Tensor, # [B] product/image ids: equal ids are positives
              gather: Callable | None = None, # all-gather (with grad) across ranks; None = this batch only
+             memory=None, # has `columns(img_all, txt_all, ids_all)` -> the columns to score against (e.g. 08's XBM); None = the batch
             ) -> torch.Tensor:
     "Symmetric contrastive loss with soft targets over all same-id pairs."
     ids = ids.to(img.device).view(-1)
     img_all, txt_all, ids_all = (gather(img), gather(txt), gather(ids)) if gather else (img, txt, ids)
-    if (memory := ITC_MEMORY.get()) is not None: img_all, txt_all, ids_all = memory.columns(img_all, txt_all, ids_all)
+    if memory is not None: img_all, txt_all, ids_all = memory.columns(img_all, txt_all, ids_all)
     pos = (ids[:, None] == ids_all[None, :]).float()
     targets = pos / pos.sum(1, keepdim=True)
     i2t, t2i = img @ txt_all.T / temp, txt @ img_all.T / temp

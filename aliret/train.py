@@ -14,7 +14,7 @@ from .core import (AliretError, SUCCESS, set_aside, atomic_open, atomic_write, w
                          stream_process, child_env)
 from .retrieval import truth_from_ids, evaluate_embeddings
 from fastcore.basics import patch
-from .models import (save_checkpoint, build_model, load_checkpoint, autocast_for, itc_memory, backend_class,
+from .models import (save_checkpoint, build_model, load_checkpoint, autocast_for, backend_class,
                            CHECKPOINT_WEIGHTS)
 from .checkpoints import CKPT_PREFIX, checkpoint_dirs, latest_checkpoint, newest_verified, prune_checkpoints
 from .core import outputs_root
@@ -371,7 +371,7 @@ def loss_fn_for(model, env: DistEnv, memory: XBM | None = None):
     "`model.losses` with cross-rank gathering when distributed, scored against `memory` too when given."
     gather = gather_with_grad if env.distributed else None
     def loss(m, px, tok, ids):
-        with itc_memory(memory): out = m.losses(px, tok, ids, gather=gather)
+        out = m.losses(px, tok, ids, gather=gather, memory=memory)
         if memory is not None: memory.check_used(m.backend)
         return out
     return loss
