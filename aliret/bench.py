@@ -216,16 +216,20 @@ def synthetic_embeddings_stats(**kw) -> dict:
     return dict(shape=list(g.shape), min_norm=float(n.min()), max_norm=float(n.max()))
 
 # %% ../nbs/12_benchmarks.ipynb #33d5102a
+def _score_batches(queries, gallery, batch: int, select: Callable) -> np.ndarray:
+    "`select(scores)` of each query batch's full score matrix against the gallery (ids on the CPU), stacked."
+    import torch
+    q, g = torch.as_tensor(queries), torch.as_tensor(gallery)
+    with torch.inference_mode():
+        return torch.cat([select(q[a:a + batch] @ g.T).cpu() for a in range(0, len(q), batch)]).numpy()
+
 def topk_baseline(queries, # [Q, D] queries (torch, on the device to use)
                   gallery, # [G, D] gallery
                   k: int = 10, # results per query
                   batch: int = 1024, # queries per score matrix
                  ) -> np.ndarray:
     "The baseline a competent user writes: the score matrix of each query batch, then `torch.topk`; ids [Q, k]."
-    import torch
-    q, g = torch.as_tensor(queries), torch.as_tensor(gallery)
-    with torch.inference_mode():
-        return torch.cat([torch.topk(q[a:a + batch] @ g.T, k, dim=1).indices.cpu() for a in range(0, len(q), batch)]).numpy()
+    return _score_batches(queries, gallery, batch, lambda s: s.topk(k, dim=1).indices)
 
 def naive_search(queries, # [Q, D] queries (numpy or torch, on the device to use)
                  gallery, # [G, D] gallery
@@ -233,14 +237,7 @@ def naive_search(queries, # [Q, D] queries (numpy or torch, on the device to use
                  batch: int = 1024, # queries per score matrix
                 ) -> np.ndarray:
     "The prior art's search: the full score matrix of each query batch, then a full stable argsort of every row; ids [Q, k]."
-    import torch
-    q, g = torch.as_tensor(queries), torch.as_tensor(gallery)
-    out = []
-    with torch.inference_mode():
-        for a in range(0, len(q), batch):
-            s = q[a:a + batch] @ g.T
-            out.append(torch.argsort(s, dim=1, descending=True, stable=True)[:, :k].cpu())
-    return torch.cat(out).numpy()
+    return _score_batches(queries, gallery, batch, lambda s: s.argsort(dim=1, descending=True, stable=True)[:, :k])
 
 def bare_gemm(queries, # [Q, D] queries (torch, on the device to use)
               gallery, # [G, D] gallery (same dtype and device)
