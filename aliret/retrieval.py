@@ -161,22 +161,34 @@ def retrieval_metrics(t2i_ids, # [Q, k>=10] text->image retrieved ids
     return out
 
 # %% ../nbs/07_retrieval.ipynb #b007b002
-def paired_bootstrap(scores_a, # per-query scores of A: `[Q]`, or `[S, Q]` for S seeds (averaged per query)
-                     scores_b, # per-query scores of B on the same queries (any number of seeds)
+def _boot_means(d: np.ndarray, # per-seed, per-query differences `[S, Q]`
+                n_boot: int, # resamples
+                rng: np.random.Generator, # resampling generator
+               ) -> np.ndarray:
+    "Bootstrap means of `d`: queries resampled, and seeds too when S > 1 (100 resamples at a time: memory 100 x S x Q)."
+    S, Q = d.shape
+    out = []
+    for s in range(0, n_boot, 100):
+        m = min(100, n_boot - s)
+        rows = d[rng.integers(0, S, (m, S))].mean(1) if S > 1 else np.broadcast_to(d[0], (m, Q))
+        out.append(np.take_along_axis(rows, rng.integers(0, Q, (m, Q)), 1).mean(1))
+    return np.concatenate(out)
+
+def paired_bootstrap(scores_a, # per-query scores of A: `[Q]`, or `[S, Q]` for S seeds
+                     scores_b, # per-query scores of B on the same queries: `[Q]` or `[S', Q]`
                      n_boot: int = 2000, # resamples
                      seed: int = 0, # resampling seed
                      level: float = 0.95, # interval coverage
                     ) -> dict:
-    "Mean A - B over the queries with a paired percentile-bootstrap interval, and how many queries each side wins."
-    a = np.atleast_2d(np.asarray(scores_a, dtype=np.float64)).mean(0)
-    b = np.atleast_2d(np.asarray(scores_b, dtype=np.float64)).mean(0)
-    if len(a) != len(b): raise ValueError(f'paired scores must cover the same queries: {len(a)} vs {len(b)}')
-    d = a - b; n = len(d)
-    rng, means = np.random.default_rng(seed), []
-    for s in range(0, n_boot, 100):   # 100 resamples at a time: memory 100 x Q
-        means.append(d[rng.integers(0, n, (min(100, n_boot - s), n))].mean(1))
-    lo, hi = np.quantile(np.concatenate(means), [(1 - level) / 2, (1 + level) / 2])
-    return dict(delta=float(d.mean()), lo=float(lo), hi=float(hi), a_better=int((d > 0).sum()), b_better=int((d < 0).sum()), n=n, n_boot=n_boot)
+    "Mean A - B with a paired percentile-bootstrap interval over queries (and seeds, paired by index, when S = S' > 1)."
+    a = np.atleast_2d(np.asarray(scores_a, dtype=np.float64))
+    b = np.atleast_2d(np.asarray(scores_b, dtype=np.float64))
+    if a.shape[1] != b.shape[1]: raise ValueError(f'paired scores must cover the same queries: {a.shape[1]} vs {b.shape[1]}')
+    d = a - b if len(a) == len(b) else a.mean(0, keepdims=True) - b.mean(0, keepdims=True)
+    lo, hi = np.quantile(_boot_means(d, n_boot, np.random.default_rng(seed)), [(1 - level) / 2, (1 + level) / 2])
+    dq = d.mean(0)
+    return dict(delta=float(dq.mean()), lo=float(lo), hi=float(hi), a_better=int((dq > 0).sum()),
+                b_better=int((dq < 0).sum()), n=len(dq), seeds=len(d), n_boot=n_boot)
 
 # %% ../nbs/07_retrieval.ipynb #8aa7edc1
 def _as_2d(x, # embeddings: numpy array, torch tensor or nested list
