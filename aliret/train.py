@@ -5,7 +5,7 @@
 # %% ../nbs/08_train.ipynb #bc4d057f
 from __future__ import annotations
 import copy, datetime, json, math, os, random, shutil, sys, time, warnings
-from dataclasses import dataclass, asdict, replace
+from dataclasses import dataclass, asdict, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
@@ -30,7 +30,9 @@ __all__ = ['DistEnv', 'dist_env', 'init_distributed', 'cleanup_distributed', 'Ep
            'gather_with_grad', 'freeze_towers', 'loss_fn_for', 'LossModule', 'make_optimizer', 'cuda_math',
            'NonFiniteLoss', 'StepLog', 'log_step', 'image_ids_of', 'val_gallery', 'rank_span', 'gather_rows',
            'evaluate_model', 'save_train_checkpoint', 'load_train_state', 'resume_point', 'read_history', 'start_model',
-           'fit', 'parse_phases', 'fit_phases', 'read_table', 'main', 'launch', 'resume_dir', 'plot_history']
+           'TrainRun', 'start_rank', 'setup_model', 'setup_optimizer', 'restore_state', 'train_net', 'setup_run',
+           'save_run', 'optimizer_step', 'train_step', 'train_epoch', 'log_val', 'end_epoch', 'finish_run', 'fit',
+           'parse_phases', 'fit_phases', 'read_table', 'main', 'launch', 'resume_dir', 'plot_history']
 
 # %% ../nbs/08_train.ipynb #33c22791
 @dataclass(frozen=True)
@@ -465,14 +467,17 @@ def image_ids_of(products) -> np.ndarray:
     import pandas as pd
     return pd.factorize(pd.Series(list(products), dtype=object), sort=True)[0].astype(np.int64)
 
+# %% ../nbs/08_train.ipynb #ac61c86e
 def val_gallery(val_table) -> 'pd.DataFrame':
     "The val image gallery: one row per distinct product, sorted by name."
     return val_table.drop_duplicates('product').sort_values('product', kind='stable').reset_index(drop=True)
 
+# %% ../nbs/08_train.ipynb #929a4a31
 def rank_span(n: int, env: DistEnv) -> slice:
     "This rank's contiguous share of `n` rows (shares differ by at most one row)."
     return slice(n * env.rank // env.world_size, n * (env.rank + 1) // env.world_size)
 
+# %% ../nbs/08_train.ipynb #4e919a9b
 def gather_rows(x: np.ndarray, # this rank's rows [n_r, D]
                 env: DistEnv, # the ranks
                 device: torch.device, # where the collective runs (CUDA for NCCL)
@@ -488,6 +493,7 @@ def gather_rows(x: np.ndarray, # this rank's rows [n_r, D]
     dist.all_gather(parts, t)
     return torch.cat([p[:int(k)] for p, k in zip(parts, ns)]).cpu().numpy()
 
+# %% ../nbs/08_train.ipynb #acff7ff1
 @torch.no_grad()
 def evaluate_model(model, # a model from `aliret.models`
                    val_table, # val pairs: product, caption, image_path
@@ -576,6 +582,272 @@ def start_model(cfg: Config, # the run's config
     model.cfg = cfg
     return model
 
+# %% ../nbs/08_train.ipynb #edfb6c12
+def _null():
+    "A context manager that does nothing (DDP syncs gradients on this micro-batch)."
+    import contextlib
+    return contextlib.nullcontext()
+
+# %% ../nbs/08_train.ipynb #4f7da982
+def _tensorboard(out: Path):
+    "A TensorBoard writer under `out/tensorboard`, or None if tensorboard is not installed."
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+        return SummaryWriter(str(out/'tensorboard'))
+    except ImportError: return None
+
+# %% ../nbs/08_train.ipynb #55bb9673
+@dataclass
+class TrainRun:
+    "One rank's training run as `fit`'s phases hand it on: its pieces and where the loop stands."
+    cfg: Config # training config
+    env: DistEnv # this rank
+    device: torch.device # where it trains
+    out: Path # the run folder: checkpoints/, history.json, tensorboard/
+    say: Callable # rank 0's messages (silent on the other ranks)
+    model: nn.Module | None = None # the model being trained
+    net: nn.Module | None = None # model + objective, under DDP and compiled as asked: what the forward calls
+    extras: TrainExtras | None = None # cross-batch memory and weight average
+    sampler: EpochSampler | None = None # the epochs' batches
+    ds: object = None # `train_dataset`'s
+    captions: list = field(default_factory=list) # caption of every training row
+    ids: torch.Tensor | None = None # image id of every training row (same-image positives)
+    opt: torch.optim.Optimizer | None = None # AdamW
+    sched: object = None # warmup + cosine
+    scaler: object = None # AMP gradient scaler (on for fp16 only)
+    steplog: StepLog | None = None # losses and gradient norms, read every `log_every` steps
+    tb: object = None # TensorBoard writer (rank 0, when installed)
+    bar: object = None # progress bar
+    history: list = field(default_factory=list) # the step and val records
+    steps_per_epoch: int = 0 # optimizer steps per epoch
+    total: int = 0 # optimizer steps of the whole run
+    start_epoch: int = 0 # the epoch the run (re)starts in
+    start_batch: int = 0 # the micro-batch it (re)starts at
+    step: int = 0 # optimizer steps taken
+    stopped: bool = False # stopped by `stop_after_steps`
+
+    @property
+    def ckpts(self) -> Path: return self.out/'checkpoints'
+    @property
+    def hist_path(self) -> Path: return self.out/'history.json'
+    @property
+    def micro_batches(self) -> int: return self.steps_per_epoch * self.cfg.grad_accum
+    @property
+    def lr(self) -> float: return self.opt.param_groups[0]['lr']
+
+# %% ../nbs/08_train.ipynb #bfb212a4
+def start_rank(cfg: Config, # `device` and `dist_timeout_min`
+              ) -> tuple[DistEnv, torch.device]:
+    "This rank and its device: its GPU pinned under DDP, the process group joined, TF32 allowed on CUDA."
+    env = dist_env()
+    device = pick_device(cfg.device)
+    if device.type == 'cuda' and env.distributed:
+        device = torch.device('cuda', env.local_rank)
+        torch.cuda.set_device(device)
+    init_distributed(device, cfg.dist_timeout_min)
+    cuda_math(device)
+    return env, device
+
+# %% ../nbs/08_train.ipynb #178a3d8f
+def setup_model(cfg: Config, # the run's config
+                captions: list[str], # the training captions (the tiny BLIP's vocabulary)
+                ckpts: Path, # the run's checkpoint folder
+                resume: bool, # continue from the newest usable checkpoint in `ckpts`
+                init_from: str | Path | None, # a checkpoint to start from when not resuming
+                env: DistEnv, # this rank
+                device: torch.device, # where it trains
+                say: Callable = print, # rank 0's messages
+               ) -> tuple[nn.Module, Path | None]:
+    "Seed this rank, then the model in training mode on `device` and the checkpoint it resumes from (None = fresh)."
+    seed_everything(cfg.seed, env.rank)
+    last = resume_point(ckpts, cfg, env, say) if resume else None
+    if last is not None: model = load_checkpoint(last, expect=cfg)
+    else: model = start_model(cfg, captions, init_from)
+    freeze_towers(model, cfg.freeze_vision, cfg.freeze_text)
+    if cfg.grad_checkpointing: model.set_grad_checkpointing(True)
+    model.to(device).train()
+    return model, last
+
+# %% ../nbs/08_train.ipynb #84560105
+def setup_optimizer(model: nn.Module, # the model to train
+                    cfg: Config, # lr, weight_decay, warmup_frac, precision
+                    device: torch.device, # where it trains
+                    total: int, # optimizer steps of the run
+                   ) -> tuple:
+    "AdamW, its warmup + cosine schedule over `total` steps, and the AMP gradient scaler (on for fp16 on CUDA only)."
+    opt = make_optimizer(model, cfg, device)
+    sched = make_scheduler(opt, total, round(cfg.warmup_frac * total))
+    scaler = torch.amp.GradScaler('cuda', enabled=device.type == 'cuda' and cfg.precision == 'fp16')
+    return opt, sched, scaler
+
+# %% ../nbs/08_train.ipynb #5da5d89e
+def restore_state(r: TrainRun, # the run, its optimizer, schedule and scaler built
+                  last: Path | None, # the checkpoint it resumes from (None = nothing to restore)
+                 ):
+    "Optimizer, schedule, scaler, RNG, position, extras and history as checkpoint `last` left them."
+    if last is None: return
+    st = load_train_state(last, r.env.rank)
+    r.opt.load_state_dict(st['optimizer'])
+    r.sched.load_state_dict(st['scheduler'])
+    r.scaler.load_state_dict(st['scaler'])
+    if st['rng'] is not None: set_rng_state(st['rng'])
+    else: seed_everything(r.cfg.seed + st['step'], r.env.rank)   # resumed on more ranks than saved
+    r.start_epoch, r.start_batch, r.step = st['epoch'], st['batch'], st['step']
+    r.extras.restore(st, last, r.device)
+    r.history = read_history(r.hist_path, r.step, r.say, move=r.env.is_main)
+
+# %% ../nbs/08_train.ipynb #80100049
+def train_net(model: nn.Module, # the model to train
+              cfg: Config, # `compile`
+              env: DistEnv, # this rank: DDP when distributed
+              device: torch.device, # where it trains
+              memory: XBM | None = None, # cross-batch memory scored by the loss
+             ) -> nn.Module:
+    "The model and its objective as one `LossModule`, under DDP when distributed, compiled if `cfg.compile`."
+    net = LossModule(model, loss_fn_for(model, env, memory))
+    if env.distributed:
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == 'cuda' else None)
+    if cfg.compile: net = torch.compile(net)
+    return net
+
+# %% ../nbs/08_train.ipynb #045d6937
+def setup_run(cfg: Config, # training config
+              train_table, # training pairs: product, caption, image_path
+              out_dir: str | Path, # run folder
+              resume: bool = False, # continue from the newest usable checkpoint in `out_dir`
+              progress: bool = True, # progress bar on rank 0
+              log: Callable = print, # where rank 0's messages go
+              train_shards: str | Path = '', # WebDataset shard folder ('' = loose files)
+              init_from: str | Path | None = None, # start from this checkpoint's weights
+             ) -> TrainRun:
+    "Everything `fit` trains with on this rank: device, model (resumed or fresh), extras, data, optimizer, logs."
+    env, device = start_rank(cfg)
+    r = TrainRun(cfg, env, device, Path(out_dir), log if env.is_main else (lambda *a, **k: None))
+    r.model, last = setup_model(cfg, train_table['caption'].tolist(), r.ckpts, resume, init_from, env, device, r.say)
+    r.extras = TrainExtras.build(cfg, r.model, env)
+    r.sampler = EpochSampler(len(train_table), cfg.batch_size, env, seed=cfg.seed)
+    r.ds = train_dataset(cfg, train_table, r.model, env, r.sampler, train_shards)
+    r.captions, r.ids = train_table['caption'].tolist(), torch.from_numpy(image_ids_of(train_table['product']))
+    r.steps_per_epoch = r.sampler.batches_per_epoch // cfg.grad_accum
+    if r.steps_per_epoch == 0:
+        raise ConfigError(f'grad_accum={cfg.grad_accum} exceeds the {r.sampler.batches_per_epoch} batches of an epoch')
+    r.total = r.steps_per_epoch * cfg.epochs
+    r.opt, r.sched, r.scaler = setup_optimizer(r.model, cfg, device, r.total)
+    restore_state(r, last)
+    r.net = train_net(r.model, cfg, env, device, r.extras.xbm)
+    r.tb = _tensorboard(r.out) if env.is_main else None
+    r.steplog = StepLog(cfg.log_every)
+    r.say(f'training {r.model.backend} ({cfg.name}) on {device} x{env.world_size}: {len(train_table)} rows, '
+          f'{r.steps_per_epoch} steps/epoch x {cfg.epochs} epochs, '
+          f'global batch {cfg.batch_size * env.world_size * cfg.grad_accum}')
+    r.bar = progress_bar(total=r.total, initial=r.step, disable=not (progress and env.is_main), desc='train',
+                         dynamic_ncols=True)
+    return r
+
+# %% ../nbs/08_train.ipynb #7ea36bd5
+def save_run(r: TrainRun, # the run
+             epoch: int, batch: int, # where a resumed run goes on
+             metrics: dict | None = None, # val metrics saved with the checkpoint
+            ) -> Path:
+    "Checkpoint the run (every rank), then write its history (rank 0)."
+    d = save_train_checkpoint(r.ckpts, r.model, r.opt, r.sched, r.scaler, epoch, batch, r.step, metrics or {},
+                              r.cfg.keep_last, r.env, r.extras)
+    if r.env.is_main: write_json(r.hist_path, r.history)
+    return d
+
+# %% ../nbs/08_train.ipynb #723c8e24
+def optimizer_step(r: TrainRun, # the run (its step advances)
+                   epoch: int, b: int, # where the last micro-batch came from
+                  ):
+    "Unscale, clip and apply the accumulated gradients, step the schedule, run the after-step hooks, log the norm."
+    r.scaler.unscale_(r.opt)
+    clip = r.cfg.grad_clip if r.cfg.grad_clip > 0 else float('inf')
+    gnorm = nn.utils.clip_grad_norm_(r.model.parameters(), clip)
+    r.scaler.step(r.opt)
+    r.scaler.update()
+    r.opt.zero_grad(set_to_none=True)
+    r.sched.step()
+    r.step += 1
+    r.model.after_step()
+    r.extras.after_step(r.model, r.step)
+    r.steplog.add({'grad_norm': gnorm}, r.step, epoch, b)
+    r.bar.update(1)
+
+# %% ../nbs/08_train.ipynb #06890a4d
+def train_step(r: TrainRun, # the run
+               epoch: int, b: int, # the epoch and the micro-batch's index in it
+               batch: tuple, # `(pixels, rows, tokens)` from the loader
+              ) -> bool:
+    "Forward and backward one micro-batch; on the last of `grad_accum`, the optimizer step. True if it stepped."
+    cfg, dev = r.cfg, r.device
+    px, rows, tok = batch
+    last_micro = (b + 1) % cfg.grad_accum == 0
+    tok = {k: v.to(dev, non_blocking=True) for k, v in tok.items()}
+    px = r.model.normalize(px.to(dev, non_blocking=True))
+    sync = r.net.no_sync() if (r.env.distributed and not last_micro) else _null()
+    with sync:
+        with autocast_for(dev, cfg.precision): losses = r.net(px, tok, r.ids[rows].to(dev, non_blocking=True))
+        r.steplog.add(losses, r.step, epoch, b)
+        r.scaler.scale(losses['loss'] / cfg.grad_accum).backward()
+    if last_micro: optimizer_step(r, epoch, b)
+    return last_micro
+
+# %% ../nbs/08_train.ipynb #0e3f352e
+def train_epoch(r: TrainRun, # the run
+                epoch: int, # the epoch to train
+                b0: int = 0, # its first micro-batch (resuming mid-epoch)
+                stop_after_steps: int | None = None, # stop (as if killed) once the run has taken this many steps
+               ) -> bool:
+    "Train `epoch` from micro-batch `b0`, logging and saving as `cfg` asks; True if `stop_after_steps` stopped it."
+    cfg = r.cfg
+    loader = train_loader(r.ds, r.sampler, cfg, r.device, epoch, b0,
+                          TokenizeBatch(r.captions, r.model.tokenize, r.device.type == 'cuda'))
+    for b, batch in enumerate(loader, start=b0):
+        if b >= r.micro_batches: break
+        if not train_step(r, epoch, b, batch): continue
+        save_now = cfg.save_every_steps and r.step % cfg.save_every_steps == 0 and b + 1 < r.micro_batches
+        if r.step % r.steplog.every == 0 or save_now: log_step(r.steplog, r.step, epoch, r.lr, r.history, r.bar, r.tb)
+        if save_now: save_run(r, epoch, b + 1)
+        if stop_after_steps is not None and r.step >= stop_after_steps:
+            r.stopped = True
+            return True
+    return False
+
+# %% ../nbs/08_train.ipynb #7bac0555
+def log_val(r: TrainRun, # the run
+            epoch: int, # the epoch just trained
+            metrics: dict, # `evaluate_model`'s
+           ):
+    "Add val `metrics` to the history, TensorBoard and rank 0's log."
+    r.history.append(dict(step=r.step, epoch=epoch, **{f'val_{k}': v for k, v in metrics.items()}))
+    for k in (('r1', 'r5', 'r10', 'mean_recall', 'ali_score') if r.tb else ()):
+        r.tb.add_scalar(f'val/{k}', metrics[k], r.step)
+    r.say(f"epoch {epoch}: val R@1 {metrics['r1']:.4f}  R@5 {metrics['r5']:.4f}  R@10 {metrics['r10']:.4f}  "
+          f"ali_score {metrics['ali_score']:.4f}")
+
+# %% ../nbs/08_train.ipynb #a9a6e683
+def end_epoch(r: TrainRun, # the run
+              epoch: int, # the epoch just trained
+              val_table=None, # val pairs for recall (None = skip)
+             ):
+    "Read the step log, measure val recall, checkpoint the finished epoch and write the history."
+    if r.steplog.flags: log_step(r.steplog, r.step, epoch, r.lr, r.history, r.bar, r.tb)   # nothing unread saved
+    metrics = {}
+    if val_table is not None:
+        metrics = evaluate_model(r.model, val_table, r.cfg.eval_batch_size, r.cfg.workers, env=r.env)
+    if metrics: log_val(r, epoch, metrics)
+    save_run(r, epoch + 1, 0, metrics)
+
+# %% ../nbs/08_train.ipynb #8190bd81
+def finish_run(r: TrainRun, # the run
+              ) -> dict:
+    "Close the progress bar and TensorBoard; `fit`'s result (history, step, stopped, model, checkpoints, final)."
+    r.bar.close()
+    if r.tb: r.tb.close()
+    final = next((h for h in reversed(r.history) if 'val_r1' in h), {})
+    return dict(history=r.history, step=r.step, stopped=r.stopped, model=r.model,
+                checkpoints=[str(p) for p in checkpoint_dirs(r.ckpts)], final=final)
+
 # %% ../nbs/08_train.ipynb #8a9e4792
 def fit(cfg: Config, # training config (preset + overrides)
         train_table, # training pairs: product, caption, image_path
@@ -589,102 +861,12 @@ def fit(cfg: Config, # training config (preset + overrides)
         init_from: str | Path | None = None, # start from this checkpoint's weights (at `cfg.image_size`)
        ) -> dict:
     "Train `cfg`'s model on `train_table` on this rank; return history, final metrics and checkpoints."
-    env = dist_env()
-    device = pick_device(cfg.device)
-    if device.type == 'cuda' and env.distributed: device = torch.device('cuda', env.local_rank); torch.cuda.set_device(device)
-    init_distributed(device, cfg.dist_timeout_min)
-    cuda_math(device)
-    out = Path(out_dir); ckpts = out/'checkpoints'; say = log if env.is_main else (lambda *a, **k: None)
-    seed_everything(cfg.seed, env.rank)
-    last = resume_point(ckpts, cfg, env, say) if resume else None
-    if last is not None: model = load_checkpoint(last, expect=cfg)
-    else: model = start_model(cfg, train_table['caption'].tolist(), init_from)
-    freeze_towers(model, cfg.freeze_vision, cfg.freeze_text)
-    if cfg.grad_checkpointing: model.set_grad_checkpointing(True)
-    model.to(device).train()
-    extras = TrainExtras.build(cfg, model, env)
-
-    sampler = EpochSampler(len(train_table), cfg.batch_size, env, seed=cfg.seed)
-    ds = train_dataset(cfg, train_table, model, env, sampler, train_shards)
-    captions, ids = train_table['caption'].tolist(), torch.from_numpy(image_ids_of(train_table['product']))
-    steps_per_epoch = sampler.batches_per_epoch // cfg.grad_accum
-    if steps_per_epoch == 0: raise ConfigError(f'grad_accum={cfg.grad_accum} exceeds the {sampler.batches_per_epoch} batches of an epoch')
-    total = steps_per_epoch * cfg.epochs; warmup = round(cfg.warmup_frac * total)
-    opt = make_optimizer(model, cfg, device)
-    sched = make_scheduler(opt, total, warmup)
-    scaler = torch.amp.GradScaler('cuda', enabled=device.type == 'cuda' and cfg.precision == 'fp16')
-    start_epoch, start_batch, step = 0, 0, 0
-    if last is not None:
-        st = load_train_state(last, env.rank)
-        opt.load_state_dict(st['optimizer']); sched.load_state_dict(st['scheduler']); scaler.load_state_dict(st['scaler'])
-        if st['rng'] is not None: set_rng_state(st['rng'])
-        else: seed_everything(cfg.seed + st['step'], env.rank)   # resumed on more ranks than saved
-        start_epoch, start_batch, step = st['epoch'], st['batch'], st['step']
-        extras.restore(st, last, device)
-    hist_path = out/'history.json'
-    history = read_history(hist_path, step, say, move=env.is_main) if last is not None else []
-
-    net = LossModule(model, loss_fn_for(model, env, extras.xbm))
-    if env.distributed:
-        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == 'cuda' else None)
-    if cfg.compile: net = torch.compile(net)
-    tb = _tensorboard(out) if env.is_main else None
-    steplog = StepLog(cfg.log_every)
-    say(f'training {model.backend} ({cfg.name}) on {device} x{env.world_size}: {len(train_table)} rows, '
-        f'{steps_per_epoch} steps/epoch x {cfg.epochs} epochs, global batch {cfg.batch_size * env.world_size * cfg.grad_accum}')
-    bar = progress_bar(total=total, initial=step, disable=not (progress and env.is_main), desc='train', dynamic_ncols=True)
-    stopped = False
-    for epoch in range(start_epoch, cfg.epochs):
-        b0 = start_batch if epoch == start_epoch else 0
-        loader = train_loader(ds, sampler, cfg, device, epoch, b0, TokenizeBatch(captions, model.tokenize, device.type == 'cuda'))
-        for b, (px, rows, tok) in enumerate(loader, start=b0):
-            if b >= steps_per_epoch * cfg.grad_accum: break
-            last_micro = (b + 1) % cfg.grad_accum == 0
-            tok = {k: v.to(device, non_blocking=True) for k, v in tok.items()}
-            px = model.normalize(px.to(device, non_blocking=True))
-            sync = net.no_sync() if (env.distributed and not last_micro) else _null()
-            with sync:
-                with autocast_for(device, cfg.precision): losses = net(px, tok, ids[rows].to(device, non_blocking=True))
-                steplog.add(losses, step, epoch, b)
-                scaler.scale(losses['loss'] / cfg.grad_accum).backward()
-            if not last_micro: continue
-            scaler.unscale_(opt)
-            gnorm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float('inf'))
-            scaler.step(opt); scaler.update(); opt.zero_grad(set_to_none=True); sched.step(); step += 1
-            model.after_step()
-            extras.after_step(model, step)
-            steplog.add({'grad_norm': gnorm}, step, epoch, b)
-            bar.update(1)
-            save_now = cfg.save_every_steps and step % cfg.save_every_steps == 0 and b + 1 < steps_per_epoch * cfg.grad_accum
-            if step % steplog.every == 0 or save_now: log_step(steplog, step, epoch, opt.param_groups[0]['lr'], history, bar, tb)
-            if save_now:
-                save_train_checkpoint(ckpts, model, opt, sched, scaler, epoch, b + 1, step, {}, cfg.keep_last, env, extras)
-                if env.is_main: write_json(hist_path, history)
-            if stop_after_steps is not None and step >= stop_after_steps: stopped = True; break
-        if stopped: break
-        if steplog.flags: log_step(steplog, step, epoch, opt.param_groups[0]['lr'], history, bar, tb)   # nothing unread in a checkpoint
-        metrics = evaluate_model(model, val_table, cfg.eval_batch_size, cfg.workers, env=env) if val_table is not None else {}
-        if metrics:
-            history.append(dict(step=step, epoch=epoch, **{f'val_{k}': v for k, v in metrics.items()}))
-            if tb:
-                for k in ('r1', 'r5', 'r10', 'mean_recall', 'ali_score'): tb.add_scalar(f'val/{k}', metrics[k], step)
-            say(f"epoch {epoch}: val R@1 {metrics['r1']:.4f}  R@5 {metrics['r5']:.4f}  R@10 {metrics['r10']:.4f}  ali_score {metrics['ali_score']:.4f}")
-        save_train_checkpoint(ckpts, model, opt, sched, scaler, epoch + 1, 0, step, metrics, cfg.keep_last, env, extras)
-        if env.is_main: write_json(hist_path, history)
-    bar.close()
-    if tb: tb.close()
-    return dict(history=history, step=step, stopped=stopped, model=model, checkpoints=[str(p) for p in checkpoint_dirs(ckpts)],
-                final=next((h for h in reversed(history) if 'val_r1' in h), {}))
-
-def _null():
-    import contextlib; return contextlib.nullcontext()
-
-def _tensorboard(out: Path):
-    "A TensorBoard writer under `out/tensorboard`, or None if tensorboard is not installed."
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-        return SummaryWriter(str(out/'tensorboard'))
-    except ImportError: return None
+    r = setup_run(cfg, train_table, out_dir, resume, progress, log, train_shards, init_from)
+    for epoch in range(r.start_epoch, cfg.epochs):
+        b0 = r.start_batch if epoch == r.start_epoch else 0
+        if train_epoch(r, epoch, b0, stop_after_steps): break
+        end_epoch(r, epoch, val_table)
+    return finish_run(r)
 
 # %% ../nbs/08_train.ipynb #cfd61e81
 def parse_phases(spec: str, # `size:epochs,size:epochs,...`
