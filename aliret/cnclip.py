@@ -17,7 +17,7 @@ from fastcore.basics import patch
 
 from .core import Config, ConfigError, write_json
 from .models import (RetrievalModel, WeightsNotFound, register_backend, build_wordpiece_vocab, itc_loss,
-                           _inference, _offline, _hf_cached)
+                           _inference, _offline, _hf_cached, _load_hf)
 
 # %% auto #0
 __all__ = ['CLIP_MEAN', 'CLIP_STD', 'BERT_SPECIAL_MAP', 'CNCLIP_TEXT', 'CNCLIP_ARCHS', 'cnclip_preprocess', 'input_size',
@@ -106,19 +106,8 @@ def _load_cnclip_hf(src: str, # hub id or local folder in transformers' layout
                    ):
     "Load transformers' `ChineseCLIPModel` + its BERT tokenizer; clear error when not available."
     from transformers import ChineseCLIPModel
-    off = _offline(offline) and not Path(src).is_dir()
-    try:
-        net = ChineseCLIPModel.from_pretrained(src, local_files_only=off)
-        tok = cnclip_tokenizer(src, offline=off)
-    except (OSError, ValueError) as e:
-        if Path(src).is_dir():
-            raise WeightsNotFound(f'model={src!r}: not a transformers Chinese-CLIP folder '
-                                  f'(config.json + weights + vocab.txt): {e}') from e
-        why = ' and downloads are off (HF_HUB_OFFLINE)' if off else ''
-        raise WeightsNotFound(f"Chinese-CLIP weights {src!r} are not on this machine{why}. "
-                              f"On a machine with network run `huggingface-cli download {src} --local-dir X`, "
-                              f"copy X here and pass model='X'.") from e
-    return net, tok
+    layout = 'config.json + weights + vocab.txt'
+    return _load_hf(src, ChineseCLIPModel, cnclip_tokenizer, 'Chinese-CLIP', layout, offline)
 
 # %% ../nbs/04a_cnclip.ipynb #6b65d329
 def write_cnclip_folder(net, # a transformers ChineseCLIPModel

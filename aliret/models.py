@@ -759,23 +759,42 @@ def blip_text_states(text_encoder: nn.Module, # a transformers `BlipTextModel`
     return h
 
 
+# %% ../nbs/04_models.ipynb #5a44c6c7
+def _load_hf(src: str, # hub id or local folder in transformers' layout
+             model_cls: type, # the transformers model class (`from_pretrained`, `config_class`)
+             tokenizer: Callable, # `tokenizer(src, offline=)`: the model's tokenizer
+             name: str, # the model family, in messages
+             layout: str, # what a local folder must hold, in messages
+             offline: bool | None = None, # never download (default: from HF_HUB_OFFLINE)
+             configure: Callable | None = None, # edits the config in place before the weights load (None = as saved)
+            ) -> tuple:
+    "A transformers model and its tokenizer from `src`; a `WeightsNotFound` saying how to bring them when missing."
+    off = _offline(offline) and not Path(src).is_dir()
+    try:
+        kw = {}
+        if configure is not None:
+            kw['config'] = model_cls.config_class.from_pretrained(src, local_files_only=off)
+            configure(kw['config'])
+        net = model_cls.from_pretrained(src, local_files_only=off, **kw)
+        tok = tokenizer(src, offline=off)
+    except (OSError, ValueError) as e:
+        if Path(src).is_dir():
+            raise WeightsNotFound(f'model={src!r}: not a transformers {name} folder ({layout}): {e}') from e
+        why = ' and downloads are off (HF_HUB_OFFLINE)' if off else ''
+        raise WeightsNotFound(f"{name} weights {src!r} are not on this machine{why}. "
+                              f"On a machine with network run `huggingface-cli download {src} --local-dir X`, "
+                              f"copy X here and pass model='X'.") from e
+    return net, tok
+
 # %% ../nbs/04_models.ipynb #df6b7837
 def _load_blip_hf(src: str, # hub id or local folder in transformers' layout
                   offline: bool | None = None, # never download (default: from HF_HUB_OFFLINE)
                  ):
-    "Load transformers' `BlipForImageTextRetrieval` + tokenizer, vision LayerNorm eps 1e-6; clear error when not available."
-    from transformers import BlipConfig, BlipForImageTextRetrieval
-    off = _offline(offline) and not Path(src).is_dir()
-    try:
-        config = BlipConfig.from_pretrained(src, local_files_only=off)
-        config.vision_config.layer_norm_eps = 1e-6
-        net = BlipForImageTextRetrieval.from_pretrained(src, config=config, local_files_only=off)
-        tok = blip_tokenizer(src, offline=off)
-    except (OSError, ValueError) as e:
-        if Path(src).is_dir(): raise WeightsNotFound(f'model={src!r}: not a transformers BLIP folder (config.json + weights + tokenizer): {e}') from e
-        raise WeightsNotFound(f"BLIP weights {src!r} are not on this machine" + (' and downloads are off (HF_HUB_OFFLINE)' if off else '') +
-                              f". On a machine with network run `huggingface-cli download {src} --local-dir X`, copy X here and pass model='X'.") from e
-    return net, tok
+    "Load transformers' `BlipForImageTextRetrieval` + tokenizer, vision LayerNorm eps 1e-6; clear error when missing."
+    from transformers import BlipForImageTextRetrieval
+    def eps(config): config.vision_config.layer_norm_eps = 1e-6
+    layout = 'config.json + weights + tokenizer'
+    return _load_hf(src, BlipForImageTextRetrieval, blip_tokenizer, 'BLIP', layout, offline, configure=eps)
 
 # %% ../nbs/04_models.ipynb #94189070
 @register_backend
