@@ -399,7 +399,7 @@ def _unit_rows(x: np.ndarray, # [N, D] rows
                inplace: bool = False, # overwrite `x` (a writable fp16 or fp32 array) instead of returning a new one
                chunk: int = 65536, # rows normalised at a time
               ) -> np.ndarray:
-    "Rows scaled to unit length in their own dtype (fp16 or fp32; others become fp32), normalised in fp32 a chunk at a time; zero rows stay zero."
+    "Rows scaled to unit length in their dtype (fp16/fp32, else fp32), in fp32 a chunk at a time; zero rows stay zero."
     x = np.asarray(x); dt = x.dtype if x.dtype in (np.float16, np.float32) else np.dtype(np.float32)
     out = x if inplace and x.dtype == dt else np.empty(x.shape, dt)
     for a in range(0, len(x), chunk):
@@ -443,7 +443,7 @@ def _store_parts(d: Path) -> tuple:
 def read_store(d: str | Path, # a store folder
                log: Callable = print, # where the set-aside line goes
               ) -> Embeddings:
-    "Read a complete store as unit rows in the stored dtype (no fp32 copy of an fp16 store); a damaged one is set aside, with an error naming the file and the fix."
+    "A complete store as unit rows in its stored dtype; a damaged one is set aside, the error naming file and fix."
     d = Path(d)
     if not is_complete(d): raise FileNotFoundError(f'{d}: embedding store incomplete ({SUCCESS} missing); run the inference again to recompute it')
     try: (img, im), (txt, tm), man = _store_parts(d)
@@ -451,7 +451,7 @@ def read_store(d: str | Path, # a store folder
         fix = 're-run the step that wrote it to recompute it'
         set_aside(d, str(e), then=fix, log=log)
         raise DamagedState(f'{e}; the store was set aside: {fix}') from None
-    img, txt = _unit_rows(img, inplace=True), _unit_rows(txt, inplace=True)   # the arrays were just loaded: ours to overwrite
+    img, txt = _unit_rows(img, inplace=True), _unit_rows(txt, inplace=True)   # just loaded: ours to overwrite
     return Embeddings(img, np.array(im['ids'], dtype=object), txt, np.array(tm['ids'], dtype=np.int64), man)
 
 def store_problem(d: str | Path) -> str | None:

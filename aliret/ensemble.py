@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 import numpy as np, pandas as pd, torch
 from .core import pick_device
-from .retrieval import (Truth, truth_from_pairs, retrieval_metrics, hit_rank, topk_search, itm_rerank, _block_topk, paired_bootstrap,
-                              gallery_scores, _compute_dtype)
+from .retrieval import (Truth, truth_from_pairs, retrieval_metrics, hit_rank, topk_search, itm_rerank,
+                              _block_topk, paired_bootstrap, gallery_scores, _compute_dtype)
 from .inference import Predictions, search_embeddings, table_hash, METRIC_KEYS
 from .checkpoints import Embeddings, complete_runs, _unit_rows
 from .core import legend_outside
@@ -49,7 +49,7 @@ def _brute_topk(S: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 def concat_features(embs: Sequence, # per model [N, D_i] embeddings (rows aligned)
                     weights=None, # per model weight (default 1)
                    ) -> np.ndarray:
-    "`[N, sum D_i]`: each model's rows L2-normalised and scaled by sqrt(weight), side by side (fp16 when every input is, else float32)."
+    "`[N, sum D_i]`: each model's unit rows scaled by sqrt(weight), side by side (fp16 if all inputs are, else fp32)."
     w, embs = _weights(weights, len(embs)), [np.asarray(e) for e in embs]
     dt = np.dtype(np.float16 if all(e.dtype == np.float16 for e in embs) else np.float32)
     out = np.empty((len(embs[0]), sum(e.shape[1] for e in embs)), dt); c = 0
@@ -70,7 +70,8 @@ def feature_fusion(queries: Sequence, # per model [Q, D_i] caption embeddings
 def _tensors(xs: Sequence, device) -> list[torch.Tensor]:
     "Tensors on `device` in their stored dtype (fp16 stays fp16; anything else but fp32 becomes fp32)."
     arrs = [np.asarray(x) for x in xs]
-    return [torch.as_tensor(a if a.dtype in (np.float16, np.float32) else a.astype(np.float32)).to(device) for a in arrs]
+    arrs = [a if a.dtype in (np.float16, np.float32) else a.astype(np.float32) for a in arrs]
+    return [torch.as_tensor(a).to(device) for a in arrs]
 
 # %% ../nbs/11_ensemble_strategies.ipynb #cfaddee9
 def _query_scores(q, # [Q, D] one model's caption embeddings

@@ -309,7 +309,7 @@ def faiss_gpu_available() -> bool:
 def _f32_rows(t: torch.Tensor, # checked rows (`_as_2d`) in any dtype and place
               chunk: int = 65536, # rows converted at a time
              ):
-    "Contiguous float32 numpy blocks of `t`, converted one at a time (Faiss takes float32 only; an fp16 gallery is never upcast whole)."
+    "Contiguous float32 numpy blocks of `t`, converted one at a time (Faiss takes float32 only)."
     for a in range(0, len(t), chunk): yield np.ascontiguousarray(t[a:a + chunk].to('cpu', torch.float32).numpy())
 
 def default_nlist(n: int) -> int:
