@@ -13,6 +13,7 @@ import numpy as np
 from .core import write_json, outputs_root, package_versions, pick_device, get_config, stream_process, child_env
 from .retrieval import topk_search, build_index, search, default_nlist, faiss_gpu_available, _as_f32, _block_topk, _merge, itm_rerank
 from .models import build_model, weights_available, backend_class, ImageFiles, autocast_for
+from .models import register_open_clip_config, _quiet_open_clip, BLIP_VISION
 from .train import init_distributed, cleanup_distributed, image_ids_of, fit
 from .data import resolve_data_dir, find_image_dirs, ingest
 from .captions import benchmark_cleaning
@@ -23,10 +24,11 @@ from .core import legend_outside
 __all__ = ['SIMD_FLAGS', 'CHUNK_BUDGET_MB', 'ALIPRODUCTS_TRAIN_ROWS', 'TARGETS', 'TARGET_GALLERY', 'cpu_cores', 'cpu_model',
            'cpu_flags', 'device_label', 'load_avg', 'blas_libraries', 'machine_info', 'best_time', 'PeakMemory',
            'run_isolated', 'synthetic_embeddings', 'synthetic_embeddings_stats', 'topk_baseline', 'naive_search',
-           'bare_gemm', 'overlap_recall', 'round_robin', 'search_section', 'bench_model', 'embed_section',
-           'decode_images', 'match_section', 'scale_worker', 'scale_run', 'main', 'scale_section', 'scale_rows',
-           'matmul_rate', 'train_step_flops', 'train_section', 'data_section', 'verdict', 'search_rows',
-           'summary_table', 'explain', 'plot_section', 'results_stem', 'dumps_rows', 'write_results']
+           'bare_gemm', 'overlap_recall', 'round_robin', 'search_section', 'bench_model', 'PILFiles',
+           'openclip_eval_loop', 'embed_section', 'decode_images', 'match_section', 'blip_itm_flops', 'itm_pair_gflop',
+           'scale_worker', 'scale_run', 'main', 'scale_section', 'scale_rows', 'matmul_rate', 'train_step_flops',
+           'train_section', 'data_section', 'verdict', 'flops_rows', 'search_rows', 'summary_table', 'explain',
+           'plot_section', 'results_stem', 'dumps_rows', 'write_results']
 
 # %% ../nbs/12_benchmarks.ipynb #b6df4b1e
 def cpu_cores() -> int:
@@ -401,6 +403,47 @@ def bench_model(backend: str, # a registered backend
     if ok: return build_model(cfg, vocab_texts, device=device, offline=True), ('built from config' if preset == 'tiny' else f'pretrained ({why})')
     return backend_class(backend).random_like(cfg, vocab_texts).to(device).eval(), f'random weights ({why})'
 
+# %% ../nbs/12_benchmarks.ipynb #635df431
+class PILFiles:
+    "Image files as open_clip's eval datasets read them: `preprocess(Image.open(path))`, nothing else."
+    def __init__(self, paths: Sequence[str], # image files
+                 preprocess: Callable, # open_clip's eval transform (PIL image -> tensor)
+                ): self.paths, self.preprocess = list(paths), preprocess
+    def __len__(self): return len(self.paths)
+    def __getitem__(self, i):
+        from PIL import Image
+        return self.preprocess(Image.open(self.paths[i]))
+
+# %% ../nbs/12_benchmarks.ipynb #5bc6a84d
+def openclip_eval_loop(model, # an aliret `clip` model: its architecture, preprocessing and weights are used
+                      ) -> Callable:
+    "open_clip's own eval path for `model`: `f(paths, batch_size, workers)` -> unit image embeddings [N, D] (numpy)."
+    import open_clip, torch
+    pp, name = model.arch['preprocess_cfg'], register_open_clip_config(model.arch['open_clip_cfg'])
+    net, _, preprocess = _quiet_open_clip(open_clip.create_model_and_transforms, name, pretrained=None,
+                                          device=model.device, image_mean=tuple(pp['mean']), image_std=tuple(pp['std']),
+                                          image_interpolation=pp['interpolation'], image_resize_mode=pp['resize_mode'])
+    net.load_state_dict(model.net.state_dict()); net.eval()
+    def run(paths, batch_size=128, workers=0):
+        dl = torch.utils.data.DataLoader(PILFiles(paths, preprocess), batch_size=batch_size, num_workers=workers)
+        with torch.inference_mode(), model.autocast():
+            out = [torch.nn.functional.normalize(net.encode_image(x.to(model.device)).float(), dim=-1) for x in dl]
+        return torch.cat(out).cpu().numpy()
+    return run
+
+# %% ../nbs/12_benchmarks.ipynb #29cb3f15
+def _vs_openclip(r: dict, # `round_robin` results holding ('full', w) and ('open_clip', w) for every w
+                 n: int, # images embedded per run
+                 workers: Sequence[int], # worker counts tried
+                ) -> dict:
+    "aliret's full path vs open_clip's eval loop: median rates of interleaved rounds, each at its best worker count."
+    med = lambda key: n / r[key]['median']
+    wa, wo = max(workers, key=lambda w: med(('full', w))), max(workers, key=lambda w: med(('open_clip', w)))
+    a, o = med(('full', wa)), med(('open_clip', wo))
+    cos = (np.asarray(r[('full', wa)]['out']) * np.asarray(r[('open_clip', wo)]['out'])).sum(1)
+    return dict(aliret_median_per_s=round(a, 1), aliret_workers=wa, openclip_per_s=round(o, 1), openclip_workers=wo,
+                vs_openclip=round(a / o, 3), openclip_min_cos=round(float(cos.min()), 5))
+
 # %% ../nbs/12_benchmarks.ipynb #62d74fef
 def _sync_for(dev) -> Callable | None:
     import torch
@@ -433,6 +476,8 @@ def embed_section(backends: Sequence[str], # 'clip', 'blip'
                     for px in held['px']: model.encode_images(px.to(dev, non_blocking=True))
             fns = {**{('input', w): (lambda w=w: decode(w)) for w in workers}, 'model': model_images,
                    **{('full', w): (lambda w=w: model.embed_images(paths, batch_size, workers=w)) for w in workers}}
+            oc = openclip_eval_loop(model) if backend == 'clip' else None
+            if oc: fns.update({('open_clip', w): (lambda w=w: oc(paths, batch_size, w)) for w in workers})   # same turn
             r = round_robin(fns, repeats, max_s, sync)
             image_px = int(held.pop('px')[0].shape[-1])
             n = len(paths); rate = lambda key: n / r[key]['best']
@@ -442,6 +487,7 @@ def embed_section(backends: Sequence[str], # 'clip', 'blip'
                              full_per_s=round(f, 1), best_workers=w_best, full_by_workers={str(w): round(rate(('full', w)), 1) for w in workers},
                              input_by_workers={str(w): round(rate(('input', w)), 1) for w in workers},
                              efficiency=round(f / min(a, b), 3), serial_bound=round(1 / (1 / a + 1 / b) / min(a, b), 3), image_px=image_px))
+            if oc: rows[-1].update(_vs_openclip(r, n, workers))
             tb = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
             def tokenize(): held['tok'] = [model.tokenize(x) for x in tb]
             def model_texts():
@@ -523,6 +569,37 @@ def match_section(backends: Sequence[str], # 'clip', 'blip'
                                      speedup=round(rate / loop_rate, 2)))
             del model, px
     return rows
+
+# %% ../nbs/12_benchmarks.ipynb #7f3e318f
+def blip_itm_flops(config, # a transformers `BlipConfig`
+                   text_len: int, # caption tokens (the padded length)
+                  ) -> dict:
+    "Matmul FLOPs of BLIP ITM: `vision` and cross-attention `kv` per image, the rest (`text`) per pair."
+    v, t = config.vision_config, config.text_config
+    P = (v.image_size // v.patch_size) ** 2                                 # patches
+    T = P + 1                                                               # image states (with the class token)
+    Hv, H, L = v.hidden_size, t.hidden_size, text_len
+    vision = 2 * P * Hv * 3 * v.patch_size ** 2                             # patch embedding
+    vision += v.num_hidden_layers * (8 * T * Hv * Hv + 4 * T * T * Hv + 4 * T * Hv * v.intermediate_size)
+    kv = t.num_hidden_layers * 4 * T * Hv * H                               # keys and values of the image states
+    layer = 8 * L * H * H + 4 * L * L * H                                   # self-attention: Q, K, V, O; scores and sum
+    layer += 4 * L * H * H + 4 * L * T * H                                  # cross-attention: Q, O; scores and sum
+    layer += 4 * L * H * t.intermediate_size                                # MLP
+    return dict(vision=vision, kv=kv, text=t.num_hidden_layers * layer + 4 * H)   # + the ITM head (H -> 2)
+
+# %% ../nbs/12_benchmarks.ipynb #bcf06531
+def itm_pair_gflop(config=None, # a transformers `BlipConfig` (None = BLIP base: ViT-B/16 at 384 px, BERT-base text)
+                   text_len: int = 35, # caption tokens
+                   per_image: int = 8, # captions scored per image
+                  ) -> dict:
+    "GFLOP per ITM pair: image re-encoded per pair (transformers), vision states reused, vision states and K/V reused."
+    if config is None:
+        from transformers import BlipConfig
+        config = BlipConfig(vision_config=dict(BLIP_VISION['base'], image_size=384, patch_size=16))   # text: BERT-base
+    f = {k: v / 1e9 for k, v in blip_itm_flops(config, text_len).items()}
+    return dict(no_reuse=f['vision'] + f['kv'] + f['text'], feature_reuse=f['vision'] / per_image + f['kv'] + f['text'],
+                kv_reuse=(f['vision'] + f['kv']) / per_image + f['text'], vision_per_image=f['vision'],
+                kv_per_pair=f['kv'], text_per_pair=f['text'], per_image=per_image, text_len=text_len)
 
 # %% ../nbs/12_benchmarks.ipynb #80e3e7ec
 def scale_worker(spec: str, # JSON file with the worker's arguments (written by `scale_run`)
@@ -748,6 +825,23 @@ def verdict(ratio: float | None, # measured ratio
     if target is None or ratio is None: return 'info'
     return 'met' if ratio >= target - 1e-12 else 'MISSED'
 
+# %% ../nbs/12_benchmarks.ipynb #2ecb9c68
+def flops_rows(per_image: int = 8, # captions per image
+               text_len: int = 35, # caption tokens (BLIP's `text_len`)
+              ) -> list[dict]:
+    "Table rows: GFLOP per BLIP-base ITM pair with the K/V reuse, vs the vision-state reuse and transformers' forward."
+    g = itm_pair_gflop(None, text_len, per_image)
+    case = f'blip base 384 px, {text_len} tokens, {per_image} captions/image'
+    kv = g['kv_per_pair']
+    note = (f"K/V projections {kv:.1f} GFLOP per pair without the reuse, {kv / per_image:.1f} with it; vision "
+            f"{g['vision_per_image']:.1f} GFLOP per image; from the config, checked against FlopCounterMode")
+    after, rows = 'GFLOP per ITM pair, vision states and K/V reused', []
+    pairs = (('feature_reuse', 'vision states reused'), ('no_reuse', "transformers' forward, image per pair"))
+    for base, what in pairs:
+        metric, value = f'{after} vs {what} (ratio: times fewer)', round(g['kv_reuse'], 2)
+        rows.append(_row('match', case, metric, value, round(g[base], 2), g[base] / g['kv_reuse'], note=note))
+    return rows
+
 # %% ../nbs/12_benchmarks.ipynb #82204295
 def _fmt_g(n: int) -> str: return f'{n // 1_000_000}M' if n >= 1_000_000 and n % 1_000_000 == 0 else f'{n // 1000}k' if n >= 1000 else str(n)
 
@@ -826,6 +920,12 @@ def summary_table(res: dict, # section name -> rows from the section functions
                             f"input {r['input_per_s']:,.0f}/s, model {r['model_per_s']:,.0f}/s, serial bound {r['serial_bound']:.2f}"
                             + (f", best workers {r['best_workers']}" if 'best_workers' in r else '') + f"; {r['source']}",
                             ref=[r['backend'], r['preset'], r['modality']]))
+            if 'vs_openclip' in r:
+                out.append(_row('embed', f"{r['backend']} {r['preset']} images",
+                                "aliret embed_images vs open_clip's eval loop (images/s, median of interleaved rounds)",
+                                r['aliret_median_per_s'], r['openclip_per_s'], r['vs_openclip'], None, 'info',
+                                f"workers: aliret {r['aliret_workers']}, open_clip {r['openclip_workers']}; "
+                                f"lowest cosine between their embeddings {r['openclip_min_cos']}; {r['source']}"))
     else: missing('embed', 'embedding throughput')
     if 'match' in res:
         df = pd.DataFrame(res['match'])
@@ -843,6 +943,7 @@ def summary_table(res: dict, # section name -> rows from the section functions
                 out.append(_row('match', f'{b} {p} {prec}', f'batched itm_scores without feature cache vs loop (pairs/s)', float(nc.pairs_per_s), float(loop.pairs_per_s),
                                 float(nc.speedup), None, 'info', f'batch {nc.batch}'))
     else: missing('match', 'ITM matching throughput')
+    out += flops_rows()
     if 'scale' in res:
         for r in res['scale']:
             if 'skipped' in r: out.append(_row('scale', r['task'], f"{r['ranks']} ranks vs 1", status=r['skipped'])); continue

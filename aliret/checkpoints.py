@@ -388,17 +388,24 @@ STORE_FILES = ('images.npy', 'images.json', 'texts.npy', 'texts.json', 'manifest
 
 @dataclass
 class Embeddings:
-    "A model's embeddings of one split with their ids (rows L2-normalised, float32)."
+    "A model's embeddings of one split with their ids (rows L2-normalised, in the stored dtype: fp16 stays fp16)."
     images: np.ndarray # [G, D]
     image_ids: np.ndarray # [G] product names
     texts: np.ndarray # [Q, D]
     text_ids: np.ndarray # [Q] caption ids
     manifest: dict
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    "float32 rows scaled to unit length (zero rows stay zero)."
-    x = np.asarray(x, dtype=np.float32); n = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.divide(x, n, out=np.zeros_like(x), where=n > 0)
+def _unit_rows(x: np.ndarray, # [N, D] rows
+               inplace: bool = False, # overwrite `x` (a writable fp16 or fp32 array) instead of returning a new one
+               chunk: int = 65536, # rows normalised at a time
+              ) -> np.ndarray:
+    "Rows scaled to unit length in their dtype (fp16/fp32, else fp32), in fp32 a chunk at a time; zero rows stay zero."
+    x = np.asarray(x); dt = x.dtype if x.dtype in (np.float16, np.float32) else np.dtype(np.float32)
+    out = x if inplace and x.dtype == dt else np.empty(x.shape, dt)
+    for a in range(0, len(x), chunk):
+        b = x[a:a + chunk].astype(np.float32); n = np.linalg.norm(b, axis=1, keepdims=True)
+        out[a:a + chunk] = np.divide(b, n, out=np.zeros_like(b), where=n > 0)
+    return out
 
 # %% ../nbs/04b_checkpoints.ipynb #be102521
 def write_store(d: str | Path, # store folder (created; an old store there is invalidated first)
@@ -436,7 +443,7 @@ def _store_parts(d: Path) -> tuple:
 def read_store(d: str | Path, # a store folder
                log: Callable = print, # where the set-aside line goes
               ) -> Embeddings:
-    "Read a complete store as unit float32 rows; a damaged one is set aside, with an error naming the file and the fix."
+    "A complete store as unit rows in its stored dtype; a damaged one is set aside, the error naming file and fix."
     d = Path(d)
     if not is_complete(d): raise FileNotFoundError(f'{d}: embedding store incomplete ({SUCCESS} missing); run the inference again to recompute it')
     try: (img, im), (txt, tm), man = _store_parts(d)
@@ -444,7 +451,8 @@ def read_store(d: str | Path, # a store folder
         fix = 're-run the step that wrote it to recompute it'
         set_aside(d, str(e), then=fix, log=log)
         raise DamagedState(f'{e}; the store was set aside: {fix}') from None
-    return Embeddings(_unit_rows(img), np.array(im['ids'], dtype=object), _unit_rows(txt), np.array(tm['ids'], dtype=np.int64), man)
+    img, txt = _unit_rows(img, inplace=True), _unit_rows(txt, inplace=True)   # just loaded: ours to overwrite
+    return Embeddings(img, np.array(im['ids'], dtype=object), txt, np.array(tm['ids'], dtype=np.int64), man)
 
 def store_problem(d: str | Path) -> str | None:
     "Why complete store `d` is damaged (an array, marker or the manifest unreadable or inconsistent), or None."

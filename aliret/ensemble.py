@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 import numpy as np, pandas as pd, torch
 from .core import pick_device
-from .retrieval import Truth, truth_from_pairs, retrieval_metrics, hit_rank, topk_search, itm_rerank, _block_topk, paired_bootstrap
+from .retrieval import (Truth, truth_from_pairs, retrieval_metrics, hit_rank, topk_search, itm_rerank,
+                              _block_topk, paired_bootstrap, gallery_scores, _compute_dtype)
 from .inference import Predictions, search_embeddings, table_hash, METRIC_KEYS
-from .checkpoints import Embeddings, complete_runs
+from .checkpoints import Embeddings, complete_runs, _unit_rows
 from .core import legend_outside
 
 # %% auto #0
@@ -48,12 +49,13 @@ def _brute_topk(S: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 def concat_features(embs: Sequence, # per model [N, D_i] embeddings (rows aligned)
                     weights=None, # per model weight (default 1)
                    ) -> np.ndarray:
-    "`[N, sum D_i]` float32: each model's rows L2-normalised and scaled by sqrt(weight), side by side."
-    w = _weights(weights, len(embs)); out = []
+    "`[N, sum D_i]`: each model's unit rows scaled by sqrt(weight), side by side (fp16 if all inputs are, else fp32)."
+    w, embs = _weights(weights, len(embs)), [np.asarray(e) for e in embs]
+    dt = np.dtype(np.float16 if all(e.dtype == np.float16 for e in embs) else np.float32)
+    out = np.empty((len(embs[0]), sum(e.shape[1] for e in embs)), dt); c = 0
     for e, wi in zip(embs, w):
-        e = np.asarray(e, dtype=np.float32); n = np.linalg.norm(e, axis=1, keepdims=True)
-        out.append(np.divide(e, n, out=np.zeros_like(e), where=n > 0) * np.float32(np.sqrt(wi)))
-    return np.ascontiguousarray(np.concatenate(out, axis=1))
+        out[:, c:c + e.shape[1]] = _unit_rows(e); out[:, c:c + e.shape[1]] *= dt.type(np.sqrt(wi)); c += e.shape[1]
+    return out
 
 def feature_fusion(queries: Sequence, # per model [Q, D_i] caption embeddings
                    galleries: Sequence, # per model [G, D_i] gallery embeddings
@@ -63,6 +65,23 @@ def feature_fusion(queries: Sequence, # per model [Q, D_i] caption embeddings
                   ) -> tuple[np.ndarray, np.ndarray]:
     "Top-k of the weighted sum of cosines via one search over concatenated features."
     return search_embeddings(concat_features(queries, weights), concat_features(galleries, weights), k=k, index=index)
+
+# %% ../nbs/11_ensemble_strategies.ipynb #ca5c7d43
+def _tensors(xs: Sequence, device) -> list[torch.Tensor]:
+    "Tensors on `device` in their stored dtype (fp16 stays fp16; anything else but fp32 becomes fp32)."
+    arrs = [np.asarray(x) for x in xs]
+    arrs = [a if a.dtype in (np.float16, np.float32) else a.astype(np.float32) for a in arrs]
+    return [torch.as_tensor(a).to(device) for a in arrs]
+
+# %% ../nbs/11_ensemble_strategies.ipynb #cfaddee9
+def _query_scores(q, # [Q, D] one model's caption embeddings
+                  a: int, # first caption of the block
+                  n: int, # captions in the block
+                  g: torch.Tensor, # [G, D] that model's gallery (from `_tensors`)
+                 ) -> torch.Tensor:
+    "float32 [n, G] cosines of captions a:a+n against the whole gallery, without an fp32 copy of an fp16 gallery."
+    qb = torch.as_tensor(np.asarray(q[a:a + n], dtype=np.float32)).to(g.device)
+    return gallery_scores(qb, g, _compute_dtype(g, g.device, None))
 
 # %% ../nbs/11_ensemble_strategies.ipynb #e51462ec
 NORMS = ('zscore', 'minmax', 'none')
@@ -79,10 +98,6 @@ def normalise_rows(s: torch.Tensor, # [q, G] scores of one block of queries agai
         lo, hi = s.amin(1, keepdim=True), s.amax(1, keepdim=True)
         return (s - lo) / (hi - lo).clamp_min(1e-12)
     raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {how!r}")
-
-def _tensors(xs: Sequence, device) -> list[torch.Tensor]:
-    "float32 tensors on `device`."
-    return [torch.as_tensor(np.asarray(x, dtype=np.float32)).to(device) for x in xs]
 
 def score_fusion(queries: Sequence, # per model [Q, D_i] caption embeddings
                  galleries: Sequence, # per model [G, D_i] gallery embeddings
@@ -102,7 +117,7 @@ def score_fusion(queries: Sequence, # per model [Q, D_i] caption embeddings
             acc = None
             for wi, q, gi in zip(w, queries, g):
                 if wi == 0: continue
-                blk = normalise_rows(torch.as_tensor(np.asarray(q[a:a + query_chunk], dtype=np.float32)).to(dev) @ gi.T, norm) * float(wi)
+                blk = normalise_rows(_query_scores(q, a, query_chunk, gi), norm) * float(wi)
                 acc = blk if acc is None else acc.add_(blk)
             v, i = _block_topk(acc, kk)
             S[a:a + len(v), :kk], I[a:a + len(v), :kk] = v.cpu().numpy(), i.cpu().numpy()
@@ -208,7 +223,7 @@ def build_pool(queries: Sequence, # per model [Q, D_i]
     ids = np.full((Q, P), -1, np.int64); feats = np.zeros((M, Q, P), np.float32)
     with torch.inference_mode():
         for a in range(0, Q, query_chunk):
-            raw = [torch.as_tensor(np.asarray(q[a:a + query_chunk], np.float32)).to(dev) @ gi.T for q, gi in zip(queries, g)]
+            raw = [_query_scores(q, a, query_chunk, gi) for q, gi in zip(queries, g)]
             tops = [_block_topk(s, d)[1] for s in raw]
             cand = torch.cat(tops, 1).sort(1).values
             dup = torch.zeros_like(cand, dtype=torch.bool); dup[:, 1:] = cand[:, 1:] == cand[:, :-1]

@@ -14,9 +14,10 @@ from .core import legend_outside
 
 # %% auto #0
 __all__ = ['Empty', 'Truth', 'truth_from_pairs', 'truth_from_ids', 'hit_matrix', 'hit_rank', 'recall_at_k', 'recall_curve',
-           'mean_recall', 'ali_score', 'r_mean', 'retrieval_metrics', 'paired_bootstrap', 'topk_search',
-           'evaluate_embeddings', 'faiss_gpu_available', 'default_nlist', 'build_index', 'search', 'recall_vs_flat',
-           'Reranked', 'itm_rerank', 'chance_recall', 'plot_recall_curves', 'plot_topk_grid', 'load_eval_split']
+           'mean_recall', 'ali_score', 'r_mean', 'retrieval_metrics', 'paired_bootstrap', 'gallery_scores',
+           'topk_search', 'evaluate_embeddings', 'faiss_gpu_available', 'default_nlist', 'build_index', 'search',
+           'recall_vs_flat', 'Reranked', 'itm_rerank', 'chance_recall', 'plot_recall_curves', 'plot_topk_grid',
+           'load_eval_split']
 
 # %% ../nbs/07_retrieval.ipynb #984d5dc5
 @dataclass(frozen=True, eq=False)
@@ -244,6 +245,27 @@ def _merge(rv, ri, bv, bi, k: int):
     v, p = v.sort(dim=1, descending=True, stable=True)
     return v[:, :k], i.gather(1, p[:, :k])
 
+# %% ../nbs/07_retrieval.ipynb #8b1e1ec6
+def _compute_dtype(g: torch.Tensor, # the gallery, in its stored dtype
+                   dev: torch.device, # where the products run
+                   half: bool | None, # fp16 products; None = when the gallery is fp16 and `dev` is CUDA
+                  ) -> torch.dtype:
+    "The dtype products run in: fp16 on CUDA when asked (or for an fp16 gallery), float32 otherwise."
+    if half and dev.type != 'cuda': raise ValueError('half=True needs a CUDA device (fp16 matrix products are slow or missing on CPU)')
+    if half is None: half = dev.type == 'cuda' and g.dtype == torch.float16
+    return torch.float16 if half else torch.float32
+
+# %% ../nbs/07_retrieval.ipynb #c7e19bb5
+def gallery_scores(qb: torch.Tensor, # [q, D] a block of queries, on the gallery's device
+                   g: torch.Tensor, # [G, D] gallery in its stored dtype
+                   dt: torch.dtype = torch.float32, # dtype of the products (see `_compute_dtype`)
+                   chunk_size: int = 8192, # gallery rows converted at a time when `g` is not in `dt`
+                  ) -> torch.Tensor:
+    "float32 [q, G] inner products; a gallery stored in another dtype is converted block by block, never whole."
+    qb = qb.to(dt)
+    if g.dtype == dt: return (qb @ g.T).float()
+    return torch.cat([(qb @ g[b:b + chunk_size].to(dt).T).float() for b in range(0, len(g), chunk_size)], 1)
+
 # %% ../nbs/07_retrieval.ipynb #67c9975e
 def topk_search(queries, # [Q, D] query embeddings (numpy or torch)
                 gallery, # [G, D] gallery embeddings (numpy or torch)
@@ -251,22 +273,21 @@ def topk_search(queries, # [Q, D] query embeddings (numpy or torch)
                 chunk_size: int = 8192, # gallery items per block
                 query_chunk: int = 1024, # queries per block
                 device: str | None = None, # where to compute ('cpu', 'cuda', ...); None = the queries' device
-                half: bool = False, # fp16 products (CUDA only)
+                half: bool | None = None, # fp16 products (CUDA only); None = for an fp16 gallery on CUDA
                ) -> tuple[np.ndarray, np.ndarray]:
     "Exact inner-product top-k: (scores float32 [Q, k], ids int64 [Q, k]), ties by lower gallery index, -1/-inf padding."
     if k < 1: raise ValueError(f'k must be >= 1, got {k}')
-    q, g = _as_f32(queries, 'queries'), _as_2d(gallery, 'gallery'); _check_dims(q, g)
+    q, g = _as_2d(queries, 'queries'), _as_2d(gallery, 'gallery'); _check_dims(q, g)
     dev = torch.device(device) if device else q.device
-    if half and dev.type != 'cuda': raise ValueError('half=True needs a CUDA device (fp16 matrix products are slow or missing on CPU)')
-    dt = torch.float16 if half else torch.float32
+    dt = _compute_dtype(g, dev, half)
     g = g.to(dev)   # moved once in its own dtype; each block is converted to `dt` as it is used (an fp16 gallery is never upcast whole)
     S = np.full((len(q), k), -np.inf, dtype=np.float32); I = np.full((len(q), k), -1, dtype=np.int64)
     with torch.inference_mode():
         for a in range(0, len(q), query_chunk):
-            qb = q[a:a + query_chunk].to(dev, dt)
+            qb = q[a:a + query_chunk].to(dev, dt)   # queries too are converted a block at a time
             rv, ri = qb.new_empty((len(qb), 0), dtype=torch.float32), torch.empty((len(qb), 0), dtype=torch.int64, device=dev)
             for b in range(0, len(g), chunk_size):
-                bv, bi = _block_topk((qb @ g[b:b + chunk_size].to(dt).T).float(), k)
+                bv, bi = _block_topk(gallery_scores(qb, g[b:b + chunk_size], dt), k)
                 rv, ri = _merge(rv, ri, bv, bi + b, k)
             S[a:a + len(qb), :rv.shape[1]] = rv.cpu().numpy(); I[a:a + len(qb), :ri.shape[1]] = ri.cpu().numpy()
     return S, I
@@ -297,9 +318,11 @@ def faiss_gpu_available() -> bool:
     faiss = _faiss()
     return hasattr(faiss, 'StandardGpuResources') and faiss.get_num_gpus() > 0
 
-def _as_f32_np(x, name: str) -> np.ndarray:
-    "Contiguous float32 numpy array with the `_as_f32` checks."
-    return np.ascontiguousarray(_as_f32(x, name).cpu().numpy())
+def _f32_rows(t: torch.Tensor, # checked rows (`_as_2d`) in any dtype and place
+              chunk: int = 65536, # rows converted at a time
+             ):
+    "Contiguous float32 numpy blocks of `t`, converted one at a time (Faiss takes float32 only)."
+    for a in range(0, len(t), chunk): yield np.ascontiguousarray(t[a:a + chunk].to('cpu', torch.float32).numpy())
 
 def default_nlist(n: int) -> int:
     "IVF cells for a gallery of `n`: about 4 sqrt(n), with at least 39 training points per cell."
@@ -315,7 +338,7 @@ def build_index(gallery, # [G, D] gallery embeddings
                 seed: int = 0, # IVF k-means / training sample seed
                ):
     "A Faiss inner-product index holding `gallery`, ready for `search`."
-    faiss = _faiss(); x = _as_f32_np(gallery, 'gallery'); n, d = x.shape
+    faiss = _faiss(); x = _as_2d(gallery, 'gallery'); n, d = x.shape
     if not n: raise ValueError('the gallery is empty')
     if kind not in ('flat', 'ivf', 'hnsw'): raise ValueError(f"kind must be 'flat', 'ivf' or 'hnsw', got {kind!r}")
     use_gpu = faiss_gpu_available() and kind != 'hnsw' if gpu == 'auto' else bool(gpu)
@@ -332,8 +355,8 @@ def build_index(gallery, # [G, D] gallery embeddings
         index = faiss.index_cpu_to_gpu(res, 0, index); index.referenced_objects = [res]   # keep the resources alive
     if kind == 'ivf':
         tr = x if not train_size or train_size >= n else x[np.sort(np.random.default_rng(seed).choice(n, train_size, replace=False))]
-        index.train(tr)
-    index.add(x)
+        index.train(np.ascontiguousarray(tr.to('cpu', torch.float32).numpy()))
+    for b in _f32_rows(x): index.add(b)
     return index
 
 def _set_search_params(index, nprobe: int, ef_search: int):
@@ -351,11 +374,11 @@ def search(index, # a Faiss index from `build_index`
           ) -> tuple[np.ndarray, np.ndarray]:
     "Top-k of `queries` in `index`: (scores float32 [Q, k], ids int64 [Q, k]) in canonical order, -1 ids scored -inf."
     if k < 1: raise ValueError(f'k must be >= 1, got {k}')
-    x = _as_f32_np(queries, 'queries')
+    x = _as_2d(queries, 'queries')
     if x.shape[1] != index.d: raise ValueError(f'queries have dimension {x.shape[1]} but the index holds {index.d}-d vectors: embed both with the same model')
     if not len(x): return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
     _set_search_params(index, nprobe, ef_search)
-    D, I = index.search(x, k)
+    D, I = (np.concatenate(p) for p in zip(*(index.search(b, k) for b in _f32_rows(x))))
     I = I.astype(np.int64); D = np.where(I < 0, -np.inf, D).astype(np.float32)
     o = np.lexsort((np.where(I < 0, np.iinfo(np.int64).max, I), -D), axis=-1)
     return np.take_along_axis(D, o, 1), np.take_along_axis(I, o, 1)
@@ -369,7 +392,7 @@ def recall_vs_flat(gallery, # [G, D] gallery embeddings
                   ) -> pd.DataFrame:
     "Measured recall of approximate Faiss settings against the exact flat index, with build and search times."
     configs = configs or [dict(kind='ivf', nprobe=p) for p in (1, 4, 16)] + [dict(kind='hnsw', M=32, ef_search=e) for e in (16, 64, 256)]
-    g, q = _as_f32_np(gallery, 'gallery'), _as_f32_np(queries, 'queries')
+    g, q = _as_2d(gallery, 'gallery'), _as_2d(queries, 'queries')
     t = time.perf_counter(); flat = build_index(g, 'flat', gpu=gpu); fb = time.perf_counter() - t
     t = time.perf_counter(); _, ref = search(flat, q, k); fs = time.perf_counter() - t
     rows, built = [dict(kind='flat', params='', recall=1.0, top1=1.0, build_s=fb, search_s=fs, qps=len(q) / max(fs, 1e-9))], {}

@@ -238,7 +238,7 @@ def sweep(checkpoints, # `find_checkpoints` specs, or anything it accepts
                     meta = dict(ids=gal['product'].iloc[keep].tolist(), failed=[[p, e] for _, p, e in failed])
                     arr = cache.put(group, f'gallery-{ghash[:24]}', emb[keep], **meta)
                 else: arr, meta = hit
-                gallery = (arr.astype(np.float32), meta['ids'], len(meta['failed']))
+                gallery = (arr, meta['ids'], len(meta['failed']))   # fp16, as stored
             hit = cache.get(group, f'text-{thash[v][:24]}')
             if hit is None:
                 if model is None: model = load_fn(spec); stats['models_loaded'] += 1
@@ -248,7 +248,7 @@ def sweep(checkpoints, # `find_checkpoints` specs, or anything it accepts
             else: t16 = hit[0]
             img, ids, n_failed = gallery
             truth = truth_from_ids(val['product'].astype(str).tolist(), ids)
-            m = evaluate_embeddings(t16.astype(np.float32), img, truth, i2t=i2t, k=k, device=search_dev)
+            m = evaluate_embeddings(t16, img, truth, i2t=i2t, k=k, device=search_dev, half=False)
             res = cache.put_result(group, rkey, {**m, 'gallery_size': len(ids), 'gallery_failed': n_failed})
             stats['computed'] += 1; n_new += 1
             rows.append(_row(spec, v, res))
