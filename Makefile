@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 export MPLBACKEND := Agg
 
-.PHONY: install demo test export clean-nbs readme docs-check docs-lint figures gpu-check lab
+.PHONY: install demo ablations test export clean-nbs readme docs-check docs-lint figures gpu-check lab
 
 # GPU=1 (make install GPU=1, make gpu-check GPU=1): swap faiss-cpu for faiss-gpu after the normal install. Both wheels
 # ship the same `faiss` module, so one replaces the other; faiss-gpu brings its own CUDA 12 runtime wheels.
@@ -43,6 +43,12 @@ lab: install
 RUN ?= demo
 demo: install
 	$(BIN)/aliret-pipeline --run $(RUN)
+
+# The ablation table (11a_ablations): every technique against its ablation, 3 paired seeds, val in demo-sized blocks.
+# Its own job (about 25 trainings of the demo's size: an hour on 2 cores), resumable like the demo; the demo's summary
+# links the newest table. A subset: papermill nbs/11a_ablations.ipynb out.ipynb -p arms clip,clip_xbm
+ablations: install
+	$(BIN)/aliret-pipeline --job ablations --run $(if $(filter demo,$(RUN)),ablations,$(RUN))
 
 export: install
 	$(BIN)/nbdev_export

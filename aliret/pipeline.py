@@ -7,12 +7,13 @@ from __future__ import annotations
 import argparse, json, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
-from .core import AliretError, SUCCESS, is_complete, outputs_root, project_root, atomic_write, RunLock, _assignments
+from .core import AliretError, SUCCESS, is_complete, latest_run, outputs_root, project_root, atomic_write, RunLock, _assignments
 from .testing import job_env
 
 # %% auto #0
-__all__ = ['DEMO_STEPS', 'METRICS', 'Step', 'PipelineError', 'run_step', 'run_pipeline', 'step_records', 'val_metrics',
-           'result_label', 'write_summary', 'parameters_cell', 'check_pipeline_notebook', 'main']
+__all__ = ['DEMO_STEPS', 'ABLATION_STEPS', 'JOBS', 'METRICS', 'Step', 'PipelineError', 'run_step', 'run_pipeline', 'step_records',
+           'val_metrics', 'result_label', 'ablations_section', 'write_summary', 'parameters_cell',
+           'check_pipeline_notebook', 'main']
 
 # %% ../nbs/00b_pipeline.ipynb #20151178
 @dataclass
@@ -42,6 +43,9 @@ DEMO_STEPS = [
     Step('10_test_inference', 'nbs/10_test_inference.ipynb', {'tables_dir': '{run}/01_eda', 'checkpoints': '{run}/08_train_clip,{run}/08_train_blip'}),
     Step('11_ensemble_strategies', 'nbs/11_ensemble_strategies.ipynb', {'tables_dir': '{run}/01_eda', 'inference_dir': '{run}/10_test_inference'}),
 ]
+
+ABLATION_STEPS = [Step('11a_ablations', 'nbs/11a_ablations.ipynb')]   # its own job: about an hour on 2 cores
+JOBS = {'demo': DEMO_STEPS, 'ablations': ABLATION_STEPS}
 
 # %% ../nbs/00b_pipeline.ipynb #a065a273
 class PipelineError(AliretError, RuntimeError):
@@ -124,6 +128,15 @@ def result_label(res: dict) -> str:
     if 'submission_from' in res: return f"single model {res['submission_from']}"
     return ' '.join(str(res[k]) for k in ('backend', 'config') if k in res) or 'model'
 
+def ablations_section(outputs: str | Path, # the outputs folder holding runs
+                     ) -> list[str]:
+    "Summary lines: the newest finished `11a_ablations` table with each verdict, or how to make one."
+    run = latest_run('11a_ablations', outputs)
+    if run is None: return ['', '## Ablations', '', 'No ablation table yet: `make ablations` measures each technique (11a).']
+    table = json.loads((run/'run.json').read_text()).get('results', {}).get('table', [])
+    lines = ['', '## Ablations', '', f"Newest table: `{run/'ablations.md'}` (val in demo-sized blocks, seeds paired)", '']
+    return lines + [f"- {r['technique']}: {r['verdict']} ({r['delta']:+.4f} [{r['lo']:+.4f}, {r['hi']:+.4f}])" for r in table]
+
 def write_summary(run_path: Path, steps: list[Step]) -> str:
     "Write `summary.md` for the run (steps, val recall per model and ensemble, verdicts, the submission, raw results) and return its text."
     rows = step_records(run_path, steps)
@@ -138,6 +151,7 @@ def write_summary(run_path: Path, steps: list[Step]) -> str:
     if verdicts: lines += ['', '## Verdicts', ''] + verdicts
     aside = [f"- {r['step']}: `{e['path']}` ({e['why']}), kept as `{e['kept_as']}`" for r in rows for e in r['set_aside']]
     if aside: lines += ['', '## Set aside as damaged (kept, recomputed)', ''] + aside
+    lines += ablations_section(run_path.parent)
     if subs: lines += ['', f'Submission (validated when written): `{subs[-1]}`' + ('' if subs[-1].is_file() else ' (missing!)')]
     for r in rows:
         if r['results']:
@@ -169,16 +183,20 @@ def check_pipeline_notebook(nb_path: str | Path) -> dict:
 
 # %% ../nbs/00b_pipeline.ipynb #1c6dfc2c
 def main(argv: list[str] | None = None):
-    "Command-line entry point of the main job."
+    "Command-line entry point of the main job (and of the ablation job)."
     ap = argparse.ArgumentParser(prog='aliret-pipeline', description='Run the aliret notebook pipeline with papermill.')
-    ap.add_argument('--run', default='demo', help='run name; results go to outputs/<run>/ (default: demo)')
+    ap.add_argument('--job', default='demo', choices=sorted(JOBS), help='which steps: the main job or the ablation table')
+    ap.add_argument('--run', default='', help='run name; results go to outputs/<run>/ (default: the job name)')
     ap.add_argument('--only', nargs='*', help='run only these steps: ' + ', '.join(s.name for s in DEMO_STEPS))
     ap.add_argument('--restart', action='store_true', help='re-run steps that are already complete')
     ap.add_argument('--log-output', action='store_true', help="stream the notebooks' output")
     a = ap.parse_args(argv)
-    known = {s.name for s in DEMO_STEPS}
-    if a.only and (bad := set(a.only) - known): ap.error(f"unknown step(s) {', '.join(sorted(bad))}; steps are {', '.join(sorted(known))}")
-    try: run_pipeline(a.run, only=a.only, restart=a.restart, log_output=a.log_output)
-    except PipelineError as e: print(f'FAILED: {e}', file=sys.stderr); sys.exit(1)
+    known = {s.name for s in JOBS[a.job]}
+    if a.only and (bad := set(a.only) - known):
+        ap.error(f"unknown step(s) {', '.join(sorted(bad))}; steps are {', '.join(sorted(known))}")
+    try: run_pipeline(a.run or a.job, JOBS[a.job], only=a.only, restart=a.restart, log_output=a.log_output)
+    except PipelineError as e:
+        print(f'FAILED: {e}', file=sys.stderr)
+        sys.exit(1)
 
 if __name__ == '__main__' and '__file__' in globals(): main()   # `python -m aliret.pipeline`, never inside a notebook

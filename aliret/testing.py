@@ -6,14 +6,15 @@
 from __future__ import annotations
 import ast, io, json, os, re, sys
 from contextlib import contextmanager
+from typing import Sequence
 from pathlib import Path
 from .core import project_root
 
 # %% auto #0
-__all__ = ['JOB_ENV', 'TEST_MARK', 'RUN_IT', 'GOOD_IMAGES', 'BAD_IMAGES', 'FULL_ONLY_BAD', 'parent_cmdline', 'is_papermill',
-           'job_mode', 'job_env', 'text_progress_bars', 'progress_bar', 'skip_test_cell', 'skip_tests_in_jobs',
-           'directives', 'cell_kind', 'check_notebook_shape', 'check_notebooks', 'make_test_images', 'make_messy_dir',
-           'keep_disk_outputs', 'lab_pre_save', 'lab_resave']
+__all__ = ['JOB_ENV', 'TEST_MARK', 'RUN_IT', 'GOOD_IMAGES', 'BAD_IMAGES', 'FULL_ONLY_BAD', 'PALETTE', 'parent_cmdline',
+           'is_papermill', 'job_mode', 'job_env', 'text_progress_bars', 'progress_bar', 'skip_test_cell',
+           'skip_tests_in_jobs', 'directives', 'cell_kind', 'check_notebook_shape', 'check_notebooks',
+           'make_test_images', 'make_messy_dir', 'colour_pairs', 'keep_disk_outputs', 'lab_pre_save', 'lab_resave']
 
 # %% ../nbs/00c_testing.ipynb #9904fc76
 JOB_ENV = 'ALIRET_JOB'  # environment variable: '1' = job, '0' = not a job
@@ -290,6 +291,32 @@ def make_messy_dir(out: str | Path, # folder to create (AliProducts layout)
     except OSError: pass
     return dict(train=[r for _, r in train], val=[r for _, r in val], test_captions=[r for _, r in tc],
                 test_gallery=[gal[n] for n in sorted(gal)], ambiguous=1, unreferenced=1)
+
+# %% ../nbs/00c_testing.ipynb #4299b945
+PALETTE = dict(red=(220, 30, 30), green=(30, 200, 40), blue=(30, 40, 220), yellow=(230, 220, 30), black=(10, 10, 10),
+               white=(245, 245, 245), purple=(140, 30, 160), orange=(250, 140, 20))
+
+def colour_pairs(folder: str | Path, # where the images go (existing folder)
+                 n: int = 32, # rows
+                 colours: int = 4, # how many colours of `PALETTE`, cycled over the rows
+                 caption: str = '{colour} thing {k}', # caption template: the colour and `k` = row % `variants`
+                 variants: int = 2, # caption variants per colour
+                 ext: str = '.png', # image file type: .png or .jpg
+                 bad: Sequence[int] = (), # rows whose file is not an image
+                 size: int = 32, # image side in pixels
+                 seed: int = 0, # pixel-noise seed
+                ) -> 'pd.DataFrame':
+    "Toy pairs (product, caption, image_path): noisy solid-colour images captioned with their colour."
+    import numpy as np, pandas as pd
+    from PIL import Image
+    rng, names, rows = np.random.default_rng(seed), list(PALETTE)[:colours], []
+    for i in range(n):
+        c = names[i % colours]
+        p = Path(folder)/f'{i:03d}{ext}'
+        if i in bad: p.write_bytes(b'not an image')
+        else: Image.fromarray(np.clip(np.array(PALETTE[c]) + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(np.uint8)).save(p)
+        rows.append(dict(product=p.name, caption=caption.format(colour=c, k=i % variants), image_path=str(p)))
+    return pd.DataFrame(rows)
 
 # %% ../nbs/00c_testing.ipynb #5c4d57da
 def _src(c: dict) -> str: return ''.join(c['source']) if isinstance(c['source'], list) else c['source']
