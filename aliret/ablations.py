@@ -125,6 +125,7 @@ class ValEmbeddings:
     captions: np.ndarray # the captions queried with
     images: np.ndarray # the gallery's image files
 
+# %% ../nbs/11a_ablations.ipynb #e17be0ef
 def embed_val(model, # a model from `aliret.models`
               val: pd.DataFrame, # val pairs (captions as the arm was trained to read them)
              ) -> ValEmbeddings:

@@ -36,6 +36,7 @@ def cpu_cores() -> int:
     try: return len(os.sched_getaffinity(0))
     except AttributeError: return os.cpu_count() or 1
 
+# %% ../nbs/12_benchmarks.ipynb #8f0b68e6
 def cpu_model() -> str:
     "The CPU's model name (from /proc/cpuinfo where there is one)."
     try:
@@ -45,6 +46,7 @@ def cpu_model() -> str:
     except OSError: pass
     return platform.processor() or platform.machine()
 
+# %% ../nbs/12_benchmarks.ipynb #33091c36
 SIMD_FLAGS = ('avx2', 'fma', 'f16c', 'avx512f', 'avx512_bf16', 'avx512_fp16', 'amx_bf16', 'amx_tile')
 
 def cpu_flags() -> list[str]:
@@ -54,8 +56,10 @@ def cpu_flags() -> list[str]:
     except (OSError, StopIteration): return []
     return [x for x in SIMD_FLAGS if x in flags]
 
+# %% ../nbs/12_benchmarks.ipynb #16ce1de8
 def _slug(s: str) -> str: return re.sub(r'[^a-z0-9]+', '-', s.lower()).strip('-')
 
+# %% ../nbs/12_benchmarks.ipynb #881d387d
 def device_label(device='cpu', # a torch device or its name
                 ) -> str:
     "File-name label of the measuring device: `cpu-<N>core`, or the GPU's name (e.g. `nvidia-h100-80gb-hbm3`)."
@@ -65,11 +69,13 @@ def device_label(device='cpu', # a torch device or its name
         return _slug(torch.cuda.get_device_name(torch.device(dev)))
     return f"{_slug(dev.split(':')[0])}-{cpu_cores()}core"
 
+# %% ../nbs/12_benchmarks.ipynb #e2561eb0
 def load_avg() -> list[float]:
     "The 1, 5 and 15 minute load averages (other work competing for the cores)."
     try: return [round(x, 2) for x in os.getloadavg()]
     except OSError: return []
 
+# %% ../nbs/12_benchmarks.ipynb #90d3c7c2
 def blas_libraries() -> dict:
     "Which BLAS torch and faiss multiply with (it decides the GEMM rate, and they may differ)."
     import torch
@@ -82,6 +88,7 @@ def blas_libraries() -> dict:
     except ImportError: out['faiss'] = 'not installed'
     return out
 
+# %% ../nbs/12_benchmarks.ipynb #2d3e524a
 def machine_info(device='cpu') -> dict:
     "What the numbers were measured on: device, CPU, cores, SIMD flags, BLAS, memory, threads, versions, load."
     import torch
@@ -118,17 +125,20 @@ def _status_kb(key: str) -> int:
             if line.startswith(key + ':'): return int(line.split()[1])
     raise KeyError(key)
 
+# %% ../nbs/12_benchmarks.ipynb #9f709ff0
 def _maxrss() -> int:
     "Peak resident size of this process so far, bytes (`ru_maxrss`)."
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r if sys.platform == 'darwin' else r * 1024
 
+# %% ../nbs/12_benchmarks.ipynb #4ab09f73
 def _release_free_memory():
     "Collect garbage and return freed malloc pages to the kernel (glibc `malloc_trim`; a no-op elsewhere)."
     gc.collect()
     try: ctypes.CDLL('libc.so.6').malloc_trim(0)
     except (OSError, AttributeError): pass
 
+# %% ../nbs/12_benchmarks.ipynb #b7e4f604
 def _reset_hwm() -> bool:
     "Reset this process's resident high-water mark to its current size (Linux); False where that is not possible."
     try:
@@ -136,6 +146,7 @@ def _reset_hwm() -> bool:
         _status_kb('VmHWM'); return True
     except (OSError, KeyError): return False
 
+# %% ../nbs/12_benchmarks.ipynb #b9e18d30
 class PeakMemory:
     "Context manager: `.peak` = the most memory (bytes) the block added; CPU via a VmHWM reset, CUDA via torch's allocator."
     def __init__(self, device='cpu', # where the block allocates: 'cpu' or a CUDA device
@@ -211,6 +222,7 @@ def synthetic_embeddings(n_gallery: int, # gallery vectors
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     return g, q, target
 
+# %% ../nbs/12_benchmarks.ipynb #1cbc6eed
 def synthetic_embeddings_stats(**kw) -> dict:
     "Shape and norm range of `synthetic_embeddings(**kw)`'s gallery (a cheap child-process check)."
     g, q, t = synthetic_embeddings(**kw)
@@ -225,6 +237,7 @@ def _score_batches(queries, gallery, batch: int, select: Callable) -> np.ndarray
     with torch.inference_mode():
         return torch.cat([select(q[a:a + batch] @ g.T).cpu() for a in range(0, len(q), batch)]).numpy()
 
+# %% ../nbs/12_benchmarks.ipynb #305604ee
 def topk_baseline(queries, # [Q, D] queries (torch, on the device to use)
                   gallery, # [G, D] gallery
                   k: int = 10, # results per query
@@ -233,6 +246,7 @@ def topk_baseline(queries, # [Q, D] queries (torch, on the device to use)
     "The baseline a competent user writes: the score matrix of each query batch, then `torch.topk`; ids [Q, k]."
     return _score_batches(queries, gallery, batch, lambda s: s.topk(k, dim=1).indices)
 
+# %% ../nbs/12_benchmarks.ipynb #de591656
 def naive_search(queries, # [Q, D] queries (numpy or torch, on the device to use)
                  gallery, # [G, D] gallery
                  k: int = 10, # results per query
@@ -241,6 +255,7 @@ def naive_search(queries, # [Q, D] queries (numpy or torch, on the device to use
     "The prior art's search: the full score matrix of each query batch, then a full stable argsort of every row; ids [Q, k]."
     return _score_batches(queries, gallery, batch, lambda s: s.argsort(dim=1, descending=True, stable=True)[:, :k])
 
+# %% ../nbs/12_benchmarks.ipynb #34a87cb7
 def bare_gemm(queries, # [Q, D] queries (torch, on the device to use)
               gallery, # [G, D] gallery (same dtype and device)
               batch: int = 1024, # queries per block
@@ -258,6 +273,7 @@ def bare_gemm(queries, # [Q, D] queries (torch, on the device to use)
                 out = torch.mm(qb, gb.T, out=buf) if buf.shape == (len(qb), len(gb)) else qb @ gb.T
     return out
 
+# %% ../nbs/12_benchmarks.ipynb #66c76fe3
 def overlap_recall(ids, # [Q, k] ids found
                    ref, # [Q, k] exact ids
                   ) -> float:
@@ -298,6 +314,7 @@ def _probe(fn: Callable, # fn(queries) -> ids
         secs = time.perf_counter() - t0
     return dict(peak_mb=m.mb, one_query_mb=m1.mb, qdep_mb=round(max(0.0, m.mb - m1.mb), 1)), ids, secs
 
+# %% ../nbs/12_benchmarks.ipynb #200b350b
 def search_section(sizes: Sequence[int] = (10000, 100000), # gallery sizes
                    dims: Sequence[int] = (256, 512), # embedding dimensions
                    dtypes: Sequence[str] = ('fp32', 'fp16'), # gallery storage types
@@ -449,6 +466,7 @@ def _sync_for(dev) -> Callable | None:
     import torch
     return torch.cuda.synchronize if str(dev).startswith('cuda') else None
 
+# %% ../nbs/12_benchmarks.ipynb #3ed4581d
 def embed_section(backends: Sequence[str], # 'clip', 'blip'
                   presets: Sequence[str], # 'tiny', 'base', 'large'
                   image_paths: Sequence[str], # images to embed
@@ -507,6 +525,7 @@ def _precision_ctx(model, precision: str):
     if model.device.type == 'cuda': return contextlib.nullcontext()   # the model's own autocast covers CUDA
     return autocast_for(model.device, model.cfg.precision, cpu=True)
 
+# %% ../nbs/12_benchmarks.ipynb #5c7eef83
 def decode_images(model, # a retrieval model (its eval transform is used)
                   paths: Sequence[str], # image files
                  ):
@@ -515,6 +534,7 @@ def decode_images(model, # a retrieval model (its eval transform is used)
     from PIL import Image
     return torch.stack([model.image_transform(Image.open(p).convert('RGB')) for p in paths]).to(model.device)
 
+# %% ../nbs/12_benchmarks.ipynb #14f48a96
 def match_section(backends: Sequence[str], # 'clip', 'blip'
                   presets: Sequence[str], # 'tiny', 'base', 'large'
                   image_paths: Sequence[str], # candidate images
@@ -661,6 +681,7 @@ def scale_worker(spec: str, # JSON file with the worker's arguments (written by 
                                       scoring_path='aliret.scoring.score_shard' if scoring is not None else 'aliret.models.itm_scores (aliret.scoring absent)', **res))
     finally: cleanup_distributed()
 
+# %% ../nbs/12_benchmarks.ipynb #bb0167a6
 def scale_run(nproc: int, # ranks
               backend: str = 'blip', preset: str = 'tiny', # the model
               image_paths: Sequence[str] = (), # images to embed / score against
@@ -683,6 +704,7 @@ def scale_run(nproc: int, # ranks
         for name in ('embedding', 'scoring'): res[name]['result'] = np.load(Path(d)/f'{name}.npy')
     return res
 
+# %% ../nbs/12_benchmarks.ipynb #564f0c48
 def main(argv: list[str] | None = None):
     "`python -m aliret.bench scale SPEC.json`: one rank of the scale-out test."
     argv = sys.argv[1:] if argv is None else argv
@@ -704,6 +726,7 @@ def scale_section(nproc: int = 2, # ranks compared with one
     one, many = scale_run(1, **kw), scale_run(nproc, **kw)
     return scale_rows(one, many)
 
+# %% ../nbs/12_benchmarks.ipynb #92168331
 def scale_rows(one: dict, many: dict) -> list[dict]:
     "Rows comparing a 1-rank and an N-rank `scale_run` result."
     rows = []
@@ -730,6 +753,7 @@ def matmul_rate(device='cpu', # where to multiply
     a @ b
     return 2 * n ** 3 / best_time(lambda: a @ b, repeats, max_s, _sync_for(device))['best']
 
+# %% ../nbs/12_benchmarks.ipynb #7c0628b9
 def train_step_flops(model, # a retrieval model
                      table, # rows with image_path, caption, product
                      batch_size: int, # samples in the step
@@ -746,6 +770,7 @@ def train_step_flops(model, # a retrieval model
     model.zero_grad(set_to_none=True); model.train(was)
     return float(fc.get_total_flops())
 
+# %% ../nbs/12_benchmarks.ipynb #de329ac8
 def train_section(backends: Sequence[str], presets: Sequence[str],
                   table, # training pairs (product, caption, image_path)
                   device: str = 'cpu', # 'cpu', 'cuda' or 'auto'
@@ -818,6 +843,7 @@ def _row(section, case, metric, value=None, baseline=None, ratio=None, target=No
     return dict(section=section, case=case, metric=metric, value=value, baseline=baseline, ratio=None if ratio is None else round(ratio, 3),
                 target=target, status=status, note=note, ref=ref, **({'subject': subject} if subject else {}))
 
+# %% ../nbs/12_benchmarks.ipynb #e05168cd
 def verdict(ratio: float | None, # measured ratio
             target: float | None, # required minimum (None = no target)
            ) -> str:
@@ -845,6 +871,7 @@ def flops_rows(per_image: int = 8, # captions per image
 # %% ../nbs/12_benchmarks.ipynb #82204295
 def _fmt_g(n: int) -> str: return f'{n // 1_000_000}M' if n >= 1_000_000 and n % 1_000_000 == 0 else f'{n // 1000}k' if n >= 1000 else str(n)
 
+# %% ../nbs/12_benchmarks.ipynb #f5486050
 def search_rows(rows: list[dict], # from `search_section`
                 cuda: bool = False, # measured on a GPU (fp16 targets apply only there: CPUs here have no fp16 matmul)
                ) -> list[dict]:
@@ -1080,12 +1107,14 @@ def plot_section(section: str, # section name
     fig.tight_layout()
     return fig
 
+# %% ../nbs/12_benchmarks.ipynb #68cc1510
 def results_stem(device, # the measuring device
                  day: dt.date | None = None, # default today
                 ) -> str:
     "`<YYYY-MM-DD>-<device label>`: the file stem of a benchmark's JSON and PNGs."
     return f"{(day or dt.date.today()).isoformat()}-{device_label(device)}"
 
+# %% ../nbs/12_benchmarks.ipynb #16f28e91
 def _plain(o):
     "Rows made JSON-friendly: arrays dropped, NaN -> None."
     if isinstance(o, dict): return {k: _plain(v) for k, v in o.items() if not isinstance(v, np.ndarray)}
@@ -1094,6 +1123,7 @@ def _plain(o):
     if isinstance(o, np.generic): return _plain(o.item())
     return o
 
+# %% ../nbs/12_benchmarks.ipynb #7e693b91
 def dumps_rows(obj, # JSON-able (after `_plain`)
                indent: int = 0, # current depth
               ) -> str:
@@ -1106,6 +1136,7 @@ def dumps_rows(obj, # JSON-able (after `_plain`)
         return '[\n' + ',\n'.join(pad + dump(x) for x in obj) + '\n' + ' ' * indent + ']'
     return dump(obj)
 
+# %% ../nbs/12_benchmarks.ipynb #a5a1e103
 def write_results(results_dir: str | Path, # folder for the JSON and PNGs ('' = outputs/benchmarks)
                   stem: str, # `results_stem(device)`
                   payload: dict, # machine, params, table, sections...

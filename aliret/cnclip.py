@@ -32,6 +32,7 @@ def _side(v) -> int | list[int]:
     if isinstance(v, dict): return [int(v['height']), int(v['width'])] if 'height' in v else int(v['shortest_edge'])
     return int(v)
 
+# %% ../nbs/04a_cnclip.ipynb #cf34018b
 def cnclip_preprocess(folder: str | Path | None = None, # a model folder, possibly holding preprocessor_config.json
                       image_size: int = 224, # input size when no file says otherwise
                      ) -> dict:
@@ -48,6 +49,7 @@ def input_size(pp: dict) -> int:
     side = pp['crop'] or pp['resize']
     return side[0] if isinstance(side, list) else side
 
+# %% ../nbs/04a_cnclip.ipynb #83b44a6b
 def cnclip_transforms(pp: dict, # `cnclip_preprocess` output
                      ) -> tuple[Callable, Callable]:
     "Eval transform (bicubic resize, centre crop, CLIP normalisation) and train transform (random resized crop 0.9-1)."
@@ -196,12 +198,14 @@ def tokenize(self: CnClipRetrieval, texts: Sequence[str] | str, fixed: bool = Fa
                          max_length=self.cfg.text_len, return_tensors='pt')
     return {'input_ids': enc['input_ids'], 'attention_mask': enc['attention_mask']}
 
+# %% ../nbs/04a_cnclip.ipynb #efae4c12
 @patch
 def encode_images(self: CnClipRetrieval, pixel_values):
     "L2-normalised ITC image embeddings `[N, D]` (projected pooled class token), differentiable."
     pooled = self.net.vision_model(pixel_values=pixel_values, interpolate_pos_encoding=self.interpolate).pooler_output
     return F.normalize(self.net.visual_projection(pooled).float(), dim=-1)
 
+# %% ../nbs/04a_cnclip.ipynb #d092eb1e
 @patch
 def encode_texts(self: CnClipRetrieval, tokens):
     "L2-normalised ITC text embeddings `[N, D]` (projected `[CLS]` state), differentiable."
@@ -215,6 +219,7 @@ def image_features(self: CnClipRetrieval, pixel_values):
     "Cacheable image features for `itm_from_features`: the normalised image embedding."
     return self.encode_images(pixel_values)
 
+# %% ../nbs/04a_cnclip.ipynb #03350caa
 @patch
 @_inference
 def itm_from_features(self: CnClipRetrieval, image_feats, tokens, image_index=None):
@@ -222,9 +227,11 @@ def itm_from_features(self: CnClipRetrieval, image_feats, tokens, image_index=No
     feats = image_feats if image_index is None else image_feats[image_index]
     return (feats.float() * self.encode_texts(tokens)).sum(-1)
 
+# %% ../nbs/04a_cnclip.ipynb #f07bb16b
 @patch(as_prop=True)
 def logit_scale(self: CnClipRetrieval): return self.net.logit_scale.exp()
 
+# %% ../nbs/04a_cnclip.ipynb #91336d6c
 @patch
 def losses(self: CnClipRetrieval, pixel_values, tokens, ids, gather: Callable | None = None, memory=None) -> dict:
     "Training losses: symmetric ITC with same-id positives (`loss` = `itc`); `memory` adds columns (see `itc_loss`)."
@@ -240,6 +247,7 @@ def tower_parameters(self: CnClipRetrieval, tower: str) -> list[nn.Parameter]:
     mods = (net.vision_model, net.visual_projection) if tower == 'vision' else (net.text_model, net.text_projection)
     return [p for m in mods for p in m.parameters()]
 
+# %% ../nbs/04a_cnclip.ipynb #110fd10b
 @patch
 def set_grad_checkpointing(self: CnClipRetrieval, on: bool = True):
     "transformers' activation (gradient) checkpointing, explicitly non-reentrant; the older method names before 5.x."
@@ -249,11 +257,13 @@ def set_grad_checkpointing(self: CnClipRetrieval, on: bool = True):
         net.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
     else: net.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
 
+# %% ../nbs/04a_cnclip.ipynb #9c26ec62
 @patch
 def after_step(self: CnClipRetrieval):
     "Keep the logit scale at most 100, as CLIP's training does."
     with torch.no_grad(): self.net.logit_scale.clamp_(0, math.log(100))
 
+# %% ../nbs/04a_cnclip.ipynb #75afa125
 @patch
 def save_extras(self: CnClipRetrieval, folder: Path):
     "The tokenizer (its vocabulary is part of the model) into `folder/tokenizer`."
@@ -268,6 +278,7 @@ def weights_available(cls: CnClipRetrieval, cfg: Config) -> tuple[bool, str]:
     ok = _hf_cached(src, ['config.json']) and _hf_cached(src, ['model.safetensors', 'pytorch_model.bin'])
     return (True, src) if ok else (False, f'{src} not in the local HF cache')
 
+# %% ../nbs/04a_cnclip.ipynb #a98bdba4
 @patch(cls_method=True)
 def random_like(cls: CnClipRetrieval, cfg: Config, vocab_texts=None) -> CnClipRetrieval:
     "The released architecture of `cfg`'s preset (tiny from config), random weights, vocabulary padded to 21128."
@@ -280,6 +291,7 @@ def random_like(cls: CnClipRetrieval, cfg: Config, vocab_texts=None) -> CnClipRe
         net = ChineseCLIPModel(cnclip_release_config(cfg.name))
     return cls(cfg, net, tok, cnclip_preprocess(image_size=cfg.image_size or 224))
 
+# %% ../nbs/04a_cnclip.ipynb #99c79f05
 @patch
 def standin_config(self: CnClipRetrieval, folder: str | Path) -> Config:
     "This model written in the hub repo's layout under `folder`, and the config that loads it from there."

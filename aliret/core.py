@@ -29,10 +29,12 @@ def project_root(start: str | Path | None = None, # where to start looking (defa
         if (p/'settings.ini').is_file() and (p/'nbs').is_dir(): return p
     return here
 
+# %% ../nbs/00_core.ipynb #09324582
 def data_root() -> Path:
     "Where generated and downloaded data lives (`<root>/data`)."
     return project_root()/'data'
 
+# %% ../nbs/00_core.ipynb #8d282851
 def outputs_root() -> Path:
     "Where run folders live (`<root>/outputs`)."
     return project_root()/'outputs'
@@ -56,6 +58,7 @@ def atomic_open(path: str | Path, # final file name
         if os.path.exists(tmp): os.unlink(tmp)
         raise
 
+# %% ../nbs/00_core.ipynb #3aaef385
 def _fsync_dir(d: Path):
     "Persist a rename by syncing its folder (no-op where the OS does not allow it)."
     try:
@@ -64,6 +67,7 @@ def _fsync_dir(d: Path):
         finally: os.close(fd)
     except OSError: pass
 
+# %% ../nbs/00_core.ipynb #e9b9da32
 def atomic_write(path: str | Path, # final file name
                  data: str | bytes, # the whole content
                 ) -> Path:
@@ -71,12 +75,14 @@ def atomic_write(path: str | Path, # final file name
     with atomic_open(path, 'wb' if isinstance(data, bytes) else 'w') as f: f.write(data)
     return Path(path)
 
+# %% ../nbs/00_core.ipynb #df4856aa
 def write_json(path: str | Path, # final file name
                obj: Any, # anything `json` can write (paths and numpy scalars are converted)
               ) -> Path:
     "Write `obj` as indented JSON, atomically."
     return atomic_write(path, json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + '\n')
 
+# %% ../nbs/00_core.ipynb #8f12f3e7
 def _json_default(o):
     "Make paths, numpy scalars/arrays, and dataclasses JSON-friendly."
     if isinstance(o, Path): return str(o)
@@ -155,6 +161,7 @@ def model_config_dirs() -> list[Path]:
     extra = [Path(p) for p in os.environ.get('ALIRET_MODEL_CONFIGS', '').split(os.pathsep) if p]
     return [Path(importlib.resources.files('aliret'))/'model_configs', *extra]
 
+# %% ../nbs/00_core.ipynb #a5ee8368
 def model_configs() -> dict[str, dict]:
     "Every registered backend's model config, by backend name."
     out = {}
@@ -164,12 +171,12 @@ def model_configs() -> dict[str, dict]:
             out[mc['backend']] = {**mc, 'file': str(f)}
     return out
 
+# %% ../nbs/00_core.ipynb #fd5410bc
 def backend_names() -> list[str]:
     "Names of the registered backends."
     return sorted(model_configs())
 
 BACKENDS: dict[str, type] = {}   # backend name -> its class, filled by `aliret.models.register_backend` on import
-
 
 # %% ../nbs/00_core.ipynb #a1e77e01
 class AliretError(Exception):
@@ -179,6 +186,7 @@ class AliretError(Exception):
 class ConfigError(AliretError, ValueError):
     "A config or parameter problem, with a message that names the key and what is allowed."
 
+# %% ../nbs/00_core.ipynb #7228d7e0
 def _type_ok(value, tp) -> bool:
     "Does `value` fit annotation `tp` (str/int/float/bool/Literal/Optional)?"
     if get_origin(tp) is Literal: return value in get_args(tp)
@@ -189,15 +197,18 @@ def _type_ok(value, tp) -> bool:
     if tp is int: return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, tp)
 
+# %% ../nbs/00_core.ipynb #edb73015
 def _type_name(tp) -> str:
     "Readable name of an annotation, listing a Literal's allowed values."
     if get_origin(tp) is Literal: return 'one of ' + ', '.join(repr(a) for a in get_args(tp))
     return getattr(tp, '__name__', str(tp))
 
+# %% ../nbs/00_core.ipynb #9cac4217
 def _field_types() -> dict:
     "Resolved annotations of `Config`."
     return typing.get_type_hints(Config)
 
+# %% ../nbs/00_core.ipynb #5aa5f5ba
 def check_overrides(overrides: dict, # key -> value to apply
                     source: str = 'overrides', # where they came from, for the message
                    ) -> dict:
@@ -217,6 +228,7 @@ def check_overrides(overrides: dict, # key -> value to apply
             raise ConfigError(f"{source}: unknown backend {v!r}; registered backends: {', '.join(names)}")
     return overrides
 
+# %% ../nbs/00_core.ipynb #c4dcf8e1
 def renamed_keys() -> dict[str, str]:
     "Old config key -> its generic name, from every backend's model config."
     return {old: new for mc in model_configs().values() for old, new in mc.get('renamed', {}).items()}
@@ -239,6 +251,7 @@ def get_config(config: str | Path = 'tiny', # preset name (`tiny`, `base`, `larg
     model_preset = model_configs()[chosen.get('backend', Config.backend)]['presets'][base]
     return Config(**{**PRESETS[base], **model_preset, 'name': base, **chosen})
 
+# %% ../nbs/00_core.ipynb #2fc2e2ad
 def _read_yaml(path: str) -> dict:
     "Read a YAML mapping, naming the file in any error."
     import yaml
@@ -267,6 +280,7 @@ def seed_everything(seed: int, # base seed from the config
     random.seed(s); np.random.seed(s % 2**32); torch.manual_seed(s)
     return s
 
+# %% ../nbs/00_core.ipynb #ad7a34e8
 def pick_device(pref: str = 'auto', # `auto`, `cuda`, `mps` or `cpu` (or `cuda:N`)
                ) -> 'torch.device':
     "The torch device to use: cuda, then mps, then cpu for `auto`; a clear error if the asked one is absent."
@@ -288,6 +302,7 @@ def child_env(nproc: int, # processes sharing this machine
     n = threads or (int(env) if env.isdigit() and int(env) > 0 else 0) or max(1, (os.cpu_count() or 1) // max(1, nproc))
     return {**os.environ, 'OMP_NUM_THREADS': str(n), 'PYTHONUNBUFFERED': '1'}
 
+# %% ../nbs/00_core.ipynb #9f0d3a0e
 def stream_process(cmd: list[str], # the command line
                    log_file: str | Path | None = None, # append every line here too (None = no log file)
                    env: dict | None = None, # the child's whole environment (None = this process's)
@@ -324,10 +339,12 @@ def run_dir(step: str, # notebook step name, e.g. `01_eda`
     d.mkdir(parents=True, exist_ok=True)
     return d
 
+# %% ../nbs/00_core.ipynb #d816f824
 def is_complete(d: str | Path) -> bool:
     "Did the run in folder `d` finish (its `_SUCCESS` marker exists)?"
     return (Path(d)/SUCCESS).is_file()
 
+# %% ../nbs/00_core.ipynb #447007bc
 def latest_run(step: str, # step name whose runs to look through
                root: str | Path | None = None, # default `outputs/`
               ) -> Path | None:
@@ -348,6 +365,7 @@ def package_versions(names=VERSIONED) -> dict:
         except PackageNotFoundError: pass
     return out
 
+# %% ../nbs/00_core.ipynb #a5af20eb
 def git_commit(cwd: str | Path | None = None) -> str | None:
     "The current git commit of the project (with `-dirty` if the tree has changes), or None outside git."
     try:
@@ -362,6 +380,7 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
 class RunLocked(AliretError, RuntimeError):
     "Another live process holds the run folder's lock; the message names it."
 
+# %% ../nbs/00_core.ipynb #c6e2ee9e
 _HELD: dict[str, 'RunLock'] = {}
 
 class RunLock:
@@ -406,10 +425,12 @@ _set_aside_here: list[dict] = []   # entries set aside by this process (also tho
 class DamagedState(AliretError, ValueError):
     "Saved state that fails its check; the message names the file, what is wrong and what to do."
 
+# %% ../nbs/00_core.ipynb #de42b8b9
 def owning_run(path: str | Path) -> Path | None:
     "The nearest folder above `path` holding a `run.json`, or None."
     return next((d for d in Path(path).absolute().parents if (d/'run.json').is_file()), None)
 
+# %% ../nbs/00_core.ipynb #4b2d357a
 def set_aside(path: str | Path, # damaged file or folder
               why: str, # what is wrong with it, in words
               then: str = 'it is recomputed', # what happens next
@@ -490,6 +511,7 @@ class RunRecord:
         atomic_write(self.dir/SUCCESS, self.data['end'] + '\n')
         return self.dir/SUCCESS
 
+# %% ../nbs/00_core.ipynb #d2451154
 def start_run(step: str, # notebook step name
               params: dict, # validated parameters (must include `output_dir` if any)
               seed: int | None = None, # seed in use
@@ -497,6 +519,7 @@ def start_run(step: str, # notebook step name
     "Create the run folder for `step` (from `params['output_dir']`) and start its run record (watched in a notebook)."
     return watch_cells(RunRecord(run_dir(step, params.get('output_dir', '')), params, seed))
 
+# %% ../nbs/00_core.ipynb #4ff7c2f1
 def watch_cells(rec: RunRecord) -> RunRecord:
     "In IPython (papermill, JupyterLab), mark `rec` failed or interrupted when a later cell raises before it ends."
     try: ip = get_ipython()   # noqa: F821 (defined inside IPython only)
@@ -535,6 +558,7 @@ def _assignments(src: str) -> dict:
             except ValueError: raise ConfigError(f'parameter {node.targets[0].id!r} must be a literal (string, number, bool, list, dict)') from None
     return out
 
+# %% ../nbs/00_core.ipynb #9554ca62
 INJECTED_MARK = '# Parameters'
 
 def notebook_params(g: dict, # the notebook's `globals()`
@@ -551,6 +575,7 @@ def notebook_params(g: dict, # the notebook's `globals()`
     if defaults is None: raise ConfigError('no parameters cell found: a pipeline notebook needs one cell tagged `parameters` of literal assignments, run before notebook_params')
     return {k: g.get(k, v) for k, v in defaults.items()}
 
+# %% ../nbs/00_core.ipynb #3898ffc8
 def _running_parameters_cell() -> dict | None:
     "Defaults of the `parameters`-tagged cell of the notebook execnb is running (found on the call stack), else None."
     import inspect
@@ -562,6 +587,7 @@ def _running_parameters_cell() -> dict | None:
             if 'parameters' in (c.get('metadata', {}).get('tags') or []): return _assignments(c['source'])
     return None
 
+# %% ../nbs/00_core.ipynb #291db1b8
 def _safe_assignments(src: str) -> dict | None:
     "Assignments of a cell made only of literal assignments and comments, else None."
     try: tree = ast.parse(src)

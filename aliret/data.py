@@ -25,6 +25,7 @@ __all__ = ['ANNOTATION_FILES', 'REASONS', 'TABLE_FILES', 'REJECTED_FILE', 'STATS
 class DataError(AliretError, ValueError):
     "A bad data folder or annotation file: the message names the file (line and column where they apply) and the fix."
 
+# %% ../nbs/01_eda.ipynb #534a3d08
 ANNOTATION_FILES = ('train.json', 'val.json', 'test_captions.json')
 _TRAIN_DIR = re.compile(r'^train_text_img_pairs_(\d+)_compressed$')
 _TRAIN_OUTER = re.compile(r'^train_text_img_pairs_(\d+)$')
@@ -33,6 +34,7 @@ def _abs(p: str | Path) -> Path:
     "Absolute, `..`-free path without resolving symlinks."
     return Path(os.path.abspath(os.path.expanduser(str(p))))
 
+# %% ../nbs/01_eda.ipynb #f71ba1a9
 def find_image_dirs(root: str | Path, # the data folder
                    ) -> list[Path]:
     "Train image folders under `root`, flat or nested, sorted by their number (flat first)."
@@ -56,6 +58,7 @@ def _find_dir(p: str | Path) -> tuple[Path | None, str]:
     cands = list(dict.fromkeys([p] if p.is_absolute() else [Path.cwd()/p, project_root()/p]))
     return next((_abs(c) for c in cands if c.is_dir()), None), ', '.join(map(str, cands))
 
+# %% ../nbs/01_eda.ipynb #f4881712
 def resolve_data_dir(data_dir: str | Path = '', # AliProducts-layout folder; '' = the embedded sample catalogue
                      lang: str = 'en', # language of the sample catalogue's titles ('en', or 'zh' for Chinese backends)
                     ) -> Path:
@@ -82,6 +85,7 @@ def _line_col(text: str, pos: int) -> tuple[int, int]:
     line = text.count('\n', 0, pos) + 1
     return line, pos - (text.rfind('\n', 0, pos) + 1) + 1
 
+# %% ../nbs/01_eda.ipynb #1b708e40
 _JSONL_FIX = "convert it with `jq -s . {p} > fixed.json` or python: json.dump([json.loads(l) for l in open(p) if l.strip()], open('fixed.json', 'w'))"
 
 def read_annotations(path: str | Path, # a JSON file holding a list of objects
@@ -144,19 +148,23 @@ def _arrow_strings(vals: list, isstr: np.ndarray) -> tuple:
         s = [_SURROGATE.sub('\ufffd', v) if f else v for v, f in zip(s, sur)]
         return pa.array(s, type=pa.large_string()), s, sur
 
+# %% ../nbs/01_eda.ipynb #8b958007
 def _matches(arr, pattern: str) -> np.ndarray:
     "Vectorised regex search over a pyarrow string array (nulls -> False)."
     import pyarrow.compute as pc
     return pc.fill_null(pc.match_substring_regex(arr, pattern), False).to_numpy(zero_copy_only=False)
 
+# %% ../nbs/01_eda.ipynb #64cfbd2b
 def _strs(values) -> tuple:
     vals = list(values); return vals, np.fromiter((type(v) is str for v in vals), bool, len(vals))
 
+# %% ../nbs/01_eda.ipynb #47d8652c
 def has_text(values: Iterable, # strings (anything else counts as empty)
             ) -> np.ndarray:
     "Boolean mask: does the string hold at least one visible character (not whitespace, control or invisible format)?"
     return _matches(_arrow_strings(*_strs(values))[0], _VISIBLE_RE2)
 
+# %% ../nbs/01_eda.ipynb #063d882e
 def nfc(names: Iterable[str], # file names
        ) -> np.ndarray:
     "Names in Unicode NFC as an object array; a name that is not valid Unicode (lone surrogates) becomes None."
@@ -166,6 +174,7 @@ def nfc(names: Iterable[str], # file names
     out[sur] = None
     return out
 
+# %% ../nbs/01_eda.ipynb #23a12d5d
 def _shown(v) -> str:
     "A CSV-safe rendering of a product value for the rejection report."
     if v is None: return ''
@@ -244,6 +253,7 @@ def _tail_problem(head: bytes, tail: bytes, size: int) -> str:
         return '' if want <= size else f'WebP header declares {want} bytes, file has {size}'
     return ''
 
+# %% ../nbs/01_eda.ipynb #092d251c
 def check_image(path: str | Path, # image file
                 full_decode: bool = False, # also decode all pixels
                ) -> tuple:
@@ -311,11 +321,13 @@ def _rejected_frame(split: str, row, product, reason, detail) -> pd.DataFrame:
     return pd.DataFrame({'split': split, 'row': np.asarray(row, dtype=np.int64), 'product': np.asarray(product, dtype=object),
                          'reason': np.asarray(reason, dtype=object), 'detail': np.asarray(detail, dtype=object)})
 
+# %% ../nbs/01_eda.ipynb #1ef484ea
 def _say(progress: bool, stats: dict):
     if progress:
         print(f"{stats['split']}: {stats['rows']:,} rows -> {stats['kept']:,} kept, {stats['rejected']:,} rejected; "
               f"{stats['images_checked']:,} images checked ({stats['mode']}) in {stats['seconds']:.1f}s = {stats['rows_per_s']:,.0f} rows/s", flush=True)
 
+# %% ../nbs/01_eda.ipynb #1623445b
 def ingest(json_path: str | Path, # annotation file: a JSON list of {"product", "caption"}
            image_root: str | Path | list, # image folder, or folders in priority order (train: `find_image_dirs(data)`)
            split: str = 'train', # split name for the rejection report
@@ -378,6 +390,7 @@ def ingest_test_captions(json_path: str | Path, # JSON list of {"caption"}
     rj = c[~ok]
     return kept, _rejected_frame('test_captions', rj.row, [''] * len(rj), rj.reason, rj.detail)
 
+# %% ../nbs/01_eda.ipynb #dd9531ad
 def ingest_gallery(folder: str | Path, # the test image folder
                    full_decode: bool = False, # decode every image fully
                    workers: int = 4, # threads checking images
@@ -411,6 +424,7 @@ def has_test_split(d: Path, # a data folder that passed `resolve_data_dir`
     "Does the folder hold the test split (`test_captions.json` and `test_imgs/`)? A partial download may not."
     return (d/'test_captions.json').is_file() and (d/'test_imgs').is_dir()
 
+# %% ../nbs/01_eda.ipynb #d8dc7a16
 def absent_test_split() -> tuple:
     "Empty test tables (captions, gallery), each with its empty rejection table: a data folder without a test split."
     tc = pd.DataFrame({'caption_id': pd.Series(dtype='int64'), 'caption': pd.Series(dtype=object)})
@@ -446,6 +460,7 @@ def ingest_all(data_dir: str | Path = '', # AliProducts-layout folder; '' = the 
     stats['data_dir'] = str(d)
     return tables, pd.concat([rtr, rva, rtc, rtg], ignore_index=True), stats
 
+# %% ../nbs/01_eda.ipynb #fd08293b
 def write_tables(out_dir: str | Path, # run folder
                  tables: dict, # from `ingest_all`
                  rejected: pd.DataFrame, # from `ingest_all`
@@ -459,12 +474,14 @@ def write_tables(out_dir: str | Path, # run folder
     if stats is not None: paths['stats'] = write_json(out/STATS_FILE, stats)
     return paths
 
+# %% ../nbs/01_eda.ipynb #7770af2b
 def read_tables(d: str | Path, # folder holding the CSVs
                ) -> dict:
     "Read the four tables written by `write_tables`, text columns exactly as written."
     rd = lambda f: pd.read_csv(f, dtype=_TEXT_COLS, keep_default_na=False, na_values=[])
     return {k: rd(Path(d)/fn) for k, fn in TABLE_FILES.items()}
 
+# %% ../nbs/01_eda.ipynb #61ae5d36
 def read_rejected(d: str | Path) -> pd.DataFrame:
     "Read `rejected.csv` from a run folder."
     return pd.read_csv(Path(d)/REJECTED_FILE, dtype=_TEXT_COLS, keep_default_na=False, na_values=[])
@@ -481,6 +498,7 @@ def tables_cache_dir(data: Path, # resolved data folder
     key = hashlib.sha1(json.dumps(sig).encode()).hexdigest()[:12]
     return data_root()/'tables'/f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', data.name)}-{key}"
 
+# %% ../nbs/01_eda.ipynb #865932f1
 def load_tables(tables_dir: str | Path = '', # a finished 01_eda run folder; '' = ingest `data_dir` on the fly (cached)
                 data_dir: str | Path = '', # AliProducts-layout folder for on-the-fly ingest; '' = the sample catalogue
                 progress: bool = True, # progress bars when ingesting
@@ -518,6 +536,7 @@ def caption_lengths(captions: pd.Series, # captions
     s = captions.astype(str)
     return pd.DataFrame({'chars': s.str.len().to_numpy(), 'words': s.str.count(r'\S+').to_numpy()})
 
+# %% ../nbs/01_eda.ipynb #a6ab194e
 def top_words(captions: pd.Series, # captions
               n: int = 30, # how many words
               stopwords: frozenset = STOPWORDS, # words to leave out
@@ -544,9 +563,11 @@ def save_fig(fig, # a matplotlib figure
     plt.close(fig)
     return Path(path)
 
+# %% ../nbs/01_eda.ipynb #79dab51f
 def _splits_frame(tables: dict, cols: list) -> pd.DataFrame:
     return pd.concat([t[cols].assign(split=k) for k, t in tables.items() if all(c in t for c in cols) and len(t)], ignore_index=True)
 
+# %% ../nbs/01_eda.ipynb #ca22bc19
 def plot_caption_lengths(tables: dict, # split -> table with a `caption` column
                         ):
     "Histograms of caption length in characters and in words, one colour per split."
@@ -562,6 +583,7 @@ def plot_caption_lengths(tables: dict, # split -> table with a `caption` column
     for ax in axs: ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)   # below, off the bars
     fig.suptitle('Caption lengths'); return fig
 
+# %% ../nbs/01_eda.ipynb #27b64adc
 def plot_counts(counts: pd.Series, # label -> count
                 title: str, # figure title
                 xlabel: str = 'count', # axis label
@@ -574,6 +596,7 @@ def plot_counts(counts: pd.Series, # label -> count
     ax.bar_label(bars, fmt='{:,.0f}', fontsize=8, padding=2); ax.set(title=title, xlabel=xlabel)
     ax.margins(x=0.15); return fig
 
+# %% ../nbs/01_eda.ipynb #717dccc9
 def plot_image_stats(tables: dict, # split -> table with width, height, bytes, format, mode
                     ):
     "Image width, height, aspect ratio, file size, format and mode distributions, one colour per split."
@@ -591,6 +614,7 @@ def plot_image_stats(tables: dict, # split -> table with width, height, bytes, f
         ct.plot.barh(ax=ax, stacked=True); ax.set(title=f'image {c}', xlabel='images', ylabel='')
     fig.suptitle('Images (kept rows)'); fig.tight_layout(); return fig
 
+# %% ../nbs/01_eda.ipynb #d4ba93cf
 def folder_counts(train: pd.DataFrame, # kept train table
                   stats: dict, # the train split's stats (`folders`: files per folder)
                  ) -> pd.DataFrame:
@@ -600,6 +624,7 @@ def folder_counts(train: pd.DataFrame, # kept train table
                  files=n, kept_rows=int(kept.get(f, 0))) for f, n in stats.get('folders', {}).items()]
     return pd.DataFrame(rows, columns=['folder', 'files', 'kept_rows'])
 
+# %% ../nbs/01_eda.ipynb #a62e6fb1
 def rejection_counts(rejected: pd.DataFrame, # rejection table
                     ) -> pd.DataFrame:
     "Rejected rows per reason (rows, in `REASONS` order) and split (columns), with totals."
@@ -608,6 +633,7 @@ def rejection_counts(rejected: pd.DataFrame, # rejection table
     order = [r for r in REASONS if r in ct.index] + [r for r in ct.index if r not in REASONS]
     return ct.loc[order]
 
+# %% ../nbs/01_eda.ipynb #76d9a026
 def _thumb(path: str, size: int) -> Image.Image:
     "An RGB thumbnail of any image mode (16-bit scaled to 8 bits, transparency over white)."
     with Image.open(path) as im:
@@ -619,6 +645,7 @@ def _thumb(path: str, size: int) -> Image.Image:
         rgba = im.convert('RGBA'); bg = Image.new('RGBA', rgba.size, 'white')
         return Image.alpha_composite(bg, rgba).convert('RGB')
 
+# %% ../nbs/01_eda.ipynb #101110c3
 def image_grid(table: pd.DataFrame, # table with `image_path` and `caption` (or `product`)
                n: int = 16, # images to show
                seed: int = 0, # sample seed

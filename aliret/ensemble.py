@@ -31,6 +31,7 @@ def _weights(w, n: int) -> np.ndarray:
     if (w < 0).any() or not np.isfinite(w).all() or not w.any(): raise ValueError(f'weights must be finite, non-negative and not all zero, got {w.tolist()}')
     return w
 
+# %% ../nbs/11_ensemble_strategies.ipynb #be3e0e7e
 def check_aligned(embs: Sequence[Embeddings], # one store per model, same split
                   names: Sequence[str] | None = None, # model names, for messages
                  ):
@@ -40,6 +41,7 @@ def check_aligned(embs: Sequence[Embeddings], # one store per model, same split
         if not np.array_equal(e.text_ids, embs[0].text_ids): raise ValueError(f'{n}: caption ids differ from {names[0]}; embed both on the same split table')
         if not np.array_equal(e.image_ids, embs[0].image_ids): raise ValueError(f'{n}: gallery names differ from {names[0]}; embed both on the same split table')
 
+# %% ../nbs/11_ensemble_strategies.ipynb #953cfc4d
 def _brute_topk(S: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     "Reference top-k of a dense score matrix: descending, ties by lower column (stable sort)."
     o = np.argsort(-S, axis=1, kind='stable')[:, :k]
@@ -57,6 +59,7 @@ def concat_features(embs: Sequence, # per model [N, D_i] embeddings (rows aligne
         out[:, c:c + e.shape[1]] = _unit_rows(e); out[:, c:c + e.shape[1]] *= dt.type(np.sqrt(wi)); c += e.shape[1]
     return out
 
+# %% ../nbs/11_ensemble_strategies.ipynb #95241fdf
 def feature_fusion(queries: Sequence, # per model [Q, D_i] caption embeddings
                    galleries: Sequence, # per model [G, D_i] gallery embeddings
                    weights=None, # per model weight
@@ -99,6 +102,7 @@ def normalise_rows(s: torch.Tensor, # [q, G] scores of one block of queries agai
         return (s - lo) / (hi - lo).clamp_min(1e-12)
     raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {how!r}")
 
+# %% ../nbs/11_ensemble_strategies.ipynb #9d9839f1
 def score_fusion(queries: Sequence, # per model [Q, D_i] caption embeddings
                  galleries: Sequence, # per model [G, D_i] gallery embeddings
                  weights=None, # per model weight
@@ -132,6 +136,7 @@ def topk_lists(queries: Sequence, # per model [Q, D_i]
     "Each model's exact top-`depth` gallery ids per caption."
     return [topk_search(q, g, k=depth, **kw)[1] for q, g in zip(queries, galleries)]
 
+# %% ../nbs/11_ensemble_strategies.ipynb #5474cc93
 def rrf_fusion(id_lists: Sequence[np.ndarray], # per model [Q, K] ranked gallery ids (-1 = none)
                weights=None, # per model weight
                k_rrf: float = 60.0, # RRF constant
@@ -169,6 +174,7 @@ def reweight_itm(itm: np.ndarray, # [Q, k] ITM score of each candidate (NaN for 
     o = np.lexsort((np.where(ids < 0, np.iinfo(np.int64).max, ids), -score), axis=-1)
     return np.take_along_axis(score, o, 1), np.take_along_axis(ids, o, 1)
 
+# %% ../nbs/11_ensemble_strategies.ipynb #23102b5e
 def itm_candidates(scores: np.ndarray, # [Q, >=k_test] ITC or fused scores, best first
                    ids: np.ndarray, # [Q, >=k_test] their gallery ids
                    score_fn: Callable, # (query_idx, gallery_idx) -> ITM, e.g. `aliret.inference.itm_score_fn`
@@ -208,6 +214,7 @@ class Pool:
         out[:, :c.shape[1]] = np.where(np.isfinite(v.numpy()), np.take_along_axis(self.ids, c, 1), -1)
         return out
 
+# %% ../nbs/11_ensemble_strategies.ipynb #6ece57bc
 def build_pool(queries: Sequence, # per model [Q, D_i]
                galleries: Sequence, # per model [G, D_i]
                kind: str = 'zscore', # 'none', 'zscore', 'minmax' (score/feature fusion) or 'rrf'
@@ -252,6 +259,7 @@ def query_folds(groups: Sequence, # group of each caption (its product): a group
     fold_of = np.empty(len(uniq), np.int64); fold_of[np.random.default_rng(seed).permutation(len(uniq))] = np.arange(len(uniq)) % n_folds
     return fold_of[codes]
 
+# %% ../nbs/11_ensemble_strategies.ipynb #320a2977
 def truth_rows(truth: Truth, # truth of all captions
                rows, # caption rows to keep, in the order wanted (no repeats)
               ) -> Truth:
@@ -260,12 +268,14 @@ def truth_rows(truth: Truth, # truth of all captions
     q, g = truth.pairs(); keep = pos[q] >= 0
     return truth_from_pairs(pos[q[keep]], g[keep], len(rows), truth.n_items)
 
+# %% ../nbs/11_ensemble_strategies.ipynb #4e0b3295
 def objective(ids: np.ndarray, # [Q, >=10] ranked ids
               truth: Truth, # truth of those captions
              ) -> tuple[float, float]:
     "What tuning maximises: (ali_score, mean_recall), compared in that order."
     m = retrieval_metrics(ids[:, :10], truth); return (m['ali_score'], m['mean_recall'])
 
+# %% ../nbs/11_ensemble_strategies.ipynb #44c4d7c9
 def coordinate_search(f: Callable[[np.ndarray], tuple], # weights -> score to maximise (comparable values)
                       n: int, # number of weights
                       grid: Sequence[float] = GRID, # values each weight may take
@@ -284,6 +294,7 @@ def coordinate_search(f: Callable[[np.ndarray], tuple], # weights -> score to ma
         if not changed: break
     return w, best
 
+# %% ../nbs/11_ensemble_strategies.ipynb #9ab33fdc
 def tune_weights(pool: Pool, # candidate pool of the tuning captions only
                  truth: Truth, # their truth (same order)
                  grid: Sequence[float] = GRID, # weight grid
@@ -292,6 +303,7 @@ def tune_weights(pool: Pool, # candidate pool of the tuning captions only
     "Fusion weights maximising `objective` on the pool's captions."
     return coordinate_search(lambda w: objective(pool.topk(w, 10), truth), pool.feats.shape[0], grid, sweeps)[0]
 
+# %% ../nbs/11_ensemble_strategies.ipynb #3c49879b
 def cross_fit(folds: np.ndarray, # fold of each caption
               tune: Callable, # train rows -> parameters (must see only these rows)
               apply: Callable, # (held-out rows, parameters) -> [len(rows), k] ranked ids
@@ -324,10 +336,12 @@ def fuse(strategy: str, # 'feature', 'score_zscore', 'score_minmax' or 'rrf'
     if strategy == 'rrf': return rrf_fusion(topk_lists(queries, galleries, rrf_depth, device=device), weights, k_rrf=k_rrf, k=k)
     raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
 
+# %% ../nbs/11_ensemble_strategies.ipynb #79dbf283
 def metrics_row(ids: np.ndarray, truth: Truth) -> dict:
     "R@1/5/10, mean_recall, ali_score of ranked ids."
     m = retrieval_metrics(ids[:, :10], truth); return {k: m[k] for k in METRIC_KEYS}
 
+# %% ../nbs/11_ensemble_strategies.ipynb #a2c09070
 def evaluate_fusion(strategy: str, # strategy name
                     queries: Sequence, # per model val [Q, D_i]
                     galleries: Sequence, # per model val [G, D_i]
@@ -356,6 +370,7 @@ def evaluate_fusion(strategy: str, # strategy name
                      **metrics_row(oof, truth), in_sample_ali_score=insample['ali_score']))
     return rows
 
+# %% ../nbs/11_ensemble_strategies.ipynb #eae29160
 def tune_itm(rr, # `itm_candidates` result on val
              truth: Truth, # val truth
              folds: np.ndarray, # fold per caption
@@ -390,6 +405,7 @@ def model_combinations(names: Sequence[str], # model names
     order = list(np.argsort(-np.asarray(single_scores), kind='stable'))
     return [tuple(sorted(order[:r])) for r in range(2, n + 1)]
 
+# %% ../nbs/11_ensemble_strategies.ipynb #65ddb2cb
 def plot_recall_vs_models(table: pd.DataFrame, # strategy table (strategy, n_models, ali_score, r1, ...)
                           path: str | Path | None = None, # save the PNG here too
                          ):

@@ -29,6 +29,7 @@ SUFFIX = {'torchscript': '.pt', 'onnx': '.onnx'}
 class ExportRefused(AliretError, ValueError):
     "A backend that cannot export this tower in this format (it says so in `export_refusals`)."
 
+# %% ../nbs/10b_export.ipynb #d70b91a7
 class ParityError(AliretError, RuntimeError):
     "An export whose embeddings differ from the eager model's beyond the tolerance; nothing was written."
 
@@ -42,6 +43,7 @@ def export_refusal(model: RetrievalModel, # a retrieval model
     if fmt not in FORMATS: raise ConfigError(f'format={fmt!r}: choose from {", ".join(FORMATS)}')
     return getattr(model, 'export_refusals', {}).get((tower, fmt), '')
 
+# %% ../nbs/10b_export.ipynb #105e6803
 def check_exportable(model: RetrievalModel, tower: str, fmt: str):
     "Raise `ExportRefused` naming the backend when it cannot export `tower` as `fmt`."
     why = export_refusal(model, tower, fmt)

@@ -53,6 +53,7 @@ def threshold_for_fraction(scores, # score per pair
     if not len(s): raise ValueError('no finite scores to choose a threshold from')
     return float(s[max(1, math.ceil(keep_fraction * len(s))) - 1])
 
+# %% ../nbs/06_threshold_testing.ipynb #4a71c061
 def otsu_threshold(scores, # score per pair (NaN ignored)
                    bins: int = 256, # histogram bins
                   ) -> float:
@@ -65,6 +66,7 @@ def otsu_threshold(scores, # score per pair (NaN ignored)
     between = w0 * w1 * (m0 - m1) ** 2
     return float(e[1:-1][int(np.argmax(between))])
 
+# %% ../nbs/06_threshold_testing.ipynb #50f819ff
 def best_f1_threshold(scores, # score per pair
                       noisy, # known noise per pair
                      ) -> float:
@@ -74,6 +76,7 @@ def best_f1_threshold(scores, # score per pair
     i = int(np.argmax(f1.to_numpy()))
     return float(c.score.iloc[i + 1]) if i + 1 < len(c) else float(np.nextafter(c.score.iloc[i], np.inf))
 
+# %% ../nbs/06_threshold_testing.ipynb #c6235021
 def choose_threshold(scores, # score per pair
                      threshold: float = 0.0, # explicit threshold (0 = choose)
                      keep_fraction: float = 0.0, # keep this share instead (0 = unused)
@@ -100,6 +103,7 @@ def split_by_threshold(merged: pd.DataFrame, # table + score (+ status, reason) 
     kept.attrs, rejected.attrs = {'threshold': threshold}, {'threshold': threshold}
     return kept, rejected
 
+# %% ../nbs/06_threshold_testing.ipynb #f87fadc6
 def write_filtered(out_dir: str | Path, # run folder
                    kept: pd.DataFrame, # from `split_by_threshold`
                    rejected: pd.DataFrame, # from `split_by_threshold`
@@ -135,12 +139,14 @@ def val_ranks(model, # a model from `aliret.models`
     txt = model.embed_texts(val_table['caption'].tolist(), batch_size=batch_size)
     return hit_rank(topk_search(txt, img, k=k)[1], truth_from_ids(val_table['product'].tolist(), gal['product'].tolist()))
 
+# %% ../nbs/06_threshold_testing.ipynb #0d4751de
 def rank_metrics(ranks: np.ndarray, # per-query ranks `[Q]`, or `[S, Q]` for S training seeds (averaged)
                 ) -> dict:
     "r1, r5, r10, mean_recall and ali_score from per-query ranks."
     r = {k: float(np.mean(np.asarray(ranks) < k)) for k in (1, 5, 10)}
     return dict(r1=r[1], r5=r[5], r10=r[10], mean_recall=(r[1] + r[5] + r[10]) / 3, ali_score=(r[5] + r[10]) / 2)
 
+# %% ../nbs/06_threshold_testing.ipynb #3ae15999
 def rank_scores(ranks: np.ndarray, # per-query ranks `[Q]`, or `[S, Q]` for S training seeds
                 metric: str = 'ali_score', # key of `rank_metrics`
                ) -> np.ndarray:
@@ -177,6 +183,7 @@ def plot_threshold_curves(curve: pd.DataFrame, # from `threshold_curve`
         ax.grid(alpha=.3)
     fig.tight_layout(); return fig
 
+# %% ../nbs/06_threshold_testing.ipynb #10af8dc2
 def plot_comparison(table: pd.DataFrame, # rows = runs, columns r1, r5, r10, mean_recall, ali_score
                     title: str = 'val text->image', # figure title
                    ):

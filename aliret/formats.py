@@ -21,6 +21,7 @@ __all__ = ['MAX_SHOWN', 'OPENCLIP_COLUMNS', 'FormatError', 'relative_paths', 'bl
 class FormatError(AliretError, ValueError):
     "A file does not match its format; the message names the file and the offending entries."
 
+# %% ../nbs/03_blip_format.ipynb #37f2f400
 MAX_SHOWN = 20  # problems listed in one error message (the total is always given)
 
 def _raise_problems(where: str, # file name (or 'object') being checked
@@ -31,6 +32,7 @@ def _raise_problems(where: str, # file name (or 'object') being checked
     more = f'\n  ... and {len(problems) - MAX_SHOWN} more' if len(problems) > MAX_SHOWN else ''
     raise FormatError(f'{where}: {len(problems)} problem(s):\n  ' + '\n  '.join(problems[:MAX_SHOWN]) + more)
 
+# %% ../nbs/03_blip_format.ipynb #175350e0
 def _load_json(path_or_obj, # a path to a JSON file, or the already-loaded object
               ) -> tuple[Any, str]:
     "The loaded object and a name for messages (the file path, or 'object')."
@@ -41,6 +43,7 @@ def _load_json(path_or_obj, # a path to a JSON file, or the already-loaded objec
         except json.JSONDecodeError as e: raise FormatError(f'{p}: not valid JSON ({e})') from None
     return path_or_obj, 'object'
 
+# %% ../nbs/03_blip_format.ipynb #67ac3ef2
 def _short(x, n: int = 60) -> str:
     "A short repr for messages."
     r = repr(x); return r if len(r) <= n else r[:n - 3] + '...'
@@ -51,6 +54,7 @@ def _as_text(s) -> pd.Series:
     s = s.astype(object) if isinstance(s, pd.Series) else pd.Series(list(s), dtype=object)
     return s.where(s.notna(), '').map(str)
 
+# %% ../nbs/03_blip_format.ipynb #505c0588
 def relative_paths(paths: pd.Series | Sequence[str], # absolute image paths
                    image_root: str | Path, # the declared root
                   ) -> tuple[pd.Series, pd.Series]:
@@ -70,6 +74,7 @@ def relative_paths(paths: pd.Series | Sequence[str], # absolute image paths
     problem[p.eq('')] = 'image path missing'
     return rel, problem
 
+# %% ../nbs/03_blip_format.ipynb #a6221268
 def _check_rows(df: pd.DataFrame, image_root, caption_col: str, need_path: bool = True) -> tuple[pd.Series, pd.Series]:
     "`(relative paths, reason)` for every row: reason '' when the row can be written."
     for c in (caption_col, 'image_path'):
@@ -97,6 +102,7 @@ def _stream_json_list(path: str | Path, # output file
         f.write('\n]\n')
     return n
 
+# %% ../nbs/03_blip_format.ipynb #10f0dc93
 def blip_train_entries(df: pd.DataFrame, # table with `image_path` and the caption column
                        image_root: str | Path, # root the image paths are made relative to
                        caption_col: str = 'caption', # column holding the caption to train on
@@ -107,6 +113,7 @@ def blip_train_entries(df: pd.DataFrame, # table with `image_path` and the capti
     entries = [{'image': i, 'caption': c, 'image_id': i} for i, c in zip(rel[ok], df.loc[ok, caption_col])]
     return entries, df[~ok].assign(reason=reason[~ok])
 
+# %% ../nbs/03_blip_format.ipynb #1c25254d
 def blip_eval_entries(df: pd.DataFrame, # table with `image_path` and the caption column
                       image_root: str | Path, # root the image paths are made relative to
                       caption_col: str = 'caption', # column holding the captions
@@ -119,6 +126,7 @@ def blip_eval_entries(df: pd.DataFrame, # table with `image_path` and the captio
     entries = [{'image': i, 'caption': c} for i, c in zip(caps.index, caps)]
     return entries, df[~ok].assign(reason=reason[~ok])
 
+# %% ../nbs/03_blip_format.ipynb #6b60b8d7
 def write_blip_train(df: pd.DataFrame, # table with `image_path` and the caption column
                      path: str | Path, # output JSON
                      image_root: str | Path, # root the image paths are made relative to
@@ -129,6 +137,7 @@ def write_blip_train(df: pd.DataFrame, # table with `image_path` and the caption
     _stream_json_list(path, entries)
     return rejected
 
+# %% ../nbs/03_blip_format.ipynb #22bc6691
 def write_blip_eval(df: pd.DataFrame, # table with `image_path` and the caption column
                     path: str | Path, # output JSON
                     image_root: str | Path, # root the image paths are made relative to
@@ -148,6 +157,7 @@ def _path_problem(x) -> str:
     if '..' in PurePosixPath(x).parts: return f"'image' must stay inside the image root, got {_short(x)}"
     return ''
 
+# %% ../nbs/03_blip_format.ipynb #75391f1a
 def _check_entry(i: int, e, keys: Mapping[str, type]) -> list[str]:
     "Problems of one annotation entry: not a dict, missing keys, wrong types, empty strings."
     if not isinstance(e, dict): return [f'entry {i}: must be an object, got {type(e).__name__}']
@@ -164,11 +174,13 @@ def _check_entry(i: int, e, keys: Mapping[str, type]) -> list[str]:
             else: out += [f'entry {i}: {k!r}[{j}] must be a non-empty str, got {_short(c)}' for j, c in enumerate(v) if not isinstance(c, str) or not c.strip()]
     return out
 
+# %% ../nbs/03_blip_format.ipynb #cafa2457
 def _check_files(images: Iterable[str], image_root, where: str) -> list[str]:
     "One problem per distinct image missing under the root."
     root = Path(image_root)
     return [f'image {i!r} not found under {root}' for i in dict.fromkeys(images) if not (root/i).is_file()]
 
+# %% ../nbs/03_blip_format.ipynb #48bde9c3
 def validate_blip_train(ann, # path to a train annotation JSON, or the loaded list
                         image_root: str | Path | None = None, # root for `check_files`
                         check_files: bool = False, # also check every image exists under `image_root`
@@ -176,6 +188,7 @@ def validate_blip_train(ann, # path to a train annotation JSON, or the loaded li
     "Check a BLIP train annotation list; return counts, or raise `FormatError` naming the file and the entries."
     return _check_train(*_load_json(ann), image_root, check_files)
 
+# %% ../nbs/03_blip_format.ipynb #713dd4ff
 def _check_train(data, where: str, image_root=None, check_files: bool = False) -> dict:
     "`validate_blip_train` on loaded data; `where` names the source in messages."
     if not isinstance(data, list): raise FormatError(f'{where}: must be a JSON list of entries, got {type(data).__name__}')
@@ -196,6 +209,7 @@ def _check_train(data, where: str, image_root=None, check_files: bool = False) -
     _raise_problems(where, problems)
     return dict(entries=len(data), images=len({e['image'] for e in data}), image_ids=len({e['image_id'] for e in data}))
 
+# %% ../nbs/03_blip_format.ipynb #0ac2693e
 def validate_blip_eval(ann, # path to a val/test annotation JSON, or the loaded list
                        image_root: str | Path | None = None, # root for `check_files`
                        check_files: bool = False, # also check every image exists under `image_root`
@@ -203,6 +217,7 @@ def validate_blip_eval(ann, # path to a val/test annotation JSON, or the loaded 
     "Check a BLIP val/test annotation list (one entry per image); return counts, or raise `FormatError`."
     return _check_eval(*_load_json(ann), image_root, check_files)
 
+# %% ../nbs/03_blip_format.ipynb #0cc2153c
 def _check_eval(data, where: str, image_root=None, check_files: bool = False) -> dict:
     "`validate_blip_eval` on loaded data; `where` names the source in messages."
     if not isinstance(data, list): raise FormatError(f'{where}: must be a JSON list of entries, got {type(data).__name__}')
@@ -224,10 +239,12 @@ def _abs_paths(rel: pd.Series, image_root) -> pd.Series:
     root = os.path.normpath(os.path.abspath(image_root)).rstrip(os.sep) + os.sep
     return root + (rel.str.replace('/', os.sep, regex=False) if os.sep != '/' else rel)
 
+# %% ../nbs/03_blip_format.ipynb #04b23fe4
 def _products(rel: pd.Series) -> pd.Series:
     "The image file name of each relative path."
     return rel.str.rsplit('/', n=1).str[-1]
 
+# %% ../nbs/03_blip_format.ipynb #45cb078d
 def read_blip_train(path: str | Path, # train annotation JSON
                     image_root: str | Path, # the root its image paths are relative to
                    ) -> pd.DataFrame:
@@ -237,6 +254,7 @@ def read_blip_train(path: str | Path, # train annotation JSON
     return pd.DataFrame({'row': np.arange(len(t)), 'product': _products(t['image']), 'caption': t['caption'],
                          'image_path': _abs_paths(t['image'], image_root), 'image_id': t['image_id']})
 
+# %% ../nbs/03_blip_format.ipynb #d6013205
 def read_blip_eval(path: str | Path, # val/test annotation JSON
                    image_root: str | Path, # the root its image paths are relative to
                   ) -> pd.DataFrame:
@@ -258,6 +276,7 @@ def _pandas_na_strings() -> frozenset:
         return frozenset(['', '#N/A', '#N/A N/A', '#NA', '-1.#IND', '-1.#QNAN', '-NaN', '-nan', '1.#IND', '1.#QNAN', '<NA>',
                           'N/A', 'NA', 'NULL', 'NaN', 'None', 'n/a', 'nan', 'null'])
 
+# %% ../nbs/03_blip_format.ipynb #ae8d8816
 OPENCLIP_COLUMNS = ('filepath', 'title')
 
 def write_openclip_csv(df: pd.DataFrame, # table with `image_path` and the caption column
@@ -277,6 +296,7 @@ def write_openclip_csv(df: pd.DataFrame, # table with `image_path` and the capti
     with atomic_open(path) as f: out.to_csv(f, sep='\t', index=False)
     return df[~ok].assign(reason=reason[~ok])
 
+# %% ../nbs/03_blip_format.ipynb #b3add92c
 def validate_openclip_csv(path: str | Path, # the CSV
                           image_root: str | Path | None = None, # root for relative paths (for `check_files`)
                           check_files: bool = False, # also check that every image exists
@@ -301,6 +321,7 @@ def validate_openclip_csv(path: str | Path, # the CSV
     _raise_problems(str(p), problems)
     return dict(rows=len(t), images=t['filepath'].nunique())
 
+# %% ../nbs/03_blip_format.ipynb #b43dd94e
 def read_openclip_csv(path: str | Path, # the CSV
                       image_root: str | Path, # root for relative paths
                      ) -> pd.DataFrame:
@@ -337,6 +358,7 @@ def _submission_entry_problems(i: int, e, gallery: set | None) -> list[str]:
         out.append(f"entry {i}: 'top5' is not the first 5 of 'top10'")
     return out
 
+# %% ../nbs/03_blip_format.ipynb #30d89c3e
 def write_submission(path: str | Path, # output JSON
                      captions: Sequence[str], # the test captions, in any order
                      top10_names: Sequence[Sequence[str]], # per caption, gallery image names ranked best first (>= 10)
@@ -349,6 +371,7 @@ def write_submission(path: str | Path, # output JSON
     _stream_json_list(path, entries)
     return Path(path)
 
+# %% ../nbs/03_blip_format.ipynb #0edea064
 def validate_submission(path_or_obj, # submission JSON path, or the loaded list
                         test_captions: Sequence[str], # the test captions (test_captions.json order)
                         gallery_names: Iterable[str], # the test gallery's image names
@@ -371,6 +394,7 @@ def validate_submission(path_or_obj, # submission JSON path, or the loaded list
     _raise_problems(where, problems)
     return dict(entries=len(data), captions=len(want), gallery=len(gallery))
 
+# %% ../nbs/03_blip_format.ipynb #cfa9b597
 def read_submission(path: str | Path, # submission JSON
                    ) -> pd.DataFrame:
     "Read a submission (structure checked, not the caption set) into a table (`caption, top5, top10`)."

@@ -32,6 +32,7 @@ def _write_jpeg(job: tuple) -> str:
     with atomic_open(path, 'wb') as f: Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(f, format='JPEG', quality=90)
     return path
 
+# %% ../nbs/12a_gpu_check.ipynb #5acebd74
 def synthetic_jpegs(folder: str | Path, # where the files go (reused when already there)
                     n: int, # number of images
                     size: int = 800, # side in pixels (AliProducts photos are ~800 px)
@@ -58,6 +59,7 @@ def image_rate(model, # a model from `aliret.models`, on its device
     model._embed_uint8(px)
     return batch_size / best_time(lambda: model._embed_uint8(px), repeats, 60.0, _sync_for(model.device))['best']
 
+# %% ../nbs/12a_gpu_check.ipynb #4d8cf47f
 def embed_rate(model, # a model from `aliret.models`
                paths: Sequence[str], # image files
                batch_size: int = 256, # images per batch
@@ -80,6 +82,7 @@ def _pairs(model, n_images: int, per_image: int, seed: int = 0):
     index = torch.arange(n_images, device=model.device).repeat_interleave(per_image)
     return px, model._to_device(model.tokenize(caps)), index
 
+# %% ../nbs/12a_gpu_check.ipynb #462af79a
 def itm_rate(model, # a model with an ITM head
              n_images: int = 64, # distinct images per call
              per_image: int = 8, # captions per image
@@ -175,6 +178,7 @@ def _row(section: str, case: str, metric: str, value, device: torch.device, note
     else: status = 'met' if value >= target else 'missed'
     return dict(section=section, case=case, metric=metric, value=value, target=target, status=status, note=note)
 
+# %% ../nbs/12a_gpu_check.ipynb #6208e402
 def _guarded(rows: list, section: str, case: str, metric: str, device, f) -> dict | None:
     "Run one measurement; on failure record the error instead of stopping the check."
     try: out = f()

@@ -38,6 +38,7 @@ class ModelSpec:
     fingerprint: str # `fingerprint_key(checkpoint_fingerprint(...))`
     config: dict # the checkpoint's stored config
 
+# %% ../nbs/10_test_inference.ipynb #5534f7a2
 def model_spec(ckpt: str | Path) -> ModelSpec:
     "Describe a checkpoint folder (reads `aliret.json` and hashes the files; loads no weights)."
     meta = read_checkpoint_meta(ckpt); fp = fingerprint_key(checkpoint_fingerprint(ckpt))
@@ -60,6 +61,7 @@ class Split:
         return (f"Split({self.name!r}: {len(self.queries)} queries, {len(self.gallery)} gallery images, "
                 f"truth {'known' if self.truth is not None else 'unknown'})")
 
+# %% ../nbs/10_test_inference.ipynb #62e9d8be
 def data_dir_of(tables_dir: str | Path = '', # a 01_eda run folder ('' = none)
                 data_dir: str | Path = '', # AliProducts folder ('' = the sample, unless tables_dir names another)
                ) -> Path:
@@ -69,6 +71,7 @@ def data_dir_of(tables_dir: str | Path = '', # a 01_eda run folder ('' = none)
     if f.is_file() and (d := json.loads(f.read_text(encoding='utf-8')).get('data_dir')): return resolve_data_dir(d)
     raise DataError(f'{tables_dir}: no ingest_stats.json naming the data folder it was made from; pass data_dir as well')
 
+# %% ../nbs/10_test_inference.ipynb #14717a03
 def val_split(tables_dir: str | Path = '', # a 01_eda run folder; '' = ingest data_dir (cached)
               data_dir: str | Path = '', # AliProducts folder; '' = the sample
              ) -> Split:
@@ -76,6 +79,7 @@ def val_split(tables_dir: str | Path = '', # a 01_eda run folder; '' = ingest da
     q, g, truth = load_eval_split('val', str(tables_dir), str(data_dir))
     return Split('val', q.assign(status='kept'), g, truth)
 
+# %% ../nbs/10_test_inference.ipynb #7867b598
 def test_queries(tables_dir: str | Path = '', # a 01_eda run folder; '' = ingest data_dir (cached)
                  data_dir: str | Path = '', # AliProducts folder; '' = the sample
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -95,6 +99,7 @@ def test_queries(tables_dir: str | Path = '', # a 01_eda run folder; '' = ingest
     q = pd.concat([kept, extra], ignore_index=True).sort_values('caption_id', kind='stable').reset_index(drop=True)
     return q.astype({'caption_id': 'int64', 'caption': str}), unans
 
+# %% ../nbs/10_test_inference.ipynb #7d384c81
 def test_split(tables_dir: str | Path = '', # a 01_eda run folder; '' = ingest data_dir (cached)
                data_dir: str | Path = '', # AliProducts folder; '' = the sample
               ) -> Split:
@@ -119,6 +124,7 @@ def table_hash(queries: pd.DataFrame, # caption_id, caption
         h.update('\x1f'.join(col).encode('utf-8', 'surrogatepass') + b'\x1e')
     return h.hexdigest()[:16]
 
+# %% ../nbs/10_test_inference.ipynb #06b3c00f
 def ensure_store(d: str | Path, # store folder for this model and split
                  spec: ModelSpec, # the model
                  split: Split, # the split
@@ -195,6 +201,7 @@ class Predictions:
             raise ValueError(f'caption row {bad} has fewer than {k} results (gallery of {len(self.gallery)}, k={self.k})')
         return self.gallery[ids].tolist()
 
+# %% ../nbs/10_test_inference.ipynb #00c734bd
 def save_predictions(path: str | Path, # `.npz` file to write (atomically)
                      p: Predictions, # what to save
                     ) -> Path:
@@ -204,6 +211,7 @@ def save_predictions(path: str | Path, # `.npz` file to write (atomically)
     with atomic_open(path, 'wb') as f: np.savez_compressed(f, **arrays)
     return Path(path)
 
+# %% ../nbs/10_test_inference.ipynb #6a1b511d
 def _read_npz(path: str | Path) -> Predictions:
     "Predictions from a `save_predictions` file; `DamagedState` with the reason when it does not read."
     try:
@@ -213,6 +221,7 @@ def _read_npz(path: str | Path) -> Predictions:
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise DamagedState(f'predictions unreadable ({type(e).__name__}: {e})') from None
 
+# %% ../nbs/10_test_inference.ipynb #eb380a59
 def load_predictions(path: str | Path, # a `.npz` written by `save_predictions`
                      log: Callable = print, # where the set-aside line goes
                     ) -> Predictions:
@@ -238,6 +247,7 @@ def write_checked_submission(path: str | Path, # final submission JSON
     os.replace(tmp, path)
     return counts
 
+# %% ../nbs/10_test_inference.ipynb #fd4c8389
 def rebuild_submission(pred_file: str | Path, # predictions `.npz` written by `save_predictions`
                        path: str | Path, # submission JSON to write
                        expected_captions: Sequence[str] | None = None, # captions to validate against (default: those in the file)
@@ -263,6 +273,7 @@ def itm_score_fn(model, # a BLIP (or any) aliret model with `image_features` / `
         return model.itm_from_features(feats, {n: v[q] for n, v in tokens.items()}, image_index=inv.to(feats.device))
     return score
 
+# %% ../nbs/10_test_inference.ipynb #f3429835
 def rerank_predictions(p: Predictions, # ITC predictions with at least `k_test` columns
                        score_fn: Callable, # from `itm_score_fn`
                        k_test: int = 16, # candidates re-scored (>= 10)
@@ -296,6 +307,7 @@ def _pred_ok(f: Path, want: dict, log: Callable = print) -> bool:
         return False
     return all(meta.get(k) == v for k, v in want.items())
 
+# %% ../nbs/10_test_inference.ipynb #0519ab69
 def run_inference(specs: Sequence[ModelSpec], # models to run
                   splits: dict, # name -> `Split`
                   out_dir: str | Path, # run folder (embeddings/, predictions/, models.json)
@@ -357,6 +369,7 @@ def run_inference(specs: Sequence[ModelSpec], # models to run
                                                        table_hash=table_hash(sp.queries, sp.gallery)) for n, sp in splits.items()}))
     return pd.DataFrame(rows)
 
+# %% ../nbs/10_test_inference.ipynb #a25a656e
 def read_models(run: str | Path) -> list[dict]:
     "The models of a finished inference run (`models.json`), with store and prediction paths made absolute."
     run = Path(run); f = run/'models.json'
@@ -377,6 +390,7 @@ def missing_backends(ckpts: Sequence[str | Path], # checkpoints found
     have = {read_checkpoint_meta(c)['backend'] for c in ckpts}
     return [b for b in need if b not in have]
 
+# %% ../nbs/10_test_inference.ipynb #9e125481
 def stand_in_checkpoints(out_dir: str | Path, # where to save them
                          backends: Sequence[str], # 'clip' and/or 'blip'
                          vocab_texts: Sequence[str], # captions for the tiny BLIP's vocabulary
@@ -392,6 +406,7 @@ def stand_in_checkpoints(out_dir: str | Path, # where to save them
         out.append(d)
     return out
 
+# %% ../nbs/10_test_inference.ipynb #dd861326
 def train_tiny_checkpoints(out_dir: str | Path, # folder for the training runs (one subfolder per backend)
                            backends: Sequence[str], # 'clip' and/or 'blip'
                            tables: dict, # from `load_tables` (train and val)

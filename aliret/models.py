@@ -42,9 +42,11 @@ def _offline(offline: bool | None = None) -> bool:
     if offline is not None: return bool(offline)
     return any(os.environ.get(k, '').strip().lower() in ('1', 'true', 'yes', 'on') for k in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE'))
 
+# %% ../nbs/04_models.ipynb #69db234c
 class WeightsNotFound(AliretError, FileNotFoundError):
     "Pretrained weights are not on this machine (and may not be downloaded); the message says how to point at local ones."
 
+# %% ../nbs/04_models.ipynb #360dffbd
 def _inference(f):
     "Run a model method under `inference_mode`, eval mode and the model's autocast, with tensor inputs on its device."
     cls = f.__annotations__.get('self')   # a `@patch`ed method: its docs are titled `Class.method`, as patch names it
@@ -57,7 +59,6 @@ def _inference(f):
                 return f(self, *(self._to_device(a) for a in args), **{k: self._to_device(v) for k, v in kw.items()})
         finally: self.train(was)
     return _f
-
 
 # %% ../nbs/04_models.ipynb #a7c0ca01
 def autocast_for(device: torch.device | str, # where the computation runs
@@ -117,18 +118,22 @@ def itm_scores(self: RetrievalModel, pixel_values: torch.Tensor, # [N, 3, H, W] 
     "Matching score of each aligned (image, text) pair, float32 `[N]`."
     return self.itm_from_features(self.image_features(pixel_values), tokens)
 
+# %% ../nbs/04_models.ipynb #210d493c
 @patch
 @_inference
 def _embed_pixels(self: RetrievalModel, px): return self.encode_images(px).float()
 
+# %% ../nbs/04_models.ipynb #79315cc2
 @patch
 @_inference
 def _embed_uint8(self: RetrievalModel, px): return self.encode_images(self.normalize(px)).float()
 
+# %% ../nbs/04_models.ipynb #3c9137b5
 @patch
 @_inference
 def _embed_tokens(self: RetrievalModel, tokens): return self.encode_texts(tokens).float()
 
+# %% ../nbs/04_models.ipynb #2df23910
 @patch
 def embed_images(self: RetrievalModel, paths: Sequence[str | Path], # image files
                  batch_size: int | None = None, # images per batch (default `cfg.eval_batch_size`)
@@ -150,6 +155,7 @@ def embed_images(self: RetrievalModel, paths: Sequence[str | Path], # image file
         warnings.warn(f'{len(failed)} of {len(paths)} images could not be read; their embedding rows are NaN. First: {failed[:3]}')
     return (out, failed) if return_failed else out
 
+# %% ../nbs/04_models.ipynb #d9c16040
 @patch
 def embed_texts(self: RetrievalModel, texts: Sequence[str], # texts to embed
                 batch_size: int | None = None, # texts per batch (default `cfg.eval_batch_size`)
@@ -161,7 +167,6 @@ def embed_texts(self: RetrievalModel, texts: Sequence[str], # texts to embed
         out[i:i+bs] = self._embed_tokens(self.tokenize(texts[i:i+bs])).cpu().numpy()
     return out
 
-
 # %% ../nbs/04_models.ipynb #3f76c01a
 @patch
 def embedding_from_features(self: RetrievalModel, image_feats: torch.Tensor, # from `image_features`
@@ -169,6 +174,7 @@ def embedding_from_features(self: RetrievalModel, image_feats: torch.Tensor, # f
     "The normalised ITC image embedding from cached image features (they already are the embedding, unless a backend says otherwise)."
     return image_feats
 
+# %% ../nbs/04_models.ipynb #b872dce2
 @patch
 @_inference
 def pair_scores(self: RetrievalModel, pixel_values: torch.Tensor, # [N, 3, H, W] images
@@ -188,24 +194,29 @@ def tower_parameters(self: RetrievalModel, tower: str, # 'vision' or 'text'
     "Parameters of the image (`vision`) or text (`text`) tower: what `freeze_vision` / `freeze_text` freeze."
     raise NotImplementedError(f'{type(self).__name__} does not say which parameters form its {tower} tower')
 
+# %% ../nbs/04_models.ipynb #36a3431b
 @patch
 def set_grad_checkpointing(self: RetrievalModel, on: bool = True):
     "Recompute the towers' blocks in backward (non-reentrant), trading compute for activation memory."
     raise NotImplementedError(f'{type(self).__name__} has no gradient checkpointing')
 
+# %% ../nbs/04_models.ipynb #94f622f3
 @patch
 def after_step(self: RetrievalModel):
     "Called after every optimizer step (e.g. to clamp a learned temperature); nothing by default."
 
+# %% ../nbs/04_models.ipynb #9f61cdfc
 @patch
 def save_extras(self: RetrievalModel, folder: Path):
     "Write what `from_arch` needs besides weights and `arch` (e.g. a tokenizer) into a checkpoint folder; nothing by default."
 
+# %% ../nbs/04_models.ipynb #829db01b
 @patch(cls_method=True)
 def weights_available(cls: RetrievalModel, cfg: Config) -> tuple[bool, str]:
     "Can `cfg`'s model be built from what is on this machine (no network)? `(ok, reason)`."
     return True, 'built from config'
 
+# %% ../nbs/04_models.ipynb #833b39ed
 @patch(cls_method=True)
 def random_like(cls: RetrievalModel, cfg: Config, # the preset's config
                 vocab_texts: Sequence[str] | None = None, # captions, for backends that build a vocabulary
@@ -213,12 +224,12 @@ def random_like(cls: RetrievalModel, cfg: Config, # the preset's config
     "`cfg`'s architecture with random weights and no download (benchmarks on machines without the weights)."
     raise NotImplementedError(f'{cls.__name__} cannot build a random stand-in')
 
+# %% ../nbs/04_models.ipynb #d23bab26
 @patch
 def standin_config(self: RetrievalModel, folder: str | Path, # where to write what the config needs
                   ) -> Config:
     "A config whose `build_model` rebuilds this model's architecture offline (writing files into `folder` if needed)."
     raise NotImplementedError(f'{type(self).__name__} has no offline stand-in config')
-
 
 # %% ../nbs/04_models.ipynb #b8452233
 def register_backend(cls: type[RetrievalModel]) -> type[RetrievalModel]:
@@ -227,6 +238,7 @@ def register_backend(cls: type[RetrievalModel]) -> type[RetrievalModel]:
     BACKENDS[cls.backend] = cls
     return cls
 
+# %% ../nbs/04_models.ipynb #cfdbb536
 def backend_class(name: str, # a backend name
                  ) -> type[RetrievalModel]:
     "The class of backend `name`, importing the module its model config names on first use."
@@ -235,7 +247,6 @@ def backend_class(name: str, # a backend name
     if name not in BACKENDS: importlib.import_module(mcs[name]['module'])
     if name not in BACKENDS: raise ConfigError(f"{mcs[name]['module']} did not register backend {name!r} (@register_backend)")
     return BACKENDS[name]
-
 
 # %% ../nbs/04_models.ipynb #8dfdb445
 class ImageFiles(torch.utils.data.Dataset):
@@ -263,6 +274,7 @@ class PixelPipeline:
     std: tuple # per-channel std
     size: int # shortest side the PIL part produces (the JPEG draft target)
 
+# %% ../nbs/04_models.ipynb #199c7578
 def split_transform(transform: Callable, # a torchvision `Compose` ending in `ToTensor()`, `Normalize(mean, std)`
                    ) -> PixelPipeline:
     "Split an eval transform at `ToTensor`, so its float work can run on the device."
@@ -283,6 +295,7 @@ def pixels(self: RetrievalModel) -> PixelPipeline:
     if getattr(self, '_pixels', None) is None: self._pixels = split_transform(self.image_transform)
     return self._pixels
 
+# %% ../nbs/04_models.ipynb #9a953ad7
 @patch
 def normalize(self: RetrievalModel, px: torch.Tensor, # uint8 [N, 3, H, W] from `pixels.to_uint8`
              ) -> torch.Tensor:
@@ -291,6 +304,7 @@ def normalize(self: RetrievalModel, px: torch.Tensor, # uint8 [N, 3, H, W] from 
     std = torch.tensor(self.pixels.std, device=px.device).view(1, -1, 1, 1)
     return (px.float() / 255 - mean) / std
 
+# %% ../nbs/04_models.ipynb #f8075470
 @patch
 def image_files(self: RetrievalModel, paths: Sequence[str | Path], # image files
                ) -> ImageFiles:
@@ -309,12 +323,14 @@ class PadToSquare:
         return out
     def __repr__(self): return 'PadToSquare()'
 
+# %% ../nbs/04_models.ipynb #9f2a610b
 def _image_transform(self) -> Callable:
     "The backend's eval transform, with `PadToSquare` in front when `cfg.pad_square`."
     from torchvision import transforms as T
     t = self.__dict__.get('_image_transform')
     return T.Compose([PadToSquare(), *getattr(t, 'transforms', [t])]) if (t is not None and self.cfg.pad_square) else t
 
+# %% ../nbs/04_models.ipynb #789bd7a0
 def _set_image_transform(self, t: Callable): self.__dict__['_image_transform'] = t
 
 RetrievalModel.image_transform = property(_image_transform, _set_image_transform, doc=_image_transform.__doc__)
@@ -326,6 +342,7 @@ def clip_tiny_config(cfg: Config) -> dict:
                 vision_cfg=dict(image_size=cfg.image_size or 64, layers=2, width=64, head_width=32, patch_size=8, mlp_ratio=2.0),
                 text_cfg=dict(context_length=cfg.text_len, vocab_size=49408, width=64, heads=2, layers=2, mlp_ratio=2.0))
 
+# %% ../nbs/04_models.ipynb #6f535d08
 CLIP_CUSTOM_ARCHS: dict[str, Callable[[Config], dict]] = {'aliret-tiny': clip_tiny_config}
 
 _OC_DIR = None
@@ -350,6 +367,7 @@ def _hf_cached(repo: str, filenames: Sequence[str], cache_dir: str | None = None
         except Exception: pass
     return None
 
+# %% ../nbs/04_models.ipynb #efd14c78
 def _clip_tag_files(hf_hub: str) -> tuple[str, list[str]]:
     "Hub repo and candidate weight files (safetensors first) of an open_clip `hf_hub` entry."
     repo, fn = os.path.split(hf_hub)
@@ -357,6 +375,7 @@ def _clip_tag_files(hf_hub: str) -> tuple[str, list[str]]:
     alts = ['open_clip_model.safetensors'] if fn == 'open_clip_pytorch_model.bin' else [re.sub(r'\.(bin|pth?)$', '.safetensors', fn)]
     return repo, [*dict.fromkeys(alts + [fn])]
 
+# %% ../nbs/04_models.ipynb #f298ceb1
 def resolve_clip_weights(arch: str, # open_clip architecture name
                          pretrained: str, # tag, weights file, or '' (local-dir: is handled by the caller)
                          offline: bool | None = None, # never download (default: from HF_HUB_OFFLINE)
@@ -394,6 +413,7 @@ def _quiet_open_clip(f, *a, **kw):
     try: return f(*a, **kw)
     finally: lg.setLevel(lvl)
 
+# %% ../nbs/04_models.ipynb #1927682b
 @register_backend
 class ClipRetrieval(RetrievalModel):
     "open_clip model behind the aliret interface; ITM score = cosine of the ITC embeddings."
@@ -500,26 +520,31 @@ def tower_parameters(self: ClipRetrieval, tower: str) -> list[nn.Parameter]:
     mods = [m for m in (net.transformer, net.token_embedding, net.ln_final) if m is not None]
     return [p for m in mods for p in m.parameters()] + [p for p in (getattr(net, 'positional_embedding', None),) if p is not None]
 
+# %% ../nbs/04_models.ipynb #50533c08
 @patch
 def set_grad_checkpointing(self: ClipRetrieval, on: bool = True):
     "open_clip's own switch (its blocks checkpoint non-reentrantly)."
     self.net.set_grad_checkpointing(on)
 
+# %% ../nbs/04_models.ipynb #1108fc30
 @patch
 def after_step(self: ClipRetrieval):
     "Keep the logit scale at most 100, as CLIP's training does."
     with torch.no_grad(): self.net.logit_scale.clamp_(0, math.log(100))
 
+# %% ../nbs/04_models.ipynb #4e4daeea
 @patch(cls_method=True)
 def random_like(cls: ClipRetrieval, cfg: Config, vocab_texts=None) -> ClipRetrieval:
     "The open_clip architecture of `cfg` without its pretrained weights."
     return cls.from_config(replace(cfg, pretrained=''), offline=True)
 
+# %% ../nbs/04_models.ipynb #98f8310c
 @patch
 def standin_config(self: ClipRetrieval, folder: str | Path) -> Config:
     "The same architecture, random init: no files needed."
     return replace(self.cfg, pretrained='')
 
+# %% ../nbs/04_models.ipynb #7acca751
 @patch(cls_method=True)
 def weights_available(cls: ClipRetrieval, cfg: Config) -> tuple[bool, str]:
     "Is `cfg.pretrained` (tag, file or `local-dir:`) on this machine?"
@@ -534,7 +559,6 @@ def weights_available(cls: ClipRetrieval, cfg: Config) -> tuple[bool, str]:
     repo, files = _clip_tag_files(pcfg['hf_hub'])
     return (True, repo) if _hf_cached(repo, files) else (False, f'{repo} not in the local HF cache')
 
-
 # %% ../nbs/04_models.ipynb #9be36797
 @patch
 def resized(self: RetrievalModel, image_size: int, # new input resolution
@@ -542,6 +566,7 @@ def resized(self: RetrievalModel, image_size: int, # new input resolution
     "This model at input resolution `image_size`, same weights, position tables interpolated (`resizable` backends)."
     raise NotImplementedError(f'backend {self.backend!r} cannot change its input resolution')
 
+# %% ../nbs/04_models.ipynb #adb0e556
 @patch
 def resized(self: ClipRetrieval, image_size: int) -> ClipRetrieval:
     "A copy at `image_size`: open_clip skeleton rebuilt at that size, weights copied, open_clip's `resize_pos_embed`."
@@ -567,6 +592,7 @@ def _bert_split(texts: Iterable[str]) -> Counter:
     norm, pre = bt.normalizer, bt.pre_tokenizer
     return Counter(w for t in texts for w, _ in pre.pre_tokenize_str(norm.normalize_str(str(t))))
 
+# %% ../nbs/04_models.ipynb #c12ab7e6
 def build_wordpiece_vocab(texts: Iterable[str] = (), # captions to learn words from ('' = characters only)
                           max_words: int = 2000, # most frequent words kept whole
                           min_count: int = 2, # a word must occur this often to be kept whole
@@ -577,6 +603,7 @@ def build_wordpiece_vocab(texts: Iterable[str] = (), # captions to learn words f
     words = [w for w, n in sorted(counts.items(), key=lambda x: (-x[1], x[0])) if n >= min_count and len(w) > 1][:max_words]
     return BERT_SPECIALS + chars + ['##' + c for c in chars] + words
 
+# %% ../nbs/04_models.ipynb #99e89a81
 def blip_tokenizer(vocab: list[str] | str | Path, # token list, or a folder/hub id holding a BERT tokenizer
                    offline: bool | None = None, # never download (default: from HF_HUB_OFFLINE)
                   ):
@@ -602,6 +629,7 @@ def blip_transforms(image_size: int) -> tuple[Callable, Callable]:
     tr = T.Compose([T.RandomResizedCrop(image_size, scale=(0.5, 1.0), interpolation=T.InterpolationMode.BICUBIC), T.RandomHorizontalFlip(), *norm])
     return ev, tr
 
+# %% ../nbs/04_models.ipynb #75d3c259
 def blip_tiny_config(cfg: Config, # image size and embedding size come from here
                      tokenizer, # the BLIP tokenizer (vocabulary size, special ids)
                     ):
@@ -614,6 +642,7 @@ def blip_tiny_config(cfg: Config, # image size and embedding size come from here
                 sep_token_id=tokenizer.sep_token_id, eos_token_id=tokenizer.sep_token_id)
     return BlipConfig(vision_config=vision, text_config=text, image_text_hidden_size=cfg.embed_dim)
 
+# %% ../nbs/04_models.ipynb #a6ba23b3
 def interpolate_pos_embed(pos: torch.Tensor, # [1, 1 + g*g, D] position table (class row first)
                           num_patches: int, # patches of the target grid (a square number)
                          ) -> torch.Tensor:
@@ -626,6 +655,7 @@ def interpolate_pos_embed(pos: torch.Tensor, # [1, 1 + g*g, D] position table (c
     grid = F.interpolate(grid, size=(g1, g1), mode='bicubic', align_corners=False).permute(0, 2, 3, 1).reshape(1, g1 * g1, d)
     return torch.cat([pos[:, :1], grid.to(pos.dtype)], dim=1)
 
+# %% ../nbs/04_models.ipynb #33678f09
 def set_vision_image_size(vision_model, # a transformers `BlipVisionModel`
                           image_size: int, # new input resolution
                          ):
@@ -639,6 +669,7 @@ def set_vision_image_size(vision_model, # a transformers `BlipVisionModel`
     vision_model.config.image_size = image_size
     return vision_model
 
+# %% ../nbs/04_models.ipynb #4194165f
 def set_blip_image_size(net, # a transformers BlipForImageTextRetrieval
                         image_size: int, # new input resolution
                        ):
@@ -652,15 +683,16 @@ def _heads(x: torch.Tensor, n: int) -> torch.Tensor:
     "`[B, L, n * d]` -> `[B, n, L, d]`."
     return x.unflatten(-1, (n, -1)).transpose(1, 2)
 
+# %% ../nbs/04_models.ipynb #3b5fd9b9
 def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     "`[B, n, L, d]` -> `[B, L, n * d]`."
     return x.transpose(1, 2).flatten(2)
 
+# %% ../nbs/04_models.ipynb #6a47a637
 def _checkpointed(f: Callable, *args, on: bool = False):
     "`f(*args)`, recomputed in backward (non-reentrant) when `on` and gradients are being recorded."
     if on and torch.is_grad_enabled(): return torch.utils.checkpoint.checkpoint(f, *args, use_reentrant=False)
     return f(*args)
-
 
 # %% ../nbs/04_models.ipynb #d22d3bfb
 def vit_block(layer: nn.Module, # a transformers `BlipEncoderLayer`
@@ -673,6 +705,7 @@ def vit_block(layer: nn.Module, # a transformers `BlipEncoderLayer`
     h = h + a.projection(_merge_heads(ctx))
     return h + layer.mlp(layer.layer_norm2(h))
 
+# %% ../nbs/04_models.ipynb #a19245c9
 def blip_vision_states(vision_model: nn.Module, # a transformers `BlipVisionModel`
                        pixel_values: torch.Tensor, # [B, 3, H, W]
                        checkpointing: bool = False, # recompute blocks in backward
@@ -681,7 +714,6 @@ def blip_vision_states(vision_model: nn.Module, # a transformers `BlipVisionMode
     h = vision_model.embeddings(pixel_values)
     for layer in vision_model.encoder.layers: h = _checkpointed(vit_block, layer, h, on=checkpointing)
     return vision_model.post_layernorm(h)
-
 
 # %% ../nbs/04_models.ipynb #dbdebd4d
 def bert_attention(att: nn.Module, # a transformers `BlipTextAttention` (self- or cross-)
@@ -696,17 +728,18 @@ def bert_attention(att: nn.Module, # a transformers `BlipTextAttention` (self- o
     ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=s.dropout.p if s.training else 0.0)
     return att.output(_merge_heads(ctx), h)
 
+# %% ../nbs/04_models.ipynb #bd830ed8
 def _kv(att: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     "Keys and values of attention block `att` over states `x`, split into heads."
     s = att.self
     return _heads(s.key(x), s.num_attention_heads), _heads(s.value(x), s.num_attention_heads)
 
+# %% ../nbs/04_models.ipynb #969f174b
 def cross_kv(text_encoder: nn.Module, # a transformers `BlipTextModel` with cross-attention
              image_states: torch.Tensor, # [U, P, W] vision states of U distinct images
             ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     "Every layer's cross-attention keys and values for each image: they depend on the image alone."
     return [_kv(layer.crossattention, image_states) for layer in text_encoder.encoder.layer]
-
 
 # %% ../nbs/04_models.ipynb #d277ab2c
 def grouped_cross_attention(att: nn.Module, # a transformers `BlipTextAttention` (cross-)
@@ -744,6 +777,7 @@ def bert_block(layer: nn.Module, # a transformers `BlipTextLayer`
     if kv is not None: h = grouped_cross_attention(layer.crossattention, h, *kv, index)
     return layer.output(layer.intermediate(h), h)
 
+# %% ../nbs/04_models.ipynb #39f8447a
 def blip_text_states(text_encoder: nn.Module, # a transformers `BlipTextModel`
                      tokens: dict, # `input_ids`, `attention_mask` [N, L]
                      kv: list | None = None, # `cross_kv` of the distinct images (None: ITC text encoding)
@@ -757,7 +791,6 @@ def blip_text_states(text_encoder: nn.Module, # a transformers `BlipTextModel`
     for i, layer in enumerate(text_encoder.encoder.layer):
         h = _checkpointed(bert_block, layer, h, mask, None if kv is None else kv[i], index, on=checkpointing)
     return h
-
 
 # %% ../nbs/04_models.ipynb #5a44c6c7
 def _load_hf(src: str, # hub id or local folder in transformers' layout
@@ -905,16 +938,19 @@ def tower_parameters(self: BlipRetrieval, tower: str) -> list[nn.Parameter]:
     "BLIP's ViT, or its BERT text encoder (cross-attention included)."
     return list((self.net.vision_model if tower == 'vision' else self.net.text_encoder).parameters())
 
+# %% ../nbs/04_models.ipynb #13c7cfc4
 @patch
 def set_grad_checkpointing(self: BlipRetrieval, on: bool = True):
     "Recompute every ViT and text block in backward, non-reentrant (aliret's own forward, see the fast paths)."
     self.checkpointing = on
 
+# %% ../nbs/04_models.ipynb #78dbbd9d
 @patch
 def save_extras(self: BlipRetrieval, folder: Path):
     "The tokenizer (its vocabulary is part of the model) into `folder/tokenizer`."
     self.tokenizer.save_pretrained(str(Path(folder)/'tokenizer'))
 
+# %% ../nbs/04_models.ipynb #e21e400b
 BLIP_VISION = {'base': dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
                'large': dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16)}
 
@@ -933,6 +969,7 @@ def random_like(cls: BlipRetrieval, cfg: Config, vocab_texts=None) -> BlipRetrie
         net = BlipForImageTextRetrieval(BlipConfig(vision_config=vision, text_config=text, image_text_hidden_size=256))
     return cls(cfg, net, tok)
 
+# %% ../nbs/04_models.ipynb #45dbffbf
 @patch
 def standin_config(self: BlipRetrieval, folder: str | Path) -> Config:
     "This model saved in transformers' layout under `folder`, and the config that loads it from there."
@@ -940,6 +977,7 @@ def standin_config(self: BlipRetrieval, folder: str | Path) -> Config:
     self.tokenizer.save_pretrained(str(folder))
     return replace(self.cfg, model=str(folder))
 
+# %% ../nbs/04_models.ipynb #ce58e533
 @patch(cls_method=True)
 def weights_available(cls: BlipRetrieval, cfg: Config) -> tuple[bool, str]:
     "`tiny`, a local file or folder, or a hub id already in the local HF cache."
@@ -947,7 +985,6 @@ def weights_available(cls: BlipRetrieval, cfg: Config) -> tuple[bool, str]:
     if src == 'tiny' or Path(src).is_file() or Path(src).is_dir(): return True, src
     ok = _hf_cached(src, ['config.json']) and _hf_cached(src, ['model.safetensors', 'pytorch_model.bin'])
     return (True, src) if ok else (False, f'{src} not in the local HF cache')
-
 
 # %% ../nbs/04_models.ipynb #55700956
 @patch
@@ -1000,12 +1037,14 @@ def sample_hard_negatives(sim: torch.Tensor, # [B, N] image-to-text similarities
     neg_txt_for_img, valid_i = draw(sim)
     return neg_img_for_txt, valid_t, neg_txt_for_img, valid_i
 
+# %% ../nbs/04_models.ipynb #4fe0bf6f
 def pad_tokens(tokens: dict, # `{'input_ids', 'attention_mask'}`, [B, L] each
                length: int, # target length (>= L)
               ) -> dict:
     "Right-pad every token tensor with zeros (masked out) to `length`, so batches of different ranks can be gathered."
     return {k: F.pad(v, (0, length - v.shape[1])) for k, v in tokens.items()}
 
+# %% ../nbs/04_models.ipynb #cae033c4
 def itm_loss(itm_logits: Callable, # (vision states, tokens, image_index) -> [N, 2] logits
              feats: torch.Tensor, # [B, L, W] vision states
              tokens: dict, # [B] tokenised texts aligned with `feats`
@@ -1139,6 +1178,7 @@ def _key_rx(prefix: str):
     body = re.escape(prefix).replace('\\#', '#').replace('#', r'(\d+)')
     return re.compile('^' + body + ('' if prefix.endswith('.') else '$'))
 
+# %% ../nbs/04_models.ipynb #aeef7c19
 def _map_key(key: str, reverse: bool = False) -> str | None:
     "Original BLIP key -> transformers key (or back with `reverse`); None if no rule applies."
     for a, b in BLIP_KEY_MAP:
@@ -1177,6 +1217,7 @@ def convert_original_blip(sd: dict, # original BLIP/LAVIS state dict (already un
                           '\nPass strict=False to load anyway and inspect the report.')
     return out, rep
 
+# %% ../nbs/04_models.ipynb #c9bacfdf
 def export_original_blip(model: BlipRetrieval, # a blip-backend model
                         ) -> dict:
     "`model`'s weights in the original BLIP key layout (for Salesforce's BLIP/LAVIS code)."
@@ -1202,6 +1243,7 @@ def read_original_blip(path: str | Path) -> dict:
         raise ConfigError(f"{path}: expected a state dict of tensors (optionally under 'model' or 'state_dict')")
     return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in sd.items()}
 
+# %% ../nbs/04_models.ipynb #0846e102
 def blip_config_from_original(sd: dict, # original BLIP state dict
                               tokenizer, # its tokenizer (special token ids)
                               head_dim: int = 64, # attention head width (64 in every released BLIP)
@@ -1220,6 +1262,7 @@ def blip_config_from_original(sd: dict, # original BLIP state dict
                 bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id, sep_token_id=tokenizer.sep_token_id, eos_token_id=tokenizer.sep_token_id)
     return BlipConfig(vision_config=vision, text_config=text, image_text_hidden_size=sd['vision_proj.weight'].shape[0])
 
+# %% ../nbs/04_models.ipynb #d3375312
 def load_original_blip(path: str | Path, # original BLIP/LAVIS .pth
                        cfg: Config | None = None, # target config (`image_size` 0 = the checkpoint's own)
                        strict: bool = True, # refuse on unexpected / missing / mismatched keys
@@ -1277,6 +1320,7 @@ def save_checkpoint(model: RetrievalModel, # the model to save
                                        step=int(step), metrics=metrics or {}, versions=package_versions(), **extra))
     return d
 
+# %% ../nbs/04_models.ipynb #2792bcdf
 def read_checkpoint_meta(folder: str | Path) -> dict:
     "The `aliret.json` of a checkpoint folder, with a clear error if it is not one."
     p = Path(folder)/CHECKPOINT_JSON
@@ -1287,6 +1331,7 @@ def read_checkpoint_meta(folder: str | Path) -> dict:
     if meta.get('format') != CHECKPOINT_FORMAT: raise ConfigError(f"{p}: checkpoint format {meta.get('format')!r}, this aliret reads {CHECKPOINT_FORMAT}")
     return meta
 
+# %% ../nbs/04_models.ipynb #74c5ecde
 def stored_config(folder: str | Path, # checkpoint folder
                   meta: dict | None = None, # its `aliret.json`, if already read
                  ) -> dict:
@@ -1297,6 +1342,7 @@ def stored_config(folder: str | Path, # checkpoint folder
     if dropped: warnings.warn(f'{folder}: ignoring config keys this aliret no longer has: {dropped}')
     return check_overrides({k: v for k, v in stored.items() if k not in dropped}, f'{folder}/{CHECKPOINT_JSON}')
 
+# %% ../nbs/04_models.ipynb #aa3b8837
 MODEL_FIELDS = ('backend', 'model', 'pretrained', 'image_size', 'text_len', 'embed_dim')
 
 def model_mismatch(stored: dict, # a checkpoint's config (`stored_config`)
@@ -1306,6 +1352,7 @@ def model_mismatch(stored: dict, # a checkpoint's config (`stored_config`)
     diff = [k for k in MODEL_FIELDS if stored.get(k) != getattr(expect, k)]
     return '; '.join(f'{k}: checkpoint {stored.get(k)!r}, run {getattr(expect, k)!r}' for k in diff)
 
+# %% ../nbs/04_models.ipynb #5517193f
 def check_checkpoint_fits(folder: str | Path, # checkpoint folder
                           stored: dict, # its config (`stored_config`)
                           expect: Config, # the run's config
@@ -1314,6 +1361,7 @@ def check_checkpoint_fits(folder: str | Path, # checkpoint folder
     if said := model_mismatch(stored, expect):
         raise ConfigError(f'{folder} does not belong to this run ({said}): move it out of the run folder or change the run config')
 
+# %% ../nbs/04_models.ipynb #f37acdc8
 def load_checkpoint(folder: str | Path, # checkpoint folder written by `save_checkpoint`
                     device: str | torch.device | None = None, # default `pick_device(cfg.device)`
                     expect: Config | None = None, # refuse the checkpoint unless its model fields equal this config's
@@ -1340,6 +1388,7 @@ def weights_available(cfg: Config) -> tuple[bool, str]:
     "Can `cfg`'s model be built from what is on this machine (no network)? `(ok, reason)`."
     return backend_class(cfg.backend).weights_available(cfg)
 
+# %% ../nbs/04_models.ipynb #e6f9782f
 def check_backend(cfg: Config, # what to build
                   folder: str | Path, # where to write the checkpoint
                   images: Sequence[str | Path], # a few image files
@@ -1360,6 +1409,7 @@ def check_backend(cfg: Config, # what to build
                 build_s=round(t1 - t0, 2), save_load_s=round(t2 - t1, 2), max_diff_img=diff[0], max_diff_txt=diff[1], max_diff_itm=diff[2],
                 status='ok' if max(diff) == 0 else 'MISMATCH')
 
+# %% ../nbs/04_models.ipynb #254d36cd
 def check_backends(folder: str | Path, # scratch folder for checkpoints
                    images: Sequence[str | Path], # a few image files
                    texts: Sequence[str], # as many texts

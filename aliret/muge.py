@@ -50,6 +50,7 @@ def _parse_query(raw: bytes) -> tuple:
         return None, 'bad item ids', f'item_ids must be a list of integers, got {json.dumps(items)[:60]}'
     return dict(query_id=qid, caption=text, item_ids=list(items or [])), '', ''
 
+# %% ../nbs/01a_muge.ipynb #8dfc1885
 def read_queries(path: str | Path, # a `{split}_queries.jsonl` file
                 ) -> tuple[pd.DataFrame, list]:
     "Kept queries (`row`, `query_id`, `caption`, `item_ids`) and rejected lines as `(row, product, reason, detail)`."
@@ -94,6 +95,7 @@ def _line_id(line: bytes) -> int | None:
     try: return int(line.split(b'\t', 1)[0])
     except ValueError: return None
 
+# %% ../nbs/01a_muge.ipynb #b78b8678
 def _save_line(line: bytes, out: Path, dup: bool) -> tuple:
     "`check_image_line`, then the original bytes written to `out/<id><ext>` unless bad or a repeated id."
     iid, data, w, h, fmt, mode, why, detail = check_image_line(line)
@@ -186,6 +188,7 @@ def _image_ids(products: pd.Series) -> np.ndarray:
         raise ValueError(f"MUGE needs integer image ids: product {products[~ok].iloc[0]!r} is not '<integer>.<ext>'")
     return stems.astype(np.int64).to_numpy()
 
+# %% ../nbs/01a_muge.ipynb #a02e2ea5
 def muge_queries(tables: dict, # {pairs, optional queries}, or {pairs} of plain aliret columns
                 ) -> list[dict]:
     "The MUGE query records of `tables`: query_id, query_text, item_ids (the pairs' order)."

@@ -51,6 +51,7 @@ JOBS = {'demo': DEMO_STEPS, 'ablations': ABLATION_STEPS}
 class PipelineError(AliretError, RuntimeError):
     "A pipeline step failed; the message names the step and where its executed notebook is."
 
+# %% ../nbs/00b_pipeline.ipynb #bbfa3634
 def run_step(step: Step, # the step to run
              run: Path, # the run folder
              root: Path, # project root (notebook paths are relative to it)
@@ -113,6 +114,7 @@ def step_records(run_path: Path, steps: list[Step]) -> list[dict]:
         rows.append(dict(step=s.name, status=status, seconds=r.get('seconds'), results=r.get('results', {}), set_aside=r.get('set_aside', [])))
     return rows
 
+# %% ../nbs/00b_pipeline.ipynb #098e546a
 METRICS = ('r1', 'r5', 'r10', 'ali_score')
 
 def val_metrics(res: dict) -> list | None:
@@ -121,6 +123,7 @@ def val_metrics(res: dict) -> list | None:
     vals = [src.get(k, src.get(f'val_{k}')) for k in METRICS]
     return vals if all(isinstance(v, (int, float)) for v in vals) else None
 
+# %% ../nbs/00b_pipeline.ipynb #0d3f54a2
 def result_label(res: dict) -> str:
     "What a step's val numbers belong to: the sweep's best pick, the ensemble, the submitted model or the trained backend."
     if isinstance(b := res.get('best'), dict): return f"best checkpoint {b.get('checkpoint')} x {b.get('variant')}"
@@ -128,6 +131,7 @@ def result_label(res: dict) -> str:
     if 'submission_from' in res: return f"single model {res['submission_from']}"
     return ' '.join(str(res[k]) for k in ('backend', 'config') if k in res) or 'model'
 
+# %% ../nbs/00b_pipeline.ipynb #47f65b65
 def ablations_section(outputs: str | Path, # the outputs folder holding runs
                      ) -> list[str]:
     "Summary lines: the newest finished `11a_ablations` table with each verdict, or how to make one."
@@ -137,6 +141,7 @@ def ablations_section(outputs: str | Path, # the outputs folder holding runs
     lines = ['', '## Ablations', '', f"Newest table: `{run/'ablations.md'}` (val in demo-sized blocks, seeds paired)", '']
     return lines + [f"- {r['technique']}: {r['verdict']} ({r['delta']:+.4f} [{r['lo']:+.4f}, {r['hi']:+.4f}])" for r in table]
 
+# %% ../nbs/00b_pipeline.ipynb #116be1b4
 def write_summary(run_path: Path, steps: list[Step]) -> str:
     "Write `summary.md` for the run (steps, val recall per model and ensemble, verdicts, the submission, raw results) and return its text."
     rows = step_records(run_path, steps)
@@ -169,6 +174,7 @@ def parameters_cell(nb_path: str | Path) -> dict:
     if len(cells) != 1: raise PipelineError(f'{nb_path}: expected one cell tagged parameters, found {len(cells)}')
     return _assignments(cells[0].source)
 
+# %% ../nbs/00b_pipeline.ipynb #10c26438
 def check_pipeline_notebook(nb_path: str | Path) -> dict:
     "Check a pipeline notebook's parameters cell against the papermill contract; return its defaults."
     import nbformat

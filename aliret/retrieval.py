@@ -42,6 +42,7 @@ class Truth:
         return truth_from_pairs(g, q, n_queries=self.n_items, n_items=len(self))
     def __repr__(self): return f'Truth({len(self)} queries, {self.n_items} items, {len(self.indices)} correct pairs)'
 
+# %% ../nbs/07_retrieval.ipynb #61ec64cf
 def truth_from_pairs(query_idx, # query index of each correct pair
                      item_idx, # gallery index of each correct pair
                      n_queries: int, # number of queries (queries without a pair get an empty set)
@@ -79,6 +80,7 @@ def _ids_array(topk_ids, truth: Truth) -> np.ndarray:
         raise ValueError(f'topk_ids must lie in [-1, {truth.n_items}), got {ids.min()}..{ids.max()}: was the search run against another gallery?')
     return ids
 
+# %% ../nbs/07_retrieval.ipynb #bec47b4c
 def hit_matrix(topk_ids, # [Q, k] retrieved gallery ids, best first (-1 = no result)
                truth: Truth, # correct items per query
               ) -> np.ndarray:
@@ -91,6 +93,7 @@ def hit_matrix(topk_ids, # [Q, k] retrieved gallery ids, best first (-1 = no res
     pos = np.searchsorted(tkeys, keys).clip(max=len(tkeys) - 1)
     return (tkeys[pos] == keys) & (ids >= 0)
 
+# %% ../nbs/07_retrieval.ipynb #755fe683
 def hit_rank(topk_ids, # [Q, k] retrieved gallery ids, best first
              truth: Truth, # correct items per query
             ) -> np.ndarray:
@@ -111,6 +114,7 @@ def _scored(truth: Truth, empty: Empty) -> np.ndarray:
     if not has.any(): raise ValueError(f'none of the {len(truth)} queries has a correct item in the gallery: check that query and gallery ids use the same keys')
     return has
 
+# %% ../nbs/07_retrieval.ipynb #cf018b95
 def recall_at_k(topk_ids, # [Q, k] retrieved gallery ids, best first
                 truth: Truth, # correct items per query
                 ks: Sequence[int] = (1, 5, 10), # cut-offs to report
@@ -122,6 +126,7 @@ def recall_at_k(topk_ids, # [Q, k] retrieved gallery ids, best first
     r, m = hit_rank(ids, truth), _scored(truth, empty)
     return {int(k): float((r[m] < k).mean()) for k in ks}
 
+# %% ../nbs/07_retrieval.ipynb #0f8214a8
 def recall_curve(topk_ids, # [Q, k] retrieved gallery ids, best first
                  truth: Truth, # correct items per query
                  empty: Empty = 'skip', # queries without a correct item: 'skip', 'miss' or 'error'
@@ -136,16 +141,19 @@ def mean_recall(r: dict) -> float:
     "mean(R@1, R@5, R@10) from a `recall_at_k` dict."
     return float(np.mean([r[1], r[5], r[10]]))
 
+# %% ../nbs/07_retrieval.ipynb #185551df
 def ali_score(r: dict) -> float:
     "The AliProducts 2022 score, mean(R@5, R@10), from a `recall_at_k` dict."
     return float(np.mean([r[5], r[10]]))
 
+# %% ../nbs/07_retrieval.ipynb #c8d21122
 def r_mean(t2i: dict, # text->image `recall_at_k` dict
            i2t: dict, # image->text `recall_at_k` dict
           ) -> float:
     "BLIP's `r_mean`: the mean of text->image and image->text mean recall."
     return (mean_recall(t2i) + mean_recall(i2t)) / 2
 
+# %% ../nbs/07_retrieval.ipynb #8b34a854
 def retrieval_metrics(t2i_ids, # [Q, k>=10] text->image retrieved ids
                       truth: Truth, # text->image truth
                       i2t_ids=None, # optional [G, k>=10] image->text retrieved caption ids
@@ -175,6 +183,7 @@ def _boot_means(d: np.ndarray, # per-seed, per-query differences `[S, Q]`
         out.append(np.take_along_axis(rows, rng.integers(0, Q, (m, Q)), 1).mean(1))
     return np.concatenate(out)
 
+# %% ../nbs/07_retrieval.ipynb #18c9b68a
 def paired_bootstrap(scores_a, # per-query scores of A: `[Q]`, or `[S, Q]` for S seeds
                      scores_b, # per-query scores of B on the same queries: `[Q]` or `[S', Q]`
                      n_boot: int = 2000, # resamples
@@ -207,23 +216,27 @@ def _as_2d(x, # embeddings: numpy array, torch tensor or nested list
             if len(rows): raise ValueError(f'{name}: {len(rows)} of {len(t)} rows hold NaN or inf (first: row {int(rows[0])}); re-embed or drop those rows before searching')
     return t
 
+# %% ../nbs/07_retrieval.ipynb #83b2e942
 def _as_f32(x, # embeddings: numpy array, torch tensor or nested list
             name: str, # what they are, for messages
            ) -> torch.Tensor:
     "`_as_2d` as a contiguous float32 tensor."
     return _as_2d(x, name).to(torch.float32).contiguous()
 
+# %% ../nbs/07_retrieval.ipynb #5f767b12
 def _check_dims(q: torch.Tensor, g: torch.Tensor):
     "Queries and gallery must live in the same space."
     if q.shape[1] != g.shape[1]: raise ValueError(f'queries have dimension {q.shape[1]} but the gallery has {g.shape[1]}: embed both with the same model')
     if not len(g): raise ValueError('the gallery is empty')
 
+# %% ../nbs/07_retrieval.ipynb #465919f3
 def _canonical(vals: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     "Order each row by (score descending, index ascending)."
     idx, p = idx.sort(dim=1); vals = vals.gather(1, p)
     vals, p = vals.sort(dim=1, descending=True, stable=True)
     return vals, idx.gather(1, p)
 
+# %% ../nbs/07_retrieval.ipynb #56d9626c
 def _block_topk(s: torch.Tensor, # [q, g] scores of one block
                 k: int, # how many to keep
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -239,6 +252,7 @@ def _block_topk(s: torch.Tensor, # [q, g] scores of one block
         vals[r], idx[r] = fv[:, :k], fi[:, :k]
     return vals, idx
 
+# %% ../nbs/07_retrieval.ipynb #bf5280b7
 def _merge(rv, ri, bv, bi, k: int):
     "Merge running and block top-k lists (running first: lower indices) keeping the canonical order."
     v, i = torch.cat([rv, bv], 1), torch.cat([ri, bi], 1)
@@ -313,21 +327,25 @@ def _faiss():
     except ImportError: raise ImportError('Faiss is not installed: `pip install faiss-cpu` (or faiss-gpu on a CUDA machine)') from None
     return faiss
 
+# %% ../nbs/07_retrieval.ipynb #f291f70e
 def faiss_gpu_available() -> bool:
     "Are CUDA and a GPU build of Faiss both present?"
     faiss = _faiss()
     return hasattr(faiss, 'StandardGpuResources') and faiss.get_num_gpus() > 0
 
+# %% ../nbs/07_retrieval.ipynb #2334fd0b
 def _f32_rows(t: torch.Tensor, # checked rows (`_as_2d`) in any dtype and place
               chunk: int = 65536, # rows converted at a time
              ):
     "Contiguous float32 numpy blocks of `t`, converted one at a time (Faiss takes float32 only)."
     for a in range(0, len(t), chunk): yield np.ascontiguousarray(t[a:a + chunk].to('cpu', torch.float32).numpy())
 
+# %% ../nbs/07_retrieval.ipynb #019d0fc2
 def default_nlist(n: int) -> int:
     "IVF cells for a gallery of `n`: about 4 sqrt(n), with at least 39 training points per cell."
     return int(max(1, min(round(4 * math.sqrt(n)), n // 39)))
 
+# %% ../nbs/07_retrieval.ipynb #5247504b
 def build_index(gallery, # [G, D] gallery embeddings
                 kind: Literal['flat', 'ivf', 'hnsw'] = 'flat', # index type
                 nlist: int = 0, # IVF cells; 0 = `default_nlist(G)`
@@ -359,6 +377,7 @@ def build_index(gallery, # [G, D] gallery embeddings
     for b in _f32_rows(x): index.add(b)
     return index
 
+# %% ../nbs/07_retrieval.ipynb #68c53bae
 def _set_search_params(index, nprobe: int, ef_search: int):
     "Set IVF `nprobe` / HNSW `efSearch` on a CPU or GPU index (persists on the index)."
     faiss = _faiss()
@@ -366,6 +385,7 @@ def _set_search_params(index, nprobe: int, ef_search: int):
     if nprobe: ps.set_index_parameter(index, 'nprobe', nprobe)
     if ef_search: ps.set_index_parameter(index, 'efSearch', ef_search)
 
+# %% ../nbs/07_retrieval.ipynb #950035c1
 def search(index, # a Faiss index from `build_index`
            queries, # [Q, D] query embeddings
            k: int = 10, # results per query
@@ -420,6 +440,7 @@ class Reranked:
     itm: np.ndarray # ITM score of each candidate (NaN for -1 ids)
     itc: np.ndarray # ITC score of each candidate
 
+# %% ../nbs/07_retrieval.ipynb #660bcb43
 def itm_rerank(itc_scores, # [Q, k] ITC scores from `topk_search` / `search`, best first
                itc_ids, # [Q, k] gallery ids of those scores (-1 = none)
                score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], # (query_idx, gallery_idx) -> ITM score per aligned pair
@@ -462,6 +483,7 @@ def chance_recall(truth: Truth, # correct items per query
     frac = np.divide(num, den, out=np.ones((len(c), max_k)), where=den > 0)   # P(item j+1 is wrong | first j were)
     return 1 - np.cumprod(frac, axis=1).mean(0)
 
+# %% ../nbs/07_retrieval.ipynb #06bd6719
 def plot_recall_curves(curves: dict, # name -> recall@1..k array
                        chance: np.ndarray | None = None, # optional chance curve (dashed)
                        title: str = 'text -> image recall@k', # plot title

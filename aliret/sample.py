@@ -153,6 +153,7 @@ def _pick(rng, xs):
     "One element of `xs`, chosen by `rng`."
     return xs[int(rng.integers(len(xs)))]
 
+# %% ../nbs/00a_sample_data.ipynb #8f78d3b1
 def _typo(w: str, rng: np.random.Generator) -> str:
     "One keyboard-style typo in word `w` (swap, drop or double a letter); words under 4 letters are left alone."
     if len(w) < 4: return w
@@ -170,6 +171,7 @@ def _typo_zh(w: str, rng: np.random.Generator) -> str:
     if k == 1: return w[:i] + w[i+1:]
     return w[:i] + w[i] + w[i:]
 
+# %% ../nbs/00a_sample_data.ipynb #b92b51c7
 def _join_zh(words: list[str]) -> str:
     "Chinese phrases joined without spaces, except between two Latin/digit ends (`城狐2023新款`, `UrbanFox S-XXL`)."
     latin = lambda ch: ch.isascii() and ch.isalnum()
@@ -177,6 +179,7 @@ def _join_zh(words: list[str]) -> str:
     for w in words: out += (' ' if out and latin(out[-1]) and latin(w[:1]) else '') + w
     return out
 
+# %% ../nbs/00a_sample_data.ipynb #78ca4d6a
 def _title_words(lang: str) -> dict:
     "The word tables of one title language, by slot."
     if check_lang(lang) == 'en':
@@ -252,6 +255,8 @@ def near_duplicate_title(title: str, # the title to vary
                 i = int(rng.integers(len(w))); w[i] = _typo(w[i], rng)
         if w != words: return ' '.join(w)
     return title + ' ' + _pick(rng, PROMO)
+
+# %% ../nbs/00a_sample_data.ipynb #db957b60
 def _near_duplicate_zh(title: str, rng: np.random.Generator) -> str:
     "`near_duplicate_title` for Chinese: the same edits on characters (drop, insert promo/filler, swap, double)."
     chars = list(title)
@@ -278,6 +283,7 @@ def _glyphs(n: int = len(BRANDS), seed: int = 20220601) -> np.ndarray:
            and all((g != h).sum() >= 7 for h in out): out.append(g)
     return np.stack(out)
 
+# %% ../nbs/00a_sample_data.ipynb #73c08265
 GLYPHS = _glyphs()
 _PALETTE = np.array(list(COLOURS.values()), np.float32)
 # where the brand mark sits on each shape, in the shape's own frame (u right, v down, both in [-1, 1])
@@ -285,8 +291,11 @@ _ANCHOR = {'shirt': (0, 0.25), 'shoe': (-0.45, -0.05), 'bag': (0, 0.38), 'bottle
            'phone': (0, 0.2), 'watch': (0, 0), 'lamp': (0, -0.45), 'chair': (0, -0.5), 'ball': (0, 0), 'book': (0.08, -0.05)}
 
 def _ell(u, v, cu, cv, ru, rv): return ((u - cu) / ru) ** 2 + ((v - cv) / rv) ** 2 <= 1
+
+# %% ../nbs/00a_sample_data.ipynb #e2f49a05
 def _box(u, v, u0, u1, v0, v1): return (u >= u0) & (u <= u1) & (v >= v0) & (v <= v1)
 
+# %% ../nbs/00a_sample_data.ipynb #682b95a7
 def shape_mask(category: str, # one of `CATEGORIES`
                u: np.ndarray, v: np.ndarray, # shape-frame coordinates (any shape, the same for both)
               ) -> tuple[np.ndarray, np.ndarray]:
@@ -326,6 +335,7 @@ def shape_mask(category: str, # one of `CATEGORIES`
     else: raise ValueError(f'unknown category {category!r}; expected one of {CATEGORIES}')
     return body & ~det, det
 
+# %% ../nbs/00a_sample_data.ipynb #efbce7ac
 def pattern_mask(pattern: str, # one of `PATTERNS`
                  u: np.ndarray, v: np.ndarray, # shape-frame coordinates
                 ) -> np.ndarray:
@@ -339,6 +349,7 @@ def pattern_mask(pattern: str, # one of `PATTERNS`
     if pattern == 'checks': return ((np.floor(u * 5).astype(np.int32) + np.floor(v * 5).astype(np.int32)) & 1) == 0
     raise ValueError(f'unknown pattern {pattern!r}; expected one of {PATTERNS}')
 
+# %% ../nbs/00a_sample_data.ipynb #48f51000
 def _contrast(rgb: np.ndarray) -> np.ndarray:
     "Second colour for patterns, details and the brand glyph: darker for light colours, lighter for dark ones. rgb: [..., 3]."
     lum = rgb @ np.array([.299, .587, .114], np.float32)
@@ -357,6 +368,7 @@ def draw_poses(n: int, # images
                 prop=rng.random(n) < .25, prop_xy=rng.uniform(-.85, .85, (n, 2)), prop_r=rng.uniform(.08, .2, n),
                 prop_col=rng.integers(0, len(COLOURS), n), quality=rng.integers(72, 93, n))
 
+# %% ../nbs/00a_sample_data.ipynb #b3fef963
 def render_items(category, colour, pattern, brand, # int codes into CATEGORIES, COLOURS, PATTERNS, BRANDS (arrays of length N)
            poses: dict, # per-image jitter from `draw_poses` (arrays of length N)
            size: int = 64, # image side in pixels
@@ -403,6 +415,7 @@ def render_items(category, colour, pattern, brand, # int codes into CATEGORIES, 
     if rng is not None: img += rng.standard_normal((n, size, size, 1), dtype=np.float32) * 3   # sensor noise
     return np.clip(img, 0, 255).round().astype(np.uint8)
 
+# %% ../nbs/00a_sample_data.ipynb #4dc24d6c
 def jpeg_bytes(img: np.ndarray, # uint8 [H, W, 3]
                quality: int = 85, # JPEG quality
               ) -> bytes:
@@ -419,8 +432,10 @@ def train_folder(i: int, # folder index
     "Relative path of train image folder `i`, flat or nested as in the AliProducts download."
     return (f'train_text_img_pairs_{i}/' if nested else '') + f'train_text_img_pairs_{i}_compressed'
 
+# %% ../nbs/00a_sample_data.ipynb #9a3b827f
 def _n_pairs(n, dup_frac): return int(round(n * dup_frac / 2))
 
+# %% ../nbs/00a_sample_data.ipynb #89581e85
 def check_catalog_params(**params) -> dict:
     "All generator parameters with defaults filled in, or a `ValueError` naming the bad one and what is allowed."
     for k in params:
@@ -455,6 +470,7 @@ def _rngs(seed: int) -> dict:
     "One independent generator per concern, all spawned from `seed` (so changing how titles are drawn never moves the pictures)."
     return dict(zip(_STREAMS, (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(_STREAMS)))))
 
+# %% ../nbs/00a_sample_data.ipynb #03dfac2c
 def _plan_split(n, pairs, item0, rng):
     "Rows of one split: item ids (each once, `pairs` random ones twice) in shuffled order, the twin flag, the item count."
     n_items = n - pairs
@@ -463,6 +479,7 @@ def _plan_split(n, pairs, item0, rng):
     order = rng.permutation(n)
     return item[order], twin[order], n_items
 
+# %% ../nbs/00a_sample_data.ipynb #553b46eb
 def _unique_names(n: int, rng: np.random.Generator) -> list[str]:
     "`n` distinct image names like the real ones, `<9 digits>.jpg`, in random order."
     got = np.empty(0, np.int64)
@@ -471,6 +488,7 @@ def _unique_names(n: int, rng: np.random.Generator) -> list[str]:
         _, first = np.unique(x, return_index=True); got = x[np.sort(first)]
     return [f'{v}.jpg' for v in got[:n]]
 
+# %% ../nbs/00a_sample_data.ipynb #6008e9b4
 def _make_unique(titles: list[str], rng: np.random.Generator) -> list[str]:
     "Titles made unique by appending a model code to later repeats (deterministic)."
     seen, out = set(), []
@@ -479,6 +497,7 @@ def _make_unique(titles: list[str], rng: np.random.Generator) -> list[str]:
         seen.add(t); out.append(t)
     return out
 
+# %% ../nbs/00a_sample_data.ipynb #c62e573c
 def _noise(items: np.ndarray, # item id of each train row
            frac: float, # share of rows to make noisy
            rng: np.random.Generator,
@@ -495,6 +514,7 @@ def _noise(items: np.ndarray, # item id of each train row
     source[rows] = src
     return source >= 0, source
 
+# %% ../nbs/00a_sample_data.ipynb #896f8e9c
 def plan_catalog(lang: str = 'en', # title language, one of `LANGS` (a seed gives the same items, names, noise)
                  **params, # generator parameters (`CATALOG_DEFAULTS`)
                 ) -> pd.DataFrame:
@@ -545,6 +565,7 @@ def _dump(path: Path, obj) -> None:
     else: text = json.dumps(obj, ensure_ascii=False, indent=1) + '\n'
     Path(path).write_text(text, encoding='utf-8')
 
+# %% ../nbs/00a_sample_data.ipynb #bd4336c4
 def write_images(df: pd.DataFrame, # rows with `file` and the visible attributes
                  root: Path, # catalogue folder
                  size: int, # image side in pixels
@@ -561,10 +582,12 @@ def write_images(df: pd.DataFrame, # rows with `file` and the visible attributes
         for f, im, q in zip(files[sl], imgs, poses['quality'][sl]): (root/f).write_bytes(jpeg_bytes(im, q))
     return len(df)
 
+# %% ../nbs/00a_sample_data.ipynb #91bd7b57
 def _plain(v):
     "numpy scalars -> python, for JSON."
     return v.item() if isinstance(v, np.generic) else v
 
+# %% ../nbs/00a_sample_data.ipynb #4cf2c0cf
 def make_catalog(out_dir: str | Path, # folder to create (absent or empty, unless `overwrite`)
                  seed: int = 0, # everything follows from this seed
                  n_train: int = 3000, # train pairs (rows of train.json)
@@ -607,6 +630,7 @@ def make_catalog(out_dir: str | Path, # folder to create (absent or empty, unles
     (out/SUCCESS).write_text(json.dumps(dict(version=GENERATOR_VERSION, params=p, **extra), sort_keys=True) + '\n')
     return out
 
+# %% ../nbs/00a_sample_data.ipynb #1eee4f58
 def load_catalog(d: str | Path) -> pd.DataFrame:
     "The per-image table of `catalog.json` (item, split, role, attributes, true title, noisy flag), with `path` added."
     d = Path(d); f = d/'catalog.json'
@@ -623,6 +647,7 @@ def catalog_key(params: dict, # complete generator parameters
     rec = dict(version=GENERATOR_VERSION, params=params, **({} if lang == 'en' else dict(lang=lang)))
     return hashlib.sha1(json.dumps(rec, sort_keys=True).encode()).hexdigest()[:10]
 
+# %% ../nbs/00a_sample_data.ipynb #f4d184cf
 def is_catalog(d: str | Path, # candidate catalogue folder
                params: dict | None = None, # the parameters it must have been built with (None: any)
                lang: str = 'en', # the title language it must have
@@ -635,6 +660,7 @@ def is_catalog(d: str | Path, # candidate catalogue folder
     same = rec.get('version') == GENERATOR_VERSION and rec.get('lang', 'en') == lang
     return same and (params is None or rec.get('params') == params)
 
+# %% ../nbs/00a_sample_data.ipynb #19b871b1
 @contextlib.contextmanager
 def file_lock(path: str | Path):
     "Exclusive lock on `path` across processes (`fcntl.flock`; a no-op where fcntl does not exist)."
@@ -647,6 +673,7 @@ def file_lock(path: str | Path):
         finally:
             if fcntl: fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
+# %% ../nbs/00a_sample_data.ipynb #062fc7b7
 def sample_data_dir(root: str | Path | None = None, # cache folder (default `data_root()`, i.e. `<project>/data`)
                     lang: str = 'en', # title language: 'zh' gives `data/sample-zh` (defaults) or `sample-zh-<hash>`
                     **params, # generator parameters of `make_catalog`; the defaults give `data/sample`

@@ -39,10 +39,12 @@ def resolve_head(model, # a model from `aliret.models`
         raise ConfigError(f"the {model.backend} backend has no ITM head (its itm_scores is the ITC cosine): use head='itc', or a model with an ITM head")
     return head
 
+# %% ../nbs/05_itm_distribution.ipynb #0548e635
 def model_heads(model) -> list[str]:
     "Every head `model` can score with (BLIP: itm and itc; CLIP: itc)."
     return ['itm', 'itc'] if model.has_itm else ['itc']
 
+# %% ../nbs/05_itm_distribution.ipynb #16a5a9c3
 def resolve_heads(model, # a model from `aliret.models`
                   head: str = 'auto', # 'auto' (the main head), 'all' (`model_heads`), or a comma list of 'itm' / 'itc'
                  ) -> list[str]:
@@ -61,6 +63,7 @@ def score_heads(model, # a model from `aliret.models`
     if pixel_values.dtype == torch.uint8: pixel_values = model.normalize(pixel_values.to(model.device, non_blocking=True))
     return {h: s.cpu().numpy() for h, s in model.pair_scores(pixel_values, tokens, tuple(heads)).items()}
 
+# %% ../nbs/05_itm_distribution.ipynb #a768f225
 def score_batch(model, pixel_values: torch.Tensor, captions: Sequence[str], # as in `score_heads`
                 head: str, # 'itm' or 'itc'
                ) -> np.ndarray:
@@ -72,6 +75,7 @@ def row_ids(table: pd.DataFrame) -> np.ndarray:
     "Stable id of each row: the table's `row` column (its index in the source JSON) when present, else its position."
     return table['row'].to_numpy(np.int64) if 'row' in table.columns else np.arange(len(table), dtype=np.int64)
 
+# %% ../nbs/05_itm_distribution.ipynb #926121f3
 def table_fingerprint(table: pd.DataFrame, # table with `image_path` and the caption column
                       caption_col: str = 'caption', # the caption column being scored
                       block: int = 500_000, # rows hashed at a time
@@ -88,6 +92,7 @@ def table_fingerprint(table: pd.DataFrame, # table with `image_path` and the cap
             h.update(pd.util.hash_array(v, categorize=False).astype('<u8').tobytes())   # categorize=False: same hashes, 5x faster on unique strings
     return h.hexdigest()[:16]
 
+# %% ../nbs/05_itm_distribution.ipynb #d8b4a815
 def weights_digest(model: torch.nn.Module) -> str:
     "Short sha1 of a model's parameters and buffers (names, dtypes, shapes, bytes), one tensor at a time on CPU."
     h = hashlib.sha1()
@@ -96,6 +101,7 @@ def weights_digest(model: torch.nn.Module) -> str:
         h.update(f'{k}|{t.dtype}|{tuple(v.shape)}|'.encode()); h.update(t.view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
 
+# %% ../nbs/05_itm_distribution.ipynb #b488b834
 SCORER_KEYS = ('backend', 'head', 'weights', 'arch', 'precision', 'max_len')
 
 def describe_scorer(model, # a model from `aliret.models`
@@ -108,6 +114,7 @@ def describe_scorer(model, # a model from `aliret.models`
                 precision=model.cfg.precision if model.device.type == 'cuda' else 'fp32',
                 max_len=model.text_len, source=str(source))
 
+# %% ../nbs/05_itm_distribution.ipynb #034c3aa6
 def scorer_mismatch(a: dict, b: dict) -> list[str]:
     "The identifying keys on which two scorer descriptions differ (empty: the same scorer)."
     return [k for k in SCORER_KEYS if a.get(k) != b.get(k)]
@@ -122,6 +129,7 @@ def chunk_ranges(start: int, # first row position
     cuts = [start, *range((start // chunk_size + 1) * chunk_size, end, chunk_size), end]
     return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
 
+# %% ../nbs/05_itm_distribution.ipynb #488d97a5
 def shard_range(n: int, # rows of the table
                 rank: int, # this rank
                 world_size: int, # number of ranks
@@ -132,6 +140,7 @@ def shard_range(n: int, # rows of the table
     a, b = nc * rank // world_size, nc * (rank + 1) // world_size
     return min(a * chunk_size, n), min(b * chunk_size, n)
 
+# %% ../nbs/05_itm_distribution.ipynb #bec5f158
 def auto_chunk_size(n: int, # rows of the table
                     batch_size: int, # pairs per batch
                     world_size: int = 1, # number of ranks
@@ -152,14 +161,17 @@ CHUNK_LOG = 'scored chunk'   # marker of the per-chunk log line (the launcher co
 class ShardError(AliretError, ValueError):
     "Shards that cannot be resumed or merged; the message names each one and what to do."
 
+# %% ../nbs/05_itm_distribution.ipynb #ff2bfed9
 def shard_dir(out_dir: str | Path, start: int, end: int) -> Path:
     "The folder of the shard covering rows `[start, end)`."
     return Path(out_dir)/f'{SHARD_PREFIX}{start:012d}-{end:012d}'
 
+# %% ../nbs/05_itm_distribution.ipynb #729f0b3b
 def chunk_file(d: str | Path, a: int, b: int) -> Path:
     "The chunk file of rows `[a, b)` in shard folder `d`."
     return Path(d)/f'chunk-{a:012d}-{b:012d}.parquet'
 
+# %% ../nbs/05_itm_distribution.ipynb #a2a29f9f
 def list_chunks(d: str | Path) -> dict:
     "Complete chunk files of shard folder `d`, `{(a, b): path}` in row order (temporary files are not chunks)."
     d = Path(d)
@@ -167,15 +179,18 @@ def list_chunks(d: str | Path) -> dict:
     found = {(int(m[1]), int(m[2])): p for p in d.iterdir() if (m := CHUNK_RE.match(p.name))}
     return dict(sorted(found.items()))
 
+# %% ../nbs/05_itm_distribution.ipynb #dcf213af
 def shard_dirs(out_dir: str | Path) -> list[Path]:
     "Shard folders under `out_dir`, by name (= by start row)."
     out = Path(out_dir)
     return sorted(p for p in out.iterdir() if p.is_dir() and SHARD_RE.match(p.name)) if out.is_dir() else []   # not `.damaged` ones
 
+# %% ../nbs/05_itm_distribution.ipynb #f3cfa83f
 def read_manifest(d: str | Path) -> dict:
     "A shard's manifest."
     return json.loads((Path(d)/MANIFEST).read_text(encoding='utf-8'))
 
+# %% ../nbs/05_itm_distribution.ipynb #e2bcb1bb
 def write_chunk(path: Path, pos, rows, score, status, reason) -> Path:
     "Write one chunk's columns as Parquet, atomically."
     import pyarrow as pa, pyarrow.parquet as pq
@@ -184,11 +199,13 @@ def write_chunk(path: Path, pos, rows, score, status, reason) -> Path:
     with atomic_open(path, 'wb') as f: pq.write_table(t, f)
     return path
 
+# %% ../nbs/05_itm_distribution.ipynb #96e71c68
 def read_chunk(path: str | Path) -> pd.DataFrame:
     "One chunk file as a DataFrame (pos, row, score, status, reason)."
     import pyarrow.parquet as pq
     return pq.read_table(path).to_pandas()
 
+# %% ../nbs/05_itm_distribution.ipynb #e7cb5599
 _JOB_KEYS = ('fingerprint', 'n_rows', 'caption_col', 'chunk_size')
 
 def _check_resume(d: Path, old: dict, new: dict):
@@ -199,6 +216,7 @@ def _check_resume(d: Path, old: dict, new: dict):
         shown = '; '.join(f"{k}: {old.get(k, old['scorer'].get(k[7:]))!r} there, {new.get(k, new['scorer'].get(k[7:]))!r} now" for k in diff)
         raise ShardError(f'{d} holds scores of another job ({shown}). Score into a new output folder, or delete {d} to redo it.')
 
+# %% ../nbs/05_itm_distribution.ipynb #b46f67dd
 def _check_siblings(out: Path, me: Path, new: dict):
     "Refuse to start a shard whose rows overlap a shard folder of another range already in `out`."
     for d in shard_dirs(out):
@@ -236,6 +254,7 @@ def verified_chunks(d: str | Path, # a shard folder
         else: good[(a, b)] = p
     return good
 
+# %% ../nbs/05_itm_distribution.ipynb #ff48639c
 def manifest_problem(d: str | Path) -> str | None:
     "Why shard folder `d`'s manifest is damaged (present but unreadable or incomplete), or None (also when it is absent)."
     f = Path(d)/MANIFEST
@@ -255,6 +274,7 @@ def head_dirs(out_dir: str | Path, # the scores folder; with several heads it ho
         raise ConfigError(f"scoring several heads ({', '.join(heads)}) at once needs an output folder with {{head}} in it, e.g. run/scores-{{head}}; got {s}")
     return {h: Path(s.replace('{head}', h)) for h in heads}
 
+# %% ../nbs/05_itm_distribution.ipynb #64da10fe
 def _open_shard(out: Path, man: dict, log: Callable) -> Path:
     "Shard folder of `man`'s rows under `out`: its manifest checked (or written first), damage set aside, temp files removed."
     d = shard_dir(out, man['start'], man['end'])
@@ -271,6 +291,7 @@ def _chunk_batches(todo: list, start: int, bs: int) -> list[list[int]]:
     "Shard-local row positions of each batch of the chunks in `todo`, cut at batch multiples from each chunk's start."
     return [list(range(i, min(i + bs, b - start))) for a, b in todo for i in range(a - start, b - start, bs)]
 
+# %% ../nbs/05_itm_distribution.ipynb #79292aa0
 def score_chunks(model, # a model from `aliret.models`
                  paths: Sequence[str], # the shard's image files
                  caps: Sequence[str], # the shard's captions
@@ -364,6 +385,7 @@ def _expected_names(gaps: list, world: int | None, cs: int | None, n: int) -> li
         if b > a and any(a < g1 and g0 < b for g0, g1 in gaps): out.append(f'{shard_dir("", a, b).name} (rank {r} of {world})')
     return out
 
+# %% ../nbs/05_itm_distribution.ipynb #227c86b5
 def merge_scores(out_dir: str | Path, # the run's scores folder holding shard-* folders
                  table: pd.DataFrame, # the table that was scored
                  caption_col: str = 'caption', # the caption column that was scored
@@ -435,6 +457,7 @@ def scores_path(run_dir: str | Path, head: str) -> Path:
     "The merged scores file of `head` in a scoring run folder."
     return Path(run_dir)/f'scores-{head}.parquet'
 
+# %% ../nbs/05_itm_distribution.ipynb #61fb6a50
 def save_scores(run_dir: str | Path, # scoring run folder
                 merged: pd.DataFrame, # from `merge_scores`
                 **info, # extra facts to record (rates, AUC...)
@@ -446,6 +469,7 @@ def save_scores(run_dir: str | Path, # scoring run folder
     write_json(p.with_suffix('.json'), meta)
     return p
 
+# %% ../nbs/05_itm_distribution.ipynb #53ff2e2d
 def read_scores(run_dir: str | Path, # a finished 05_itm_distribution run folder
                 head: str = 'auto', # 'itm', 'itc' or 'auto' (ITM if it was scored, else the only head)
                 table: pd.DataFrame | None = None, # when given, the scores must be of exactly this table
@@ -470,6 +494,7 @@ def read_scores(run_dir: str | Path, # a finished 05_itm_distribution run folder
     df.attrs['scoring'] = meta
     return df
 
+# %% ../nbs/05_itm_distribution.ipynb #d1166ca9
 def _damaged_scores(d: Path, p: Path, why: str):
     "Set merged scores file `p` (and its description) aside and stop with the fix: re-running 05 merges the kept chunks again."
     then = f'the next run of 05_itm_distribution on {d} merges its kept chunks again (no re-scoring)'
@@ -491,6 +516,7 @@ def load_scorer(checkpoint: str | Path = '', # aliret checkpoint folder ('' = bu
     cfg = get_config(config, **ov)
     return build_model(cfg, vocab_texts=vocab_texts, device=device), f'config {config} {json.dumps(ov, sort_keys=True)}'
 
+# %% ../nbs/05_itm_distribution.ipynb #8beaccb1
 def main(argv: list[str] | None = None):
     "Command line: `score` one shard (one rank under torchrun) or `merge` a run (`python -m aliret.scoring`)."
     ap = argparse.ArgumentParser(prog='python -m aliret.scoring', description='Score (image, caption) pairs of a table, one shard per rank; merge the shards.')
@@ -553,6 +579,7 @@ def scoring_command(nproc: int, # processes on this node (1 = plain python, more
                        '--chunk-size', str(chunk_size), '--batch-size', str(batch_size), '--workers', str(workers),
                        '--kill-after-chunks', str(kill_after_chunks)]
 
+# %% ../nbs/05_itm_distribution.ipynb #ce6a513d
 def launch_scoring(nproc: int, # processes (GPUs) on this node
                    table: str | Path, # CSV/Parquet table file
                    out: str | Path, # scores folder
@@ -582,12 +609,14 @@ def known_noise(table: pd.DataFrame, # a train table (product, caption)
     key = lambda p, c: pd.Series(p, dtype=str).to_numpy(object) + '\x00' + pd.Series(c, dtype=str).to_numpy(object)
     return np.isin(key(table['product'], table['caption']), key(nz['product'], nz['caption']))
 
+# %% ../nbs/05_itm_distribution.ipynb #e38b7d22
 def _valid(scores, noisy) -> tuple[np.ndarray, np.ndarray]:
     "Finite scores and their noise labels."
     s, y = np.asarray(scores, np.float64), np.asarray(noisy, bool)
     if s.shape != y.shape: raise ValueError(f'scores {s.shape} and noise labels {y.shape} differ in shape')
     ok = np.isfinite(s); return s[ok], y[ok]
 
+# %% ../nbs/05_itm_distribution.ipynb #494cb43b
 def flag_counts(scores, # scores (NaN = not scored, never flagged)
                 noisy, # bool per score: is the pair really noisy
                 thresholds, # thresholds t: a pair is flagged when its score < t
@@ -597,6 +626,7 @@ def flag_counts(scores, # scores (NaN = not scored, never flagged)
     t = np.asarray(thresholds, np.float64)
     return np.searchsorted(np.sort(s), t, 'left'), np.searchsorted(np.sort(s[y]), t, 'left')
 
+# %% ../nbs/05_itm_distribution.ipynb #e89cf996
 def roc_pr(scores, # scores (NaN ignored)
            noisy, # bool per score: is the pair really noisy
           ) -> pd.DataFrame:
@@ -608,11 +638,13 @@ def roc_pr(scores, # scores (NaN ignored)
     P, N = max(int(y.sum()), 1), max(int((~y).sum()), 1)
     return pd.DataFrame(dict(score=s[last], flagged=tp + fp, flagged_noisy=tp, fpr=fp / N, tpr=tp / P, precision=tp / np.maximum(tp + fp, 1)))
 
+# %% ../nbs/05_itm_distribution.ipynb #efeb398c
 def separation_auc(scores, noisy) -> float:
     "ROC area: P(a clean pair scores above a noisy one), ties counting half."
     c = roc_pr(scores, noisy)
     return float(np.trapezoid(np.r_[0, c.tpr], np.r_[0, c.fpr]))
 
+# %% ../nbs/05_itm_distribution.ipynb #3403ada9
 def average_precision(scores, noisy) -> float:
     "Area under the precision-recall steps (flagging the lowest scores first)."
     c = roc_pr(scores, noisy)
@@ -627,6 +659,7 @@ def ecdf(x, # values (NaN ignored)
     p = np.linspace(0, 1, points)
     return (np.quantile(x, p), p) if len(x) else (np.zeros(0), np.zeros(0))
 
+# %% ../nbs/05_itm_distribution.ipynb #e293310e
 def plot_score_distributions(scores: dict, # head name -> scores
                              noisy: np.ndarray | None = None, # known noise per row (None = unknown)
                              bins: int = 60, # histogram bins
@@ -646,6 +679,7 @@ def plot_score_distributions(scores: dict, # head name -> scores
         legend_outside(axes[r, 1])
     fig.tight_layout(); return fig
 
+# %% ../nbs/05_itm_distribution.ipynb #c2ba9abb
 def plot_roc_pr(scores: dict, # head name -> scores
                 noisy: np.ndarray, # known noise per row
                ):
@@ -664,6 +698,7 @@ def plot_roc_pr(scores: dict, # head name -> scores
     for ax in (a, b): ax.grid(alpha=.3); legend_outside(ax)
     fig.tight_layout(); return fig
 
+# %% ../nbs/05_itm_distribution.ipynb #bfa8aac6
 def plot_pair_grid(df: pd.DataFrame, # merged scores (image_path, caption, score)
                    n: int = 12, # pairs to show
                    cols: int = 4, # grid columns
@@ -699,6 +734,7 @@ def synthetic_table(n: int, # rows
     return pd.DataFrame(dict(row=np.arange(n), product=ids + '.jpg', caption=cap + ' ' + ids,
                              image_path='/data/aliproducts/train_text_img_pairs_' + (np.arange(n) % 9).astype(str) + '_compressed/' + ids + '.jpg'))
 
+# %% ../nbs/05_itm_distribution.ipynb #917c9fec
 def merge_scale_check(n_rows: int, # rows of the synthetic run (4_100_000 = AliProducts train)
                       out_dir: str | Path, # scratch folder for its shards
                       world_size: int = 8, # ranks whose shards are written

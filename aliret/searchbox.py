@@ -78,6 +78,7 @@ def _candidates(ix: SearchIndex, title: str, use: list[int], depth: int) -> tupl
     w = None if ix.weights is None else [ix.weights[i] for i in use]
     return score_fusion(q, [ix.images[i] for i in use], w, k=depth)
 
+# %% ../nbs/10a_search.ipynb #3570659a
 def rank_title(ix: SearchIndex, # models and gallery embeddings
                title: str, # the typed title
                k: int = 10, # images returned
@@ -114,6 +115,7 @@ def _frame(ax, correct):
         sp.set_edgecolor(colour)
         sp.set_linewidth(3 if colour == 'green' else 1)
 
+# %% ../nbs/10a_search.ipynb #0205fb4a
 def plot_search_grid(results: dict, # title -> `rank_title` table
                      size: float = 1.3, # inches per image
                     ):
@@ -149,6 +151,7 @@ def _png(path: str, size: int) -> bytes:
     _thumb(path, size).save(buf, 'PNG')
     return buf.getvalue()
 
+# %% ../nbs/10a_search.ipynb #1f4b37dd
 def result_tiles(t: pd.DataFrame, # a `rank_title` table
                  size: int = 128, # thumbnail pixels
                 ) -> list:

@@ -28,7 +28,10 @@ OPENCLIP_EXTS = {'JPEG': 'jpg', 'PNG': 'png', 'WEBP': 'webp'} # image formats op
 class ShardError(AliretError, ValueError):
     "A shard folder that is missing, incomplete or inconsistent (the message names it)."
 
+# %% ../nbs/03a_shards.ipynb #17b2373e
 def shard_name(i: int) -> str: return f'shard-{i:06d}.tar'
+
+# %% ../nbs/03a_shards.ipynb #e0ad9947
 def row_key(pos: int) -> str: return f'{pos:09d}'
 
 # %% ../nbs/03a_shards.ipynb #92a5e566
@@ -105,6 +108,7 @@ def _meta(table: pd.DataFrame, pos: int, caption_col: str) -> dict:
     return dict(key=row_key(pos), row=row, product=str(table['product'].iat[pos]),
                 caption=str(table[caption_col].iat[pos]), image_path=str(table['image_path'].iat[pos]))
 
+# %% ../nbs/03a_shards.ipynb #65819577
 def write_shard(table: pd.DataFrame, # the whole table
                 spec: dict, # one entry of `shard_plan`
                 folder: Path, # shard folder
@@ -145,6 +149,7 @@ def _remove_stale(folder: Path, plan: list[dict]):
     for p in folder.glob('shard-*.tar'):
         if p.name not in names: p.unlink(); p.with_suffix('.json').unlink(missing_ok=True)
 
+# %% ../nbs/03a_shards.ipynb #ae47baf0
 def write_summary(folder: Path, recs: list[dict], n_input: int) -> dict:
     "`rows.csv`, `rejected.csv`, `sizes.json` and, last, `manifest.json` from the shards' records."
     kept = pd.DataFrame([dict(m, shard=r['name']) for r in recs for m in r['kept']], columns=[*_META_COLS, 'shard'])
@@ -197,16 +202,19 @@ def read_manifest(folder: str | Path, # shard folder, or its manifest.json
     if missing: raise ShardError(f'{d}: {len(missing)} shard(s) listed in {MANIFEST} are missing, e.g. {missing[:3]}')
     return d, man
 
+# %% ../nbs/03a_shards.ipynb #58e9dba0
 def shard_paths(folder: str | Path) -> list[Path]:
     "The shard files of a complete shard folder, in order."
     d, man = read_manifest(folder)
     return [d/s['name'] for s in man['shards']]
 
+# %% ../nbs/03a_shards.ipynb #873b860c
 def shard_table(folder: str | Path) -> pd.DataFrame:
     "The kept rows (`key, row, product, caption, image_path, shard`) in shard order: the table `08` trains on."
     d, _ = read_manifest(folder)
     return pd.read_csv(d/ROWS, dtype={'key': str, 'product': str, 'caption': str}, keep_default_na=False)
 
+# %% ../nbs/03a_shards.ipynb #0ca04d70
 def openclip_train_data(folder: str | Path) -> str:
     "The `--train-data` brace pattern of a shard folder for open_clip's trainer (with `--dataset-type webdataset`)."
     paths = shard_paths(folder)
@@ -300,6 +308,7 @@ def read_loose(paths: Sequence[str], # image files
         else: Path(p).read_bytes()
     return len(paths)
 
+# %% ../nbs/03a_shards.ipynb #3808e6a2
 def read_shards(folder: str | Path, # shard folder
                 decode: bool = False, # also decode each image to RGB
                ) -> int:

@@ -77,6 +77,7 @@ def val_ranking(model, # a model from `aliret.models`
     txt = model.embed_texts(val[caption_col].tolist(), batch_size=batch_size)
     return topk_search(txt, img, k=10)[1], truth_from_ids(val['product'].tolist(), gal['product'].tolist())
 
+# %% ../nbs/09a_soups.ipynb #feb1bd35
 def ali_score(ids: np.ndarray, truth) -> float:
     "AliProducts' local score, mean(R@5, R@10), of a ranking."
     return float(retrieval_metrics(ids, truth)['ali_score'])

@@ -39,6 +39,7 @@ class CheckpointSpec:
     run: str = '' # the training run it belongs to (the folder holding `checkpoints/`)
     label: str = '' # short name, unique within a sweep
 
+# %% ../nbs/09_checkpoint_sweep.ipynb #4a6c4ea4
 def checkpoint_spec(path: str | Path, # aliret checkpoint folder or original BLIP .pth file
                    ) -> CheckpointSpec:
     "Describe one checkpoint; a clear error naming `path` for anything that is not one (`expand_checkpoints` checks it)."
@@ -59,6 +60,7 @@ def _unique_labels(paths: Sequence[Path]) -> list[str]:
         if len(set(labs)) == len(labs): return labs
     return [str(p) for p in paths]
 
+# %% ../nbs/09_checkpoint_sweep.ipynb #6d5f0b77
 def find_checkpoints(checkpoints: str | Sequence[str | Path] = '', # glob, comma-separated list, run folder, checkpoint, .pth ('' = newest 08_train run)
                      root: str | Path | None = None, # where '' looks for 08_train runs (default `outputs/`)
                     ) -> list[CheckpointSpec]:
@@ -77,6 +79,7 @@ def texts_hash(texts: Sequence[str]) -> str:
     "Hash of caption texts in order."
     return content_hash([str(t) for t in texts])
 
+# %% ../nbs/09_checkpoint_sweep.ipynb #dfab1924
 def gallery_hash(gallery: pd.DataFrame, # product, image_path (one row per image)
                 ) -> str:
     "Hash of a gallery: products, image paths, and each file's size and mtime (-1 if missing)."
@@ -84,6 +87,7 @@ def gallery_hash(gallery: pd.DataFrame, # product, image_path (one row per image
     return content_hash(gallery['product'].astype(str).tolist(), gallery['image_path'].astype(str).tolist(),
                         [(s.st_size, s.st_mtime_ns) if s else (-1, -1) for s in st])
 
+# %% ../nbs/09_checkpoint_sweep.ipynb #c5bb040a
 def original_config(spec: CheckpointSpec, # an `original` checkpoint
                config: str = 'base', # preset or YAML it is loaded with (image_size 0 = the checkpoint's own)
                **overrides, # more config fields (device, eval_batch_size, workers)
@@ -109,6 +113,7 @@ def load_sweep_model(spec: CheckpointSpec, # the checkpoint
     if spec.kind == 'aliret': return load_checkpoint(spec.path, device=dev, **over)
     return build_model(original_config(spec, config, **over), device=dev)
 
+# %% ../nbs/09_checkpoint_sweep.ipynb #4121ed04
 def compute_tag(spec: CheckpointSpec, # the checkpoint
                 device: str = 'auto', # where it will run
                 config: str = 'base', # .pth config
@@ -126,6 +131,7 @@ def _names(variants: str | Sequence[str]) -> list[str]:
     "A comma-separated string or a list of names as a list."
     return [x.strip() for x in variants.split(',') if x.strip()] if isinstance(variants, str) else list(variants)
 
+# %% ../nbs/09_checkpoint_sweep.ipynb #dd30d287
 def check_variants(val: pd.DataFrame, # val pairs with caption variant columns
                    variants: str | Sequence[str] = '', # names ('' = every variant column present)
                   ) -> list[str]:
@@ -139,6 +145,7 @@ def check_variants(val: pd.DataFrame, # val pairs with caption variant columns
     if not names: raise ValueError(f"no caption variant column in the val table; its columns: {', '.join(val.columns)}")
     return names
 
+# %% ../nbs/09_checkpoint_sweep.ipynb #e73e8758
 def read_val_variants(captions_dir: str | Path, # a finished 02_caption_augmentation run folder
                      ) -> pd.DataFrame:
     "The val variants table of a finished `02` run, text exactly as written (without reading its train tables)."
@@ -149,6 +156,7 @@ def read_val_variants(captions_dir: str | Path, # a finished 02_caption_augmenta
     t = pd.read_csv(f, keep_default_na=False, na_values=[], dtype=object)
     return t.astype({c: 'int64' for c in ('row', 'caption_id') if c in t})
 
+# %% ../nbs/09_checkpoint_sweep.ipynb #29b0362d
 def load_val_variants(captions_dir: str = '', # a finished 02 run ('' = compute the variants here)
                       tables_dir: str = '', # a finished 01_eda run ('' = ingest data_dir, cached)
                       data_dir: str = '', # AliProducts-layout folder ('' = the sample catalogue)
@@ -168,11 +176,13 @@ def _embed_texts_unique(model, texts: Sequence[str], batch_size: int | None) -> 
     codes, uniq = pd.factorize(pd.Series([str(t) for t in texts], dtype=object), sort=False)
     return model.embed_texts(list(uniq), batch_size=batch_size)[codes]
 
+# %% ../nbs/09_checkpoint_sweep.ipynb #954af85e
 def _row(spec: CheckpointSpec, variant: str, res: dict) -> dict:
     "One table row of the sweep."
     base = dict(checkpoint=spec.label, step=spec.step, epoch=spec.epoch, backend=spec.backend, variant=variant)
     return {**base, **{k: v for k, v in res.items() if k not in base}, 'run': spec.run, 'path': str(spec.path)}
 
+# %% ../nbs/09_checkpoint_sweep.ipynb #53375408
 def _frame(rows: list[dict]) -> pd.DataFrame:
     "The sweep table with its column order and integer step/epoch (nullable)."
     df = pd.DataFrame(rows)
@@ -180,10 +190,12 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     cols = [c for c in SWEEP_COLUMNS if c in df] + [c for c in df if c not in SWEEP_COLUMNS]
     return df[cols].astype({'step': 'Int64', 'epoch': 'Int64'})
 
+# %% ../nbs/09_checkpoint_sweep.ipynb #86b4c124
 def _write_table(path: Path, rows: list[dict]):
     "Rewrite the results table atomically."
     with atomic_open(path) as f: _frame(rows).to_csv(f, index=False)
 
+# %% ../nbs/09_checkpoint_sweep.ipynb #d09550f7
 def sweep(checkpoints, # `find_checkpoints` specs, or anything it accepts
           val: pd.DataFrame, # val pairs: product, image_path and the variant columns
           variants: str | Sequence[str] = '', # variant columns ('' = every variant column present)
@@ -281,6 +293,7 @@ def sweep_matrix(df: pd.DataFrame, # a sweep table
     "Checkpoint x variant table of `metric`, in sweep order."
     return df.pivot(index='checkpoint', columns='variant', values=metric).loc[df['checkpoint'].unique(), df['variant'].unique()]
 
+# %% ../nbs/09_checkpoint_sweep.ipynb #58d840cc
 def plot_sweep_heatmap(df: pd.DataFrame, # a sweep table
                        metric: str = 'ali_score', # the value in each cell
                        path: str | Path | None = None, # save the figure here too
@@ -305,6 +318,7 @@ def plot_sweep_heatmap(df: pd.DataFrame, # a sweep table
     if path: fig.savefig(path, dpi=110, bbox_inches='tight')
     return fig
 
+# %% ../nbs/09_checkpoint_sweep.ipynb #d213b38d
 def plot_recall_vs_epoch(df: pd.DataFrame, # a sweep table
                          metrics: Sequence[str] = ('r1', 'ali_score'), # one panel each
                          path: str | Path | None = None, # save the figure here too

@@ -31,6 +31,7 @@ def parent_cmdline(pid: int | None = None, # process whose parent we ask about (
         return psutil.Process(ppid).cmdline()
     except Exception: return []
 
+# %% ../nbs/00c_testing.ipynb #ba12dbe9
 def _ppid(pid: int) -> int:
     "Parent id of `pid`, from /proc (0 when unknown)."
     try: return int(Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[1])
@@ -43,6 +44,7 @@ def is_papermill(cmdline: list[str], # a process's command line
     names = [Path(a).name for a in cmdline[:3]]
     return any(n == 'papermill' or n.startswith('papermill.') for n in names)
 
+# %% ../nbs/00c_testing.ipynb #c335a2c4
 def job_mode() -> bool:
     "True in a papermill job (or with `ALIRET_JOB=1`); never inside `nbdev_test`."
     if os.environ.get('IN_TEST'): return False
@@ -74,6 +76,7 @@ def text_progress_bars():
         m.tqdm = tqdm.std.tqdm
         m.trange = tqdm.std.trange
 
+# %% ../nbs/00c_testing.ipynb #89257738
 def progress_bar(iterable=None, # what to iterate over (or None with `total=`)
              job: bool | None = None, # text bar when True (default: `job_mode()`)
              **kwargs, # passed to tqdm (total, desc, unit, disable, ...)
@@ -90,6 +93,7 @@ def skip_test_cell(lines: list[str], # a cell's source lines, as IPython passes 
     if lines and lines[0].strip() == TEST_MARK: return ['pass\n']
     return lines
 
+# %% ../nbs/00c_testing.ipynb #996a6180
 def skip_tests_in_jobs(shell=None, # an IPython shell (default: the running one)
                        on: bool | None = None, # force it on or off (default: `job_mode()`)
                       ) -> bool:
@@ -119,6 +123,7 @@ def directives(src: str) -> dict[str, list[str]]:
         out[m.group(1).rstrip(':')] = m.group(2).split()
     return out
 
+# %% ../nbs/00c_testing.ipynb #b52e75be
 def _setup_only(src: str) -> bool:
     "Every statement is an import or a bare call (not a test_ call)."
     try: tree = ast.parse(src)
@@ -147,6 +152,7 @@ RUN_IT = re.compile(r'^##\s+Run it\b', re.M)
 
 def _is_params(cell) -> bool: return 'parameters' in cell.get('metadata', {}).get('tags', [])
 
+# %% ../nbs/00c_testing.ipynb #dacf90fe
 def check_notebook_shape(path: str | Path, # a notebook file
                         ) -> list[str]:
     "Problems with the notebook's shape (empty = fine): tests above `## Run it`, the job below it."
@@ -189,6 +195,7 @@ def _img_bytes(kind: str, rng: np.random.Generator) -> bytes:
     else: raise ValueError(kind)
     return b.getvalue()
 
+# %% ../nbs/00c_testing.ipynb #19744361
 GOOD_IMAGES = ('rgb_jpg', 'cmyk_jpg', 'gray_jpg', 'rgba_png', 'gray16_png', 'palette_gif', 'webp', 'tall_jpg', 'wide_png', 'png_as_jpg')
 BAD_IMAGES = {'zero_byte': 'zero-byte image', 'text_as_jpg': 'unreadable image', 'cut_jpg': 'truncated image', 'cut_header_jpg': 'truncated image',
               'no_iend_png': 'truncated image', 'cut_gif': 'truncated image', 'cut_webp': 'truncated image'}
@@ -321,6 +328,7 @@ def colour_pairs(folder: str | Path, # where the images go (existing folder)
 # %% ../nbs/00c_testing.ipynb #5c4d57da
 def _src(c: dict) -> str: return ''.join(c['source']) if isinstance(c['source'], list) else c['source']
 
+# %% ../nbs/00c_testing.ipynb #fd68ef93
 def keep_disk_outputs(nb: dict, # the notebook being saved (nbformat dict)
                       disk: dict | None, # the same notebook as it is on disk (None: a new file)
                      ) -> dict:

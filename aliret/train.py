@@ -46,11 +46,13 @@ class DistEnv:
     @property
     def distributed(self) -> bool: return self.world_size > 1
 
+# %% ../nbs/08_train.ipynb #72315aca
 def dist_env() -> DistEnv:
     "Read the rank, local rank and world size that `torchrun` exported (single process if absent)."
     g = lambda k, d: int(os.environ.get(k, d))
     return DistEnv(g('RANK', 0), g('LOCAL_RANK', 0), g('WORLD_SIZE', 1))
 
+# %% ../nbs/08_train.ipynb #481f1ab0
 def init_distributed(device: torch.device, # the device this rank computes on
                      timeout_min: int = 30, # minutes a collective may wait (then the job fails instead of hanging)
                     ) -> DistEnv:
@@ -61,6 +63,7 @@ def init_distributed(device: torch.device, # the device this rank computes on
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_min))
     return env
 
+# %% ../nbs/08_train.ipynb #2de99299
 def cleanup_distributed():
     "Leave the process group if one was joined."
     if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
@@ -110,6 +113,7 @@ def warmup_cosine(step: int, # optimizer step (0-based)
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
+# %% ../nbs/08_train.ipynb #8b4893a0
 def make_scheduler(opt: torch.optim.Optimizer, total: int, warmup: int):
     "A `LambdaLR` running `warmup_cosine`."
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warmup))
@@ -124,6 +128,7 @@ def rng_state() -> dict:
     if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
     return st
 
+# %% ../nbs/08_train.ipynb #7f0a331e
 def set_rng_state(st: dict):
     "Restore states saved by `rng_state`."
     torch.set_rng_state(st['torch'])
@@ -136,6 +141,7 @@ def _sample_seed(seed: int, epoch: int, i: int) -> int:
     "A 63-bit seed for one sample of one epoch."
     return (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + i * 0x94D049BB133111EB) % (2**63 - 1)
 
+# %% ../nbs/08_train.ipynb #1a6f7295
 def reflect_index(i: torch.Tensor, # positions, possibly outside [0, n)
                   n: int, # the axis length
                  ) -> torch.Tensor:
@@ -143,6 +149,7 @@ def reflect_index(i: torch.Tensor, # positions, possibly outside [0, n)
     i = i.abs()
     return torch.where(i >= n, 2 * (n - 1) - i, i)
 
+# %% ../nbs/08_train.ipynb #ebb63ed2
 def random_shift(x: torch.Tensor, # [C, H, W] image, any dtype (uint8 in the workers)
                  pad: int, # maximum shift in pixels
                  g: torch.Generator, # randomness for this sample
@@ -154,6 +161,7 @@ def random_shift(x: torch.Tensor, # [C, H, W] image, any dtype (uint8 in the wor
     ys, xs = reflect_index(torch.arange(H) + dy - pad, H), reflect_index(torch.arange(W) + dx - pad, W)
     return x[..., ys[:, None], xs]
 
+# %% ../nbs/08_train.ipynb #e19b2ed4
 class PairDataset(torch.utils.data.Dataset):
     "Training images by row, decoded and transformed in workers; indexed by `(epoch, row)` from `EpochSampler`."
     def __init__(self, image_paths: list[str], # one image file per row
@@ -192,6 +200,7 @@ def _shifted(x: torch.Tensor, epoch: int, row: int, seed: int = 0, shift: int = 
     if not shift: return x
     return random_shift(x, shift, torch.Generator().manual_seed(_sample_seed(seed, epoch, row)))
 
+# %% ../nbs/08_train.ipynb #34317833
 def train_dataset(cfg: Config, # training config
                   train_table, # training pairs (with `train_shards`: `shard_table(train_shards)`)
                   model, # the model being trained (its `image_transform`)
@@ -353,6 +362,7 @@ class TrainExtras:
         if is_complete(e): self.ema.load(e)
         else: warnings.warn(f'{e} is missing: the weight average restarts from the resumed weights')
 
+# %% ../nbs/08_train.ipynb #1b0dc953
 def ema_root(ckpts: Path) -> Path:
     "Where the weight averages of checkpoint folder `ckpts` go (`<run>/checkpoints_ema`)."
     return Path(ckpts).parent/f'{Path(ckpts).name}_ema'
@@ -367,6 +377,7 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     dist.all_gather(out, x.contiguous())
     return torch.cat(out, 0)
 
+# %% ../nbs/08_train.ipynb #c0b4c383
 def freeze_towers(model, # a model from `aliret.models`
                   vision: bool = False, # freeze the image tower
                   text: bool = False, # freeze the text tower
@@ -376,6 +387,7 @@ def freeze_towers(model, # a model from `aliret.models`
         if not on: continue
         for p in model.tower_parameters(tower): p.requires_grad_(False)
 
+# %% ../nbs/08_train.ipynb #47070a07
 def loss_fn_for(model, env: DistEnv, memory: XBM | None = None):
     "`model.losses` with cross-rank gathering when distributed, scored against `memory` too when given."
     gather = gather_with_grad if env.distributed else None
@@ -403,6 +415,7 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         (no_decay if plain else decay).append(p)
     return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
 
+# %% ../nbs/08_train.ipynb #80433e45
 def make_optimizer(model: nn.Module, # the model to train
                    cfg: Config, # lr, weight_decay
                    device: torch.device, # where it trains: CUDA gets the fused AdamW kernel
@@ -412,15 +425,16 @@ def make_optimizer(model: nn.Module, # the model to train
     groups = _param_groups(model, cfg.weight_decay)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, fused=fused)
 
+# %% ../nbs/08_train.ipynb #1acd412c
 def cuda_math(device: torch.device):
     "On CUDA, let fp32 matmuls and convolutions use TF32 tensor cores (autocast covers the rest); nothing elsewhere."
     if device.type != 'cuda': return
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
+# %% ../nbs/08_train.ipynb #5fdeb37a
 class NonFiniteLoss(AliretError, FloatingPointError):
     "A NaN or Inf loss; the message names the step."
-
 
 # %% ../nbs/08_train.ipynb #7f5c7b56
 class StepLog:
@@ -548,6 +562,7 @@ def save_train_checkpoint(root: Path, model, opt, sched, scaler, epoch: int, bat
         prune_checkpoints(root, keep_last)
     return d
 
+# %% ../nbs/08_train.ipynb #64c11bb7
 def load_train_state(d: Path, rank: int = 0) -> dict:
     "Checkpoint `d`'s train state plus this rank's RNG, unpickling nothing but tensors and plain containers."
     st = torch.load(d/'train_state.pt', map_location='cpu', weights_only=True)
@@ -569,6 +584,7 @@ def resume_point(ckpts: Path, # the run's checkpoint folder
     say(f'resuming from {last}' if last else f'resume: no usable checkpoint in {ckpts}, starting from scratch')
     return last
 
+# %% ../nbs/08_train.ipynb #6f9222e5
 def read_history(path: Path, # the run's history.json
                  step: int, # the optimizer step resumed from (later entries are dropped)
                  say: Callable = print, # rank 0's messages
@@ -933,6 +949,7 @@ def _finish_phase(d: Path, res: dict):
         atomic_write(d/SUCCESS, f"{res['step']}\n")
     if dist.is_available() and dist.is_initialized(): dist.barrier()
 
+# %% ../nbs/08_train.ipynb #d7b4001e
 def _join_phases(out: Path, runs: list) -> dict:
     "One result and `out/history.json` for all phases: steps and epochs counted on, `phase` and `image_size` added."
     history, steps, epochs = [], 0, 0
@@ -959,6 +976,7 @@ def read_table(path: str | Path) -> 'pd.DataFrame':
     if miss: raise ValueError(f'table {p} lacks column(s) {miss}; it has {list(df.columns)}')
     return df
 
+# %% ../nbs/08_train.ipynb #f4bcc5ba
 def main(argv: list[str] | None = None):
     "Per-rank training entry point (`python -m aliret.train`, usually under torchrun)."
     import argparse
@@ -1020,6 +1038,7 @@ def resume_dir(output_dir: str = '', # the folder asked for ('' = find the lates
                                 'pass -p output_dir <run folder>')
     return str(max(runs, key=lambda d: latest_checkpoint(d/'checkpoints').stat().st_mtime))
 
+# %% ../nbs/08_train.ipynb #3ebeb17f
 def plot_history(history: list[dict], # `fit`'s history
                  path: str | Path | None = None, # save the figure here too
                 ):
