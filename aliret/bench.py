@@ -494,7 +494,7 @@ def embed_section(backends: Sequence[str], # 'clip', 'blip'
                     for px in held['px']: model.encode_images(px.to(dev, non_blocking=True))
             fns = {**{('input', w): (lambda w=w: decode(w)) for w in workers}, 'model': model_images,
                    **{('full', w): (lambda w=w: model.embed_images(paths, batch_size, workers=w)) for w in workers}}
-            oc = openclip_eval_loop(model) if backend == 'clip' else None
+            oc = openclip_eval_loop(model) if 'open_clip_cfg' in (getattr(model, 'arch', None) or {}) else None
             if oc: fns.update({('open_clip', w): (lambda w=w: oc(paths, batch_size, w)) for w in workers})   # same turn
             r = round_robin(fns, repeats, max_s, sync)
             image_px = int(held.pop('px')[0].shape[-1])
