@@ -4,12 +4,13 @@
 
 # %% ../nbs/11a_ablations.ipynb #8625557b
 from __future__ import annotations
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
-from .core import Config, SUCCESS, atomic_write, get_config, is_complete
+from .core import Config, ConfigError, SUCCESS, atomic_write, get_config, is_complete, write_json
 from .captions import add_zero_shot_attributes, caption_variants, zero_shot_labels
 from .checkpoints import checkpoint_dirs, latest_checkpoint, run_checkpoints
 from .ensemble import fuse
@@ -17,7 +18,7 @@ from .filtering import choose_threshold, equal_budget_table, rank_metrics, rank_
 from .inference import itm_score_fn
 from .models import backend_class, load_checkpoint
 from .retrieval import hit_rank, itm_rerank, paired_bootstrap, topk_search, truth_from_ids
-from .scoring import merge_scores, resolve_head, score_shard
+from .scoring import merge_scores, resolve_head, score_shard, table_fingerprint
 from .soups import save_soup
 from .train import check_momentum, ema_root, fit_phases, parse_phases, val_gallery
 
@@ -183,11 +184,20 @@ def train_arm(cfg: Config, # from `arm_config`
               table: pd.DataFrame, # the arm's training table
               out: Path, # the run folder of this arm and seed
              ) -> Path:
-    "Train one arm with one seed into `out` (resumed after a kill; skipped when finished); the run folder."
-    if not is_complete(out):
-        fit_phases(cfg, table, out, None, resume=True, progress=False, log=lambda *a, **k: None)
-        atomic_write(out/SUCCESS, f'{cfg.seed}\n')
-    return out
+    "Train one arm with one seed into `out` (resumed after a kill; skipped when finished with the same settings)."
+    want = dict(config=asdict(cfg), table=table_fingerprint(table))
+    done = Path(out)/SUCCESS
+    if done.is_file():
+        try: old = json.loads(done.read_text())
+        except ValueError: old = {}
+        diff = [k for k in want['config'] if (old.get('config') or {}).get(k) != want['config'][k]]
+        diff += ['the training table'] * (old.get('table') != want['table'])
+        if diff: raise ConfigError(f"{out} was trained with other settings ({', '.join(diff)}): "
+                                   'pass another output_dir, or delete that folder to train it again')
+        return Path(out)
+    fit_phases(cfg, table, out, None, resume=True, progress=False, log=lambda *a, **k: None)
+    write_json(done, want)
+    return Path(out)
 
 # %% ../nbs/11a_ablations.ipynb #b90e0b34
 def evaluate_seed(runs: dict, # arm -> its run folder for this seed
