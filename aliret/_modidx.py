@@ -1016,5 +1016,6 @@ d = { 'settings': { 'branch': 'main',
                               'aliret.train.train_loader': ('train.html#train_loader', 'aliret/train.py'),
                               'aliret.train.train_net': ('train.html#train_net', 'aliret/train.py'),
                               'aliret.train.train_step': ('train.html#train_step', 'aliret/train.py'),
+                              'aliret.train.val_embeddings': ('train.html#val_embeddings', 'aliret/train.py'),
                               'aliret.train.val_gallery': ('train.html#val_gallery', 'aliret/train.py'),
                               'aliret.train.warmup_cosine': ('train.html#warmup_cosine', 'aliret/train.py')}}}

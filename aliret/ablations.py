@@ -20,7 +20,7 @@ from .models import backend_class, load_checkpoint
 from .retrieval import hit_rank, itm_rerank, paired_bootstrap, topk_search, truth_from_ids
 from .scoring import merge_scores, resolve_head, score_shard, table_fingerprint
 from .soups import save_soup
-from .train import check_momentum, ema_root, fit_phases, parse_phases, val_gallery
+from .train import check_momentum, ema_root, fit_phases, parse_phases, val_embeddings, val_gallery
 
 # %% auto #0
 __all__ = ['TABLES', 'ARMS', 'SYSTEMS', 'COMPARISONS', 'NOT_MEASURED', 'Arm', 'arm_config', 'val_blocks', 'block_ranks', 'System',
@@ -131,11 +131,8 @@ def embed_val(model, # a model from `aliret.models`
               val: pd.DataFrame, # val pairs (captions as the arm was trained to read them)
              ) -> ValEmbeddings:
     "Embed every val caption and gallery image once."
-    gal = val_gallery(val)
-    bs = model.cfg.eval_batch_size
-    return ValEmbeddings(model, model.embed_texts(val['caption'].tolist(), batch_size=bs),
-                         model.embed_images(gal['image_path'].tolist(), batch_size=bs),
-                         val['caption'].to_numpy(), gal['image_path'].to_numpy())
+    txt, img, gal = val_embeddings(model, val, batch_size=model.cfg.eval_batch_size)
+    return ValEmbeddings(model, txt, img, val['caption'].to_numpy(), gal['image_path'].to_numpy())
 
 # %% ../nbs/11a_ablations.ipynb #a670d06e
 def system_search(how: str, # `System.how`

@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np, pandas as pd
 from .core import atomic_open, write_json, ConfigError
 from .scoring import flag_counts, roc_pr
-from .train import val_gallery
+from .train import val_embeddings
 from .retrieval import truth_from_ids, topk_search, hit_rank, paired_bootstrap
 from .core import legend_outside
 
@@ -134,9 +134,7 @@ def val_ranks(model, # a model from `aliret.models`
               k: int = 10, # search depth
              ) -> np.ndarray:
     "0-based rank of each val caption's first correct image (k = not in the top k), by exact search over the val gallery."
-    gal = val_gallery(val_table)
-    img = model.embed_images(gal.image_path.tolist(), batch_size=batch_size, workers=workers)
-    txt = model.embed_texts(val_table['caption'].tolist(), batch_size=batch_size)
+    txt, img, gal = val_embeddings(model, val_table, batch_size=batch_size, workers=workers)
     return hit_rank(topk_search(txt, img, k=k)[1], truth_from_ids(val_table['product'].tolist(), gal['product'].tolist()))
 
 # %% ../nbs/06_threshold_testing.ipynb #0d4751de

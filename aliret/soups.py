@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from .core import ConfigError
 from .models import CHECKPOINT_WEIGHTS, load_checkpoint, read_checkpoint_meta, save_checkpoint, stored_config, MODEL_FIELDS
 from .retrieval import topk_search, truth_from_ids, retrieval_metrics
-from .train import val_gallery
+from .train import val_embeddings
 from .retrieval import paired_bootstrap
 from .ensemble import caption_scores
 
@@ -72,9 +72,7 @@ def val_ranking(model, # a model from `aliret.models`
                 workers: int = 0, # image-decoding workers
                ) -> tuple[np.ndarray, object]:
     "`(top-10 gallery ids per caption, truth)` of `model` on `val`, by exact search."
-    gal = val_gallery(val)
-    img = model.embed_images(gal.image_path.tolist(), batch_size=batch_size, workers=workers)
-    txt = model.embed_texts(val[caption_col].tolist(), batch_size=batch_size)
+    txt, img, gal = val_embeddings(model, val, caption_col, batch_size, workers)
     return topk_search(txt, img, k=10)[1], truth_from_ids(val['product'].tolist(), gal['product'].tolist())
 
 # %% ../nbs/09a_soups.ipynb #feb1bd35

@@ -28,11 +28,11 @@ __all__ = ['DistEnv', 'dist_env', 'init_distributed', 'cleanup_distributed', 'Ep
            'rng_state', 'set_rng_state', 'reflect_index', 'random_shift', 'PairDataset', 'TokenizeBatch',
            'train_dataset', 'train_loader', 'XBM', 'EMA', 'check_momentum', 'TrainExtras', 'ema_root',
            'gather_with_grad', 'freeze_towers', 'loss_fn_for', 'LossModule', 'make_optimizer', 'cuda_math',
-           'NonFiniteLoss', 'StepLog', 'log_step', 'image_ids_of', 'val_gallery', 'rank_span', 'gather_rows',
-           'evaluate_model', 'save_train_checkpoint', 'load_train_state', 'resume_point', 'read_history', 'start_model',
-           'TrainRun', 'start_rank', 'setup_model', 'setup_optimizer', 'restore_state', 'train_net', 'setup_run',
-           'save_run', 'optimizer_step', 'train_step', 'train_epoch', 'log_val', 'end_epoch', 'finish_run', 'fit',
-           'parse_phases', 'fit_phases', 'read_table', 'main', 'launch', 'resume_dir', 'plot_history']
+           'NonFiniteLoss', 'StepLog', 'log_step', 'image_ids_of', 'val_gallery', 'val_embeddings', 'rank_span',
+           'gather_rows', 'evaluate_model', 'save_train_checkpoint', 'load_train_state', 'resume_point', 'read_history',
+           'start_model', 'TrainRun', 'start_rank', 'setup_model', 'setup_optimizer', 'restore_state', 'train_net',
+           'setup_run', 'save_run', 'optimizer_step', 'train_step', 'train_epoch', 'log_val', 'end_epoch', 'finish_run',
+           'fit', 'parse_phases', 'fit_phases', 'read_table', 'main', 'launch', 'resume_dir', 'plot_history']
 
 # %% ../nbs/08_train.ipynb #33c22791
 @dataclass(frozen=True)
@@ -496,6 +496,18 @@ def image_ids_of(products) -> np.ndarray:
 def val_gallery(val_table) -> 'pd.DataFrame':
     "The val image gallery: one row per distinct product, sorted by name."
     return val_table.drop_duplicates('product').sort_values('product', kind='stable').reset_index(drop=True)
+
+# %% ../nbs/08_train.ipynb #e886f538
+def val_embeddings(model, # a model from `aliret.models`
+                   val_table, # val pairs: product, caption column, image_path
+                   caption_col: str = 'caption', # caption variant to embed
+                   batch_size: int = 128, # embedding batch
+                   workers: int = 0, # image-decoding workers
+                  ) -> tuple:
+    "`(caption embeddings [Q, D], image embeddings [G, D], gallery)`: the gallery's rows as `val_gallery` orders them."
+    gal = val_gallery(val_table)
+    img = model.embed_images(gal.image_path.tolist(), batch_size=batch_size, workers=workers)
+    return model.embed_texts(val_table[caption_col].tolist(), batch_size=batch_size), img, gal
 
 # %% ../nbs/08_train.ipynb #929a4a31
 def rank_span(n: int, env: DistEnv) -> slice:
