@@ -5,6 +5,13 @@
 # or when fewer notebooks ran than exist (nbdev_test itself exits 0 when nothing matches).
 set -euo pipefail
 BIN=${BIN:-.venv/bin}
+# Every test's temporary files (checkpoints of tiny runs, stores, launchers' rendezvous) in one folder, removed however the
+# run ends, so a killed notebook leaks nothing; the free space is printed first and again on failure (a full disk then
+# reads as what it is, not as a serialisation error in whichever test wrote last).
+export TMPDIR="$(mktemp -d "${TMPDIR:-/tmp}/aliret-test.XXXXXX")"
+trap 'rm -rf "$TMPDIR"' EXIT
+space() { echo "disk: $(df -Pm "$TMPDIR" | awk 'NR==2 {print $4}') MB free under $TMPDIR"; }
+space
 digest() { find "$@" -type f \( -name '*.ipynb' -o -name '*.py' \) -not -path '*/.ipynb_checkpoints/*' -print0 | sort -z | xargs -0 md5sum | md5sum; }
 
 before=$(digest nbs); "$BIN/nbdev_clean"
@@ -26,7 +33,7 @@ log=$(mktemp); status=0
 "$BIN/nbdev_test" --timing --do_print 2>&1 | tee "$log" || status=$?
 completed=$(grep -c '^- Completed' "$log" || true)
 failed=$(sed -n '/^nbdev Tests Failed/,$p' "$log" | grep -c '\.ipynb' || true)
-[ "$status" -eq 0 ] || { echo "nbdev_test: $((completed - failed)) passed, $failed failed"; exit "$status"; }
+[ "$status" -eq 0 ] || { echo "nbdev_test: $((completed - failed)) passed, $failed failed"; space; exit "$status"; }
 if [ "$completed" -ne "$total" ]; then echo "FAIL: only $completed of $total notebooks ran under nbdev_test"; exit 1; fi
 
 # The developer tools (tools/, not part of the package) have plain pytest tests.
