@@ -403,12 +403,14 @@ def _unit_rows(x: np.ndarray, # [N, D] rows
                inplace: bool = False, # overwrite `x` (a writable fp16 or fp32 array) instead of returning a new one
                chunk: int = 65536, # rows normalised at a time
               ) -> np.ndarray:
-    "Rows scaled to unit length in their dtype (fp16/fp32, else fp32), in fp32 a chunk at a time; zero rows stay zero."
+    "Rows scaled to unit length in their dtype (fp16/fp32, else fp32), in fp32 a chunk at a time; unit and zero rows stay."
     x = np.asarray(x); dt = x.dtype if x.dtype in (np.float16, np.float32) else np.dtype(np.float32)
     out = x if inplace and x.dtype == dt else np.empty(x.shape, dt)
+    tol = 1e-3 if dt == np.float16 else 1e-6   # a row already unit to its dtype's rounding is not rounded twice
     for a in range(0, len(x), chunk):
         b = x[a:a + chunk].astype(np.float32); n = np.linalg.norm(b, axis=1, keepdims=True)
-        out[a:a + chunk] = np.divide(b, n, out=np.zeros_like(b), where=n > 0)
+        n[(np.abs(n - 1) <= tol) | (n == 0)] = 1
+        out[a:a + chunk] = b / n
     return out
 
 # %% ../nbs/04b_checkpoints.ipynb #be102521
@@ -420,13 +422,14 @@ def write_store(d: str | Path, # store folder (created; an old store there is in
                 manifest: dict, # what made them
                 dtype: str = 'float16', # on-disk dtype
                ) -> Path:
-    "Write one model's embeddings of one split (`EmbeddingStore` entries `images` and `texts`), the manifest, `_SUCCESS` last."
+    "Write one model's embeddings of one split as unit rows (`EmbeddingStore` entries `images`, `texts`), manifest, `_SUCCESS` last."
     d = Path(d); d.mkdir(parents=True, exist_ok=True); (d/SUCCESS).unlink(missing_ok=True)
     images, texts = np.asarray(images), np.asarray(texts)
     if len(images) != len(image_ids) or len(texts) != len(text_ids):
         raise ValueError(f'{d}: {len(images)} image rows for {len(image_ids)} ids, {len(texts)} text rows for {len(text_ids)} ids')
     bad = ~np.isfinite(images).all(1)
     if bad.any(): images = np.where(bad[:, None], 0, images)   # unreadable images: zero rows, listed in the manifest
+    images, texts = _unit_rows(images), _unit_rows(texts)   # unit in fp32, then rounded once to the store's dtype
     st = EmbeddingStore(d)
     st.put('', 'images', images, dtype, ids=[str(i) for i in image_ids])
     st.put('', 'texts', texts, dtype, ids=np.asarray(text_ids).tolist())
