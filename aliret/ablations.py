@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
-from .core import Config, ConfigError, SUCCESS, atomic_write, get_config, is_complete, write_json
+from .core import Config, ConfigError, SUCCESS, atomic_write, get_config, is_complete, markdown_table, write_json
 from .captions import add_zero_shot_attributes, caption_variants, zero_shot_labels
 from .checkpoints import checkpoint_dirs, latest_checkpoint, run_checkpoints
 from .ensemble import fuse
@@ -25,7 +25,7 @@ from .train import check_momentum, ema_root, fit_phases, parse_phases, val_embed
 # %% auto #0
 __all__ = ['TABLES', 'ARMS', 'SYSTEMS', 'COMPARISONS', 'NOT_MEASURED', 'Arm', 'arm_config', 'val_blocks', 'block_ranks', 'System',
            'system_checkpoint', 'ValEmbeddings', 'embed_val', 'system_search', 'cleaned', 'filtered_table',
-           'attrs_table', 'train_arm', 'evaluate_seed', 'verdict', 'ablation_table', 'plot_ablations', 'markdown_table']
+           'attrs_table', 'train_arm', 'evaluate_seed', 'verdict', 'ablation_table', 'plot_ablations']
 
 # %% ../nbs/11a_ablations.ipynb #f03fc59d
 TABLES = ('raw', 'clean', 'filtered', 'attrs')   # raw; 02's cleaning; 06's filter; 02's zero-shot attributes
@@ -284,12 +284,3 @@ def plot_ablations(table: pd.DataFrame, # from `ablation_table`
     ax.set_xlabel('val ali_score difference, with - without (95% interval over captions and seeds)')
     fig.tight_layout()
     return fig
-
-# %% ../nbs/11a_ablations.ipynb #1634cab6
-def markdown_table(df: pd.DataFrame, # any table
-                   floats: str = '{:.4f}', # format of float cells
-                  ) -> str:
-    "A GitHub-flavoured Markdown table of `df` (no extra dependency)."
-    cell = lambda v: floats.format(v) if isinstance(v, float) else str(v).replace('|', '\\|')
-    lines = ['| ' + ' | '.join(map(str, df.columns)) + ' |', '|' + '---|' * len(df.columns)]
-    return '\n'.join(lines + ['| ' + ' | '.join(cell(v) for v in r) + ' |' for r in df.itertuples(index=False)]) + '\n'

@@ -13,11 +13,11 @@ from typing import Any, Literal, get_args, get_origin
 # %% auto #0
 __all__ = ['Precision', 'DeviceName', 'PRESETS', 'BACKENDS', 'SUCCESS', 'VERSIONED', 'DAMAGED', 'SET_ASIDE_LOG', 'INJECTED_MARK',
            'project_root', 'data_root', 'outputs_root', 'atomic_open', 'atomic_write', 'write_json', 'legend_outside',
-           'Config', 'model_config_dirs', 'model_configs', 'backend_names', 'AliretError', 'ConfigError',
-           'check_overrides', 'renamed_keys', 'get_config', 'migrate_config', 'seed_everything', 'pick_device',
-           'child_env', 'stream_process', 'run_dir', 'is_complete', 'latest_run', 'package_versions', 'git_commit',
-           'RunLocked', 'RunLock', 'DamagedState', 'owning_run', 'set_aside', 'set_aside_entries', 'RunRecord',
-           'start_run', 'watch_cells', 'check_params', 'notebook_params']
+           'markdown_table', 'Config', 'model_config_dirs', 'model_configs', 'backend_names', 'AliretError',
+           'ConfigError', 'check_overrides', 'renamed_keys', 'get_config', 'migrate_config', 'seed_everything',
+           'pick_device', 'child_env', 'stream_process', 'run_dir', 'is_complete', 'latest_run', 'package_versions',
+           'git_commit', 'RunLocked', 'RunLock', 'DamagedState', 'owning_run', 'set_aside', 'set_aside_entries',
+           'RunRecord', 'start_run', 'watch_cells', 'check_params', 'notebook_params']
 
 # %% ../nbs/00_core.ipynb #34897f9a
 def project_root(start: str | Path | None = None, # where to start looking (default: the working directory)
@@ -98,6 +98,16 @@ def legend_outside(ax, # matplotlib axes with labelled artists
                   ):
     "The axes' legend to the right of the plot, outside the data, so it never covers bars or curves."
     return ax.legend(fontsize=fontsize, loc='upper left', bbox_to_anchor=(1.01, 1.0), frameon=False, borderaxespad=0, **kw)
+
+# %% ../nbs/00_core.ipynb #b21af62c
+def markdown_table(header: typing.Sequence, # column names
+                   rows: typing.Iterable, # one sequence of cells per row
+                   floats: str = '{:.4f}', # format of float cells
+                  ) -> str:
+    "A GitHub-flavoured Markdown table: floats formatted, `None` empty, `|` inside a cell escaped."
+    cell = lambda v: '' if v is None else floats.format(v) if isinstance(v, float) else str(v).replace('|', '\\|')
+    lines = ['| ' + ' | '.join(map(str, header)) + ' |', '|' + '---|' * len(header)]
+    return '\n'.join(lines + ['| ' + ' | '.join(cell(v) for v in r) + ' |' for r in rows]) + '\n'
 
 # %% ../nbs/00_core.ipynb #c400f04f
 Precision = Literal['fp32', 'bf16', 'fp16']

@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse, json, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
-from .core import AliretError, SUCCESS, is_complete, latest_run, outputs_root, project_root, atomic_write, RunLock, _assignments
+from .core import (AliretError, SUCCESS, is_complete, latest_run, outputs_root, project_root, atomic_write, RunLock, _assignments,
+                         markdown_table)
 from .testing import job_env
 
 # %% auto #0
@@ -145,12 +146,12 @@ def ablations_section(outputs: str | Path, # the outputs folder holding runs
 def write_summary(run_path: Path, steps: list[Step]) -> str:
     "Write `summary.md` for the run (steps, val recall per model and ensemble, verdicts, the submission, raw results) and return its text."
     rows = step_records(run_path, steps)
-    lines = [f'# aliret run `{run_path.name}`', '', '| step | status | seconds |', '|---|---|---|']
-    lines += [f"| {r['step']} | {r['status']} | {r['seconds'] if r['seconds'] is not None else ''} |" for r in rows]
+    steps_md = markdown_table(['step', 'status', 'seconds'], [(r['step'], r['status'], r['seconds']) for r in rows], '{:g}')
+    lines = [f'# aliret run `{run_path.name}`', ''] + steps_md.splitlines()
     val = [(r['step'], result_label(r['results']), m) for r in rows if (m := val_metrics(r['results']))]
     if val:
-        lines += ['', '## Val text->image recall', '', '| step | model | R@1 | R@5 | R@10 | ali_score |', '|---|---|---|---|---|---|']
-        lines += [f"| {st} | {lab.replace('|', '/')} | " + ' | '.join(f'{v:.4f}' for v in m) + ' |' for st, lab, m in val]   # a | would split the cell
+        recall_md = markdown_table(['step', 'model', 'R@1', 'R@5', 'R@10', 'ali_score'], [(st, lab, *map(float, m)) for st, lab, m in val])
+        lines += ['', '## Val text->image recall', ''] + recall_md.splitlines()
     verdicts = [f"- {r['step']}: {r['results']['verdict']}" for r in rows if r['results'].get('verdict')]
     subs = [run_path/r['step']/r['results']['submission'] for r in rows if r['results'].get('submission')]
     if verdicts: lines += ['', '## Verdicts', ''] + verdicts
