@@ -14,6 +14,7 @@ from .retrieval import (Truth, truth_from_pairs, retrieval_metrics, hit_rank, to
                               _block_topk, paired_bootstrap, gallery_scores, _compute_dtype)
 from .inference import Predictions, search_embeddings, table_hash, METRIC_KEYS
 from .checkpoints import Embeddings, complete_runs, _unit_rows
+from .filtering import rank_scores
 from .core import legend_outside
 
 # %% auto #0
@@ -391,8 +392,7 @@ def caption_scores(ids: np.ndarray, # [Q, >=10] ranked ids
                    truth: Truth, # truth of those captions
                   ) -> np.ndarray:
     "Each scored caption's share of `ali_score`: (hit@5 + hit@10) / 2 (captions without a correct image dropped)."
-    r = hit_rank(np.asarray(ids)[:, :10], truth)
-    return (((r < 5).astype(np.float64) + (r < 10)) / 2)[truth.counts > 0]
+    return rank_scores(hit_rank(np.asarray(ids)[:, :10], truth))[truth.counts > 0]
 
 # %% ../nbs/11_ensemble_strategies.ipynb #fa68f1c2
 def model_combinations(names: Sequence[str], # model names

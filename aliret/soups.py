@@ -17,7 +17,7 @@ from .retrieval import paired_bootstrap
 from .ensemble import caption_scores
 
 # %% auto #0
-__all__ = ['soup_members', 'average_weights', 'save_soup', 'val_ranking', 'ali_score', 'greedy_soup']
+__all__ = ['soup_members', 'average_weights', 'save_soup', 'val_ranking', 'greedy_soup']
 
 # %% ../nbs/09a_soups.ipynb #d4cf532a
 def soup_members(checkpoints: Sequence[str | Path], # aliret checkpoint folders
@@ -75,11 +75,6 @@ def val_ranking(model, # a model from `aliret.models`
     txt, img, gal = val_embeddings(model, val, caption_col, batch_size, workers)
     return topk_search(txt, img, k=10)[1], truth_from_ids(val['product'].tolist(), gal['product'].tolist())
 
-# %% ../nbs/09a_soups.ipynb #feb1bd35
-def ali_score(ids: np.ndarray, truth) -> float:
-    "AliProducts' local score, mean(R@5, R@10), of a ranking."
-    return float(retrieval_metrics(ids, truth)['ali_score'])
-
 # %% ../nbs/09a_soups.ipynb #4cb07066
 def greedy_soup(checkpoints: Sequence[str | Path], # candidate members
                 rank: Callable, # model -> (ids, truth), e.g. `val_ranking` on a val table
@@ -88,14 +83,14 @@ def greedy_soup(checkpoints: Sequence[str | Path], # candidate members
                ) -> dict:
     "Wortsman's greedy soup: best checkpoint first, then each next-best kept only if val ali_score does not drop."
     paths = soup_members(checkpoints)
-    single = {p: ali_score(*rank(load_checkpoint(p, device='cpu'))) for p in paths}
+    single = {p: float(caption_scores(*rank(load_checkpoint(p, device='cpu'))).mean()) for p in paths}
     order = sorted(paths, key=lambda p: -single[p])
     members, best = [order[0]], single[order[0]]
     steps = [dict(candidate=order[0].name, score=best, kept=True)]
     for p in order[1:]:
         m = load_checkpoint(order[0], device='cpu')
         m.load_state_dict(average_weights([*members, p]))
-        s = ali_score(*rank(m))
+        s = float(caption_scores(*rank(m)).mean())
         if s >= best: members, best = [*members, p], s
         steps.append(dict(candidate=p.name, score=s, kept=s >= best and members[-1] == p))
         log(f'greedy soup: +{p.name} -> {s:.4f} ({"kept" if steps[-1]["kept"] else "dropped"})')
