@@ -195,6 +195,98 @@ def _write_table(path: Path, rows: list[dict]):
     "Rewrite the results table atomically."
     with atomic_open(path) as f: _frame(rows).to_csv(f, index=False)
 
+# %% ../nbs/09_checkpoint_sweep.ipynb #0dbf4ed7
+class _LazyModel:
+    "A checkpoint's model, loaded on first use only (and counted), so a fully cached checkpoint is never loaded."
+    def __init__(self, load: Callable, stats: Counter): self.load, self.stats, self.model = load, stats, None
+    def __call__(self):
+        if self.model is None:
+            self.model = self.load()
+            self.stats['models_loaded'] += 1
+        return self.model
+    def release(self) -> bool:
+        "Drop the model (and CUDA's cached blocks); whether one had been loaded."
+        loaded, self.model = self.model is not None, None
+        if loaded:
+            import torch
+            if torch.cuda.is_available(): torch.cuda.empty_cache()
+        return loaded
+
+# %% ../nbs/09_checkpoint_sweep.ipynb #a2d008f2
+def _embed_gallery(model, # a loaded model
+                   gal: pd.DataFrame, # product, image_path
+                   batch_size: int | None, # embedding batch (None = the model's)
+                   workers: int, # image-decoding worker processes
+                   label: str, # checkpoint label, for the warning
+                  ) -> tuple[np.ndarray, dict]:
+    "Embeddings of the gallery's readable images and the cache metadata (ids kept, unreadable files with their errors)."
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')   # unreadable images are reported below, by name
+        emb, failed = model.embed_images(gal['image_path'].tolist(), batch_size=batch_size, workers=workers, return_failed=True)
+    if failed:
+        named = '; '.join(f'{p} ({e})' for _, p, e in failed[:5])
+        warnings.warn(f'{label}: {len(failed)} gallery image(s) unreadable, left out of its gallery: {named}')
+    keep = np.setdiff1d(np.arange(len(gal)), [r for r, *_ in failed])
+    return emb[keep], dict(ids=gal['product'].iloc[keep].tolist(), failed=[[p, e] for _, p, e in failed])
+
+# %% ../nbs/09_checkpoint_sweep.ipynb #53052bac
+@dataclass
+class _SweepVal:
+    "The val side of a sweep, hashed once: table, gallery, variants and what a result depends on."
+    val: pd.DataFrame # val pairs (index reset)
+    gal: pd.DataFrame # product, image_path: one row per image
+    names: list # variant columns swept
+    k: int # search depth
+    i2t: bool # image->text too
+    def __post_init__(self):
+        self.ghash, self.qhash = gallery_hash(self.gal), content_hash(self.val['product'].astype(str).tolist())
+        self.thash = {v: texts_hash(self.val[v].tolist()) for v in self.names}
+    def result_key(self, v: str) -> str: return 'result-' + content_hash(self.ghash, self.qhash, self.thash[v], self.k, self.i2t)[:24]
+
+# %% ../nbs/09_checkpoint_sweep.ipynb #47d86cad
+def _sweep_gallery(cache: EmbeddingStore, group: str, sv: _SweepVal, model: _LazyModel, batch_size: int | None,
+                   workers: int, label: str) -> tuple[np.ndarray, list, int]:
+    "(fp16 embeddings as stored, ids, unreadable count) of the val gallery for one checkpoint: cached, else embedded once."
+    key = f'gallery-{sv.ghash[:24]}'
+    hit = cache.get(group, key)
+    if hit is None:
+        emb, meta = _embed_gallery(model(), sv.gal, batch_size, workers, label)
+        model.stats['gallery_embeds'] += 1
+        hit = cache.put(group, key, emb, **meta), meta
+    arr, meta = hit
+    return arr, meta['ids'], len(meta['failed'])
+
+# %% ../nbs/09_checkpoint_sweep.ipynb #958a33f6
+def _sweep_texts(cache: EmbeddingStore, group: str, sv: _SweepVal, v: str, model: _LazyModel,
+                 batch_size: int | None) -> np.ndarray:
+    "Caption variant `v`'s embeddings (fp16 as stored) for one checkpoint: cached, else embedded once."
+    key = f'text-{sv.thash[v][:24]}'
+    hit = cache.get(group, key)
+    if hit is not None: return hit[0]
+    model.stats['text_embeds'] += 1
+    ids = sv.val['row'].tolist() if 'row' in sv.val else list(range(len(sv.val)))
+    return cache.put(group, key, _embed_texts_unique(model(), sv.val[v].tolist(), batch_size), ids=ids, variant=v)
+
+# %% ../nbs/09_checkpoint_sweep.ipynb #ae100b74
+def _sweep_group(cache: EmbeddingStore, spec: CheckpointSpec, fingerprint: str, device: str, pth_config: str) -> str:
+    "The cache folder of one checkpoint: its content fingerprint plus how it is computed (recorded in checkpoint.json)."
+    fp = checkpoint_fingerprint(spec.path, fingerprint, original_config(spec, pth_config) if spec.kind == 'original' else None)
+    tag = compute_tag(spec, device, pth_config)
+    group = content_hash(fp, tag)[:24]
+    write_json(cache.root/group/'checkpoint.json', dict(label=spec.label, path=str(spec.path), compute=tag, fingerprint=fp))
+    return group
+
+# %% ../nbs/09_checkpoint_sweep.ipynb #9d4666ea
+def _sweep_pair(cache: EmbeddingStore, group: str, sv: _SweepVal, v: str, model: _LazyModel, gallery: tuple,
+                batch_size: int | None, search_dev: str | None) -> dict:
+    "Recall of one checkpoint x variant from the cached (or newly embedded) captions and gallery, stored as its result."
+    img, ids, n_failed = gallery
+    texts = _sweep_texts(cache, group, sv, v, model, batch_size)
+    truth = truth_from_ids(sv.val['product'].astype(str).tolist(), ids)
+    m = evaluate_embeddings(texts, img, truth, i2t=sv.i2t, k=sv.k, device=search_dev, half=False)
+    model.stats['computed'] += 1
+    return cache.put_result(group, sv.result_key(v), {**m, 'gallery_size': len(ids), 'gallery_failed': n_failed})
+
 # %% ../nbs/09_checkpoint_sweep.ipynb #d09550f7
 def sweep(checkpoints, # `find_checkpoints` specs, or anything it accepts
           val: pd.DataFrame, # val pairs: product, image_path and the variant columns
@@ -213,65 +305,33 @@ def sweep(checkpoints, # `find_checkpoints` specs, or anything it accepts
           log: Callable = print, # where progress lines go
          ) -> pd.DataFrame:
     "Recall of every checkpoint x caption variant on val, reusing cached embeddings and results; one row per pair."
-    specs = checkpoints if (isinstance(checkpoints, (list, tuple)) and all(isinstance(s, CheckpointSpec) for s in checkpoints)) else find_checkpoints(checkpoints)
-    names = check_variants(val, variants)
+    given = isinstance(checkpoints, (list, tuple)) and all(isinstance(s, CheckpointSpec) for s in checkpoints)
+    specs = checkpoints if given else find_checkpoints(checkpoints)
     val = val.reset_index(drop=True)
+    sv = _SweepVal(val, val_gallery(val)[['product', 'image_path']], check_variants(val, variants), k, i2t)
     cache = EmbeddingStore(cache_dir or default_cache_dir(), log=log)
     load_fn = load_fn or (lambda s: load_sweep_model(s, device, batch_size, workers, pth_config))
-    gal = val_gallery(val)[['product', 'image_path']]
-    ghash, qhash = gallery_hash(gal), content_hash(val['product'].astype(str).tolist())
-    thash = {v: texts_hash(val[v].tolist()) for v in names}
     search_dev = 'cuda' if pick_device(device).type == 'cuda' else None
-    rows, stats = [], Counter(pairs=len(specs) * len(names), computed=0, from_cache=0, models_loaded=0, gallery_embeds=0, text_embeds=0)
+    stats = Counter(pairs=len(specs) * len(sv.names), computed=0, from_cache=0, models_loaded=0, gallery_embeds=0, text_embeds=0)
+    rows = []
     for spec in specs:
         t0, n_new = time.perf_counter(), 0
-        fp = checkpoint_fingerprint(spec.path, fingerprint, original_config(spec, pth_config) if spec.kind == 'original' else None)
-        tag = compute_tag(spec, device, pth_config)
-        group = content_hash(fp, tag)[:24]
-        write_json(cache.root/group/'checkpoint.json', dict(label=spec.label, path=str(spec.path), compute=tag, fingerprint=fp))
-        model, gallery = None, None
-        for v in names:
-            rkey = 'result-' + content_hash(ghash, qhash, thash[v], k, i2t)[:24]
-            res = cache.get_result(group, rkey)
-            if res is not None:
-                stats['from_cache'] += 1; rows.append(_row(spec, v, res))
-                if out_csv: _write_table(Path(out_csv), rows)
-                continue
-            if gallery is None:
-                hit = cache.get(group, f'gallery-{ghash[:24]}')
-                if hit is None:
-                    if model is None: model = load_fn(spec); stats['models_loaded'] += 1
-                    with warnings.catch_warnings():
-                        warnings.simplefilter('ignore')   # unreadable images are reported below, by name
-                        emb, failed = model.embed_images(gal['image_path'].tolist(), batch_size=batch_size or None, workers=workers, return_failed=True)
-                    stats['gallery_embeds'] += 1
-                    if failed: warnings.warn(f'{spec.label}: {len(failed)} gallery image(s) unreadable, left out of its gallery: ' + '; '.join(f'{p} ({e})' for _, p, e in failed[:5]))
-                    keep = np.setdiff1d(np.arange(len(gal)), [r for r, *_ in failed])
-                    meta = dict(ids=gal['product'].iloc[keep].tolist(), failed=[[p, e] for _, p, e in failed])
-                    arr = cache.put(group, f'gallery-{ghash[:24]}', emb[keep], **meta)
-                else: arr, meta = hit
-                gallery = (arr, meta['ids'], len(meta['failed']))   # fp16, as stored
-            hit = cache.get(group, f'text-{thash[v][:24]}')
-            if hit is None:
-                if model is None: model = load_fn(spec); stats['models_loaded'] += 1
-                t16 = cache.put(group, f'text-{thash[v][:24]}', _embed_texts_unique(model, val[v].tolist(), batch_size or None),
-                                ids=val['row'].tolist() if 'row' in val else list(range(len(val))), variant=v)
-                stats['text_embeds'] += 1
-            else: t16 = hit[0]
-            img, ids, n_failed = gallery
-            truth = truth_from_ids(val['product'].astype(str).tolist(), ids)
-            m = evaluate_embeddings(t16, img, truth, i2t=i2t, k=k, device=search_dev, half=False)
-            res = cache.put_result(group, rkey, {**m, 'gallery_size': len(ids), 'gallery_failed': n_failed})
-            stats['computed'] += 1; n_new += 1
+        group = _sweep_group(cache, spec, fingerprint, device, pth_config)
+        model, gallery = _LazyModel(lambda: load_fn(spec), stats), None
+        for v in sv.names:
+            res = cache.get_result(group, sv.result_key(v))
+            new = res is None
+            if new:
+                gallery = gallery or _sweep_gallery(cache, group, sv, model, batch_size or None, workers, spec.label)
+                res = _sweep_pair(cache, group, sv, v, model, gallery, batch_size or None, search_dev)
+            n_new += new
+            stats['from_cache'] += not new
             rows.append(_row(spec, v, res))
             if out_csv: _write_table(Path(out_csv), rows)
-            if on_pair: on_pair(rows[-1])
-        log(f'{spec.label}: {n_new} pair(s) computed, {len(names) - n_new} from cache, '
-            f"{'model loaded' if model is not None else 'model not needed'}, {time.perf_counter() - t0:.1f}s")
-        if model is not None:
-            del model
-            import torch
-            if torch.cuda.is_available(): torch.cuda.empty_cache()
+            if new and on_pair: on_pair(rows[-1])
+        loaded = model.release()
+        log(f'{spec.label}: {n_new} pair(s) computed, {len(sv.names) - n_new} from cache, '
+            f"{'model loaded' if loaded else 'model not needed'}, {time.perf_counter() - t0:.1f}s")
     df = _frame(rows); df.attrs['stats'] = dict(stats)
     return df
 
