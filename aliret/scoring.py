@@ -385,6 +385,88 @@ def _expected_names(gaps: list, world: int | None, cs: int | None, n: int) -> li
         if b > a and any(a < g1 and g0 < b for g0, g1 in gaps): out.append(f'{shard_dir("", a, b).name} (rank {r} of {world})')
     return out
 
+# %% ../nbs/05_itm_distribution.ipynb #1b454c16
+def _usable_shard(d: Path, # a shard folder
+                  fp: str, # fingerprint of the table being merged
+                  n: int, # its rows
+                  caption_col: str, # the caption column that was scored
+                  ref: tuple | None, # (folder, manifest) of the first usable shard, whose scorer the others must match
+                  log: Callable, # where set-aside lines go
+                 ) -> tuple[dict | None, str | None]:
+    "Shard `d`'s manifest if it can take part in the merge, else why not (a damaged one is set aside)."
+    if why := manifest_problem(d):
+        set_aside(d, why, then='run the same scoring command again to score its rows', log=log)
+        return None, f'{d.name}: damaged shard ({why}), set aside as {d.name}{DAMAGED}'
+    if not (d/MANIFEST).is_file():
+        return None, f'{d.name}: partial shard: no {MANIFEST}; run the same scoring command again to finish it'
+    m = read_manifest(d)
+    if (m.get('fingerprint'), m.get('n_rows'), m.get('caption_col')) != (fp, n, caption_col):
+        return None, (f"{d.name}: foreign shard: scored on another table (fingerprint {m.get('fingerprint')}, {m.get('n_rows')} rows, "
+                      f"column {m.get('caption_col')!r}; this table: {fp}, {n} rows, {caption_col!r})")
+    if ref is not None and (bad := scorer_mismatch(ref[1]['scorer'], m['scorer'])):
+        return None, f"{d.name}: foreign shard: scored by another scorer than {ref[0].name} (differs in {', '.join(bad)})"
+    return m, None
+
+# %% ../nbs/05_itm_distribution.ipynb #5c449858
+def _chunk_problems(d: Path, # a usable shard folder
+                    have: dict, # its verified chunk files by (start, end)
+                    plan: list, # the (start, end) chunks its manifest planned
+                   ) -> list[str]:
+    "Planned chunks the shard lacks (partial: run again) and chunk files outside its plan (duplicate rows)."
+    out = []
+    if not is_complete(d) or any(c not in have for c in plan):
+        out.append(f"{d.name}: partial shard: {sum(c in have for c in plan)} of {len(plan)} chunks"
+                   f"{'' if is_complete(d) else f', no {SUCCESS}'}; run the same scoring command again to finish it")
+    if extra := [c for c in have if c not in plan]:
+        out.append(f'{d.name}: duplicate rows: chunk files outside its plan {extra[:3]}')
+    return out
+
+# %% ../nbs/05_itm_distribution.ipynb #8d7333c9
+def _coverage_problems(shards: list, # (folder, manifest, chunks, plan) of the usable shards
+                       n: int, # rows of the table
+                      ) -> list[str]:
+    "Rows that two shards both hold, and rows no shard holds (naming the shard folders expected there)."
+    out, gaps, pos, prev = [], [], 0, None
+    for a, b, name in sorted((m['start'], m['end'], d.name) for d, m, _, _ in shards if m['end'] > m['start']):
+        if a < pos: out.append(f'{name}: duplicate shard: rows [{a}, {min(b, pos)}) are also in {prev}')
+        elif a > pos: gaps.append((pos, a))
+        if b > pos: pos, prev = b, name
+    if pos < n: gaps.append((pos, n))
+    if gaps:
+        m0 = next((m for _, m, _, _ in shards if m.get('by_rank')), {})
+        names = _expected_names(gaps, m0.get('world_size'), m0.get('chunk_size'), n)
+        out.append('missing shard: rows ' + ', '.join(f'[{a}, {b})' for a, b in gaps) + f' of {n} are in no shard'
+                   + (f"; expected {', '.join(names)}" if names else ''))
+    return out
+
+# %% ../nbs/05_itm_distribution.ipynb #22a050c5
+def _read_shards(shards: list, # (folder, manifest, chunks, plan) of shards that cover every row once
+                 ids: np.ndarray, # the table's row ids, by position
+                 log: Callable, # where set-aside lines go
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    "Every row's score, status and reason from the chunk files, and what was wrong with any chunk (damaged ones set aside)."
+    n, problems = len(ids), []
+    score, seen = np.full(n, np.nan, np.float32), np.zeros(n, np.int32)
+    status, reason = np.full(n, 'missing', object), np.full(n, '', object)
+    for d, m, have, plan in shards:
+        for (a, b) in plan:
+            try: c = read_chunk(have[(a, b)])
+            except (OSError, ValueError) as e:   # a damaged data page behind a sound footer
+                set_aside(have[(a, b)], f'unreadable ({type(e).__name__}: {e})',
+                          then='run the same scoring command again to re-score it', log=log)
+                problems.append(f'{d.name}: chunk [{a}, {b}) damaged, set aside'); continue
+            p = c['pos'].to_numpy(np.int64)
+            if len(c) != b - a or p.min() < a or p.max() >= b:
+                problems.append(f'{d.name}: chunk [{a}, {b}) holds {len(c)} rows at positions {p.min()}..{p.max()}'); continue
+            if not np.array_equal(c['row'].to_numpy(np.int64), ids[p]):
+                problems.append(f'{d.name}: foreign shard: chunk [{a}, {b}) stores row ids that differ from the table'); continue
+            np.add.at(seen, p, 1)
+            score[p], status[p], reason[p] = c['score'].to_numpy(np.float32), c['status'].to_numpy(object), c['reason'].to_numpy(object)
+    if (seen > 1).any():
+        problems.append(f'duplicate rows: {int((seen > 1).sum())} rows appear in more than one chunk '
+                        f'(first position {int(np.argmax(seen > 1))})')
+    return score, status, reason, problems
+
 # %% ../nbs/05_itm_distribution.ipynb #227c86b5
 def merge_scores(out_dir: str | Path, # the run's scores folder holding shard-* folders
                  table: pd.DataFrame, # the table that was scored
@@ -397,53 +479,16 @@ def merge_scores(out_dir: str | Path, # the run's scores folder holding shard-* 
     if not dirs: raise ShardError(f'{out}: no shard folders ({SHARD_PREFIX}*): run the scoring first')
     problems, shards, ref = [], [], None
     for d in dirs:
-        if why := manifest_problem(d):
-            set_aside(d, why, then='run the same scoring command again to score its rows', log=log)
-            problems.append(f'{d.name}: damaged shard ({why}), set aside as {d.name}{DAMAGED}'); continue
-        if not (d/MANIFEST).is_file():
-            problems.append(f'{d.name}: partial shard: no {MANIFEST}; run the same scoring command again to finish it'); continue
-        m = read_manifest(d)
-        if (m.get('fingerprint'), m.get('n_rows'), m.get('caption_col')) != (fp, n, caption_col):
-            problems.append(f"{d.name}: foreign shard: scored on another table (fingerprint {m.get('fingerprint')}, {m.get('n_rows')} rows, "
-                            f"column {m.get('caption_col')!r}; this table: {fp}, {n} rows, {caption_col!r})"); continue
-        if ref is None: ref = (d, m)
-        elif bad := scorer_mismatch(ref[1]['scorer'], m['scorer']):
-            problems.append(f"{d.name}: foreign shard: scored by another scorer than {ref[0].name} (differs in {', '.join(bad)})"); continue
+        m, why = _usable_shard(d, fp, n, caption_col, ref, log)
+        if why:
+            problems.append(why)
+            continue
+        ref = ref or (d, m)
         plan, have = chunk_ranges(m['start'], m['end'], m['chunk_size']), verified_chunks(d, log)
-        if not is_complete(d) or any(c not in have for c in plan):
-            problems.append(f"{d.name}: partial shard: {sum(c in have for c in plan)} of {len(plan)} chunks"
-                            f"{'' if is_complete(d) else f', no {SUCCESS}'}; run the same scoring command again to finish it")
-        if extra := [c for c in have if c not in plan]: problems.append(f'{d.name}: duplicate rows: chunk files outside its plan {extra[:3]}')
+        problems += _chunk_problems(d, have, plan)
         shards.append((d, m, have, plan))
-    spans, pos, gaps = sorted((m['start'], m['end'], d.name) for d, m, _, _ in shards if m['end'] > m['start']), 0, []
-    prev = None
-    for a, b, name in spans:
-        if a < pos: problems.append(f'{name}: duplicate shard: rows [{a}, {min(b, pos)}) are also in {prev}')
-        elif a > pos: gaps.append((pos, a))
-        if b > pos: pos, prev = b, name
-    if pos < n: gaps.append((pos, n))
-    if gaps:
-        m0 = next((m for _, m, _, _ in shards if m.get('by_rank')), {})
-        names = _expected_names(gaps, m0.get('world_size'), m0.get('chunk_size'), n)
-        problems.append('missing shard: rows ' + ', '.join(f'[{a}, {b})' for a, b in gaps) + f' of {n} are in no shard'
-                        + (f"; expected {', '.join(names)}" if names else ''))
-    if problems: raise ShardError(f'cannot merge {out}:\n  ' + '\n  '.join(problems))
-    score, seen = np.full(n, np.nan, np.float32), np.zeros(n, np.int32)
-    status, reason, ids = np.full(n, 'missing', object), np.full(n, '', object), row_ids(table)
-    for d, m, have, plan in shards:
-        for (a, b) in plan:
-            try: c = read_chunk(have[(a, b)])
-            except (OSError, ValueError) as e:   # a damaged data page behind a sound footer
-                set_aside(have[(a, b)], f'unreadable ({type(e).__name__}: {e})', then='run the same scoring command again to re-score it', log=log)
-                problems.append(f'{d.name}: chunk [{a}, {b}) damaged, set aside'); continue
-            p = c['pos'].to_numpy(np.int64)
-            if len(c) != b - a or p.min() < a or p.max() >= b:
-                problems.append(f'{d.name}: chunk [{a}, {b}) holds {len(c)} rows at positions {p.min()}..{p.max()}'); continue
-            if not np.array_equal(c['row'].to_numpy(np.int64), ids[p]):
-                problems.append(f'{d.name}: foreign shard: chunk [{a}, {b}) stores row ids that differ from the table'); continue
-            np.add.at(seen, p, 1)
-            score[p], status[p], reason[p] = c['score'].to_numpy(np.float32), c['status'].to_numpy(object), c['reason'].to_numpy(object)
-    if (seen > 1).any(): problems.append(f'duplicate rows: {int((seen > 1).sum())} rows appear in more than one chunk (first position {int(np.argmax(seen > 1))})')
+    problems += _coverage_problems(shards, n)
+    if not problems: score, status, reason, problems = _read_shards(shards, row_ids(table), log)
     if problems: raise ShardError(f'cannot merge {out}:\n  ' + '\n  '.join(problems))
     merged = table.reset_index(drop=True).copy()
     merged['score'], merged['status'], merged['reason'] = score, pd.Categorical(status), reason
