@@ -318,6 +318,32 @@ def score_chunks(model, # a model from `aliret.models`
         for s in score.values(): s[~ok] = np.nan
         yield a, b, score, ok, reason
 
+# %% ../nbs/05_itm_distribution.ipynb #1a4fa09a
+def _shard_manifest(model, table: pd.DataFrame, caption_col: str, start: int, end: int | None, batch_size: int,
+                    chunk_size: int, by_rank: bool) -> dict:
+    "The manifest of a shard of rows `[start, end)`, range and sizes checked: what a resume and the merge compare against."
+    n = len(table); end = n if end is None else int(end); start = int(start)
+    if not 0 <= start <= end <= n: raise ValueError(f'start/end must satisfy 0 <= start <= end <= {n} (rows of the table), got {start}, {end}')
+    bs = int(batch_size or model.cfg.eval_batch_size); cs = int(chunk_size or auto_chunk_size(n, bs))
+    if cs % bs: raise ConfigError(f'chunk_size {cs} must be a multiple of batch_size {bs}: batches then hold the same rows '
+                                  'in every run, so sharded scores equal single-process ones')
+    env = dist_env()
+    return dict(format=SHARD_FORMAT, fingerprint=table_fingerprint(table, caption_col), n_rows=n, caption_col=caption_col,
+                start=start, end=end, chunk_size=cs, batch_size=bs, rank=env.rank, world_size=env.world_size, by_rank=by_rank)
+
+# %% ../nbs/05_itm_distribution.ipynb #2e055d45
+def _finish_shard(dirs: dict, # head -> shard folder
+                  res: dict, # the shard's counts, recorded in each `_SUCCESS`
+                  name: str, # shard name, for the log
+                  log: Callable,
+                 ) -> dict:
+    "Mark every head's shard folder complete (once) and say so; return `res`."
+    for d in dirs.values():
+        if not is_complete(d): atomic_write(d/SUCCESS, json.dumps(res) + '\n')
+    log(f"{name}: complete, {res['end'] - res['start']} rows x {len(res['heads'])} head(s) ({res['skipped_chunks']} chunks were already done)"
+        + (f", {res['pairs_per_s']:.0f} pairs/s" if res['rows'] else ''))
+    return res
+
 # %% ../nbs/05_itm_distribution.ipynb #c72ff919
 def score_shard(model, # a model from `aliret.models`
                 table: pd.DataFrame, # the whole table (image_path + caption column; `row` ids if present)
@@ -336,14 +362,9 @@ def score_shard(model, # a model from `aliret.models`
                 log: Callable = print, # where progress lines go
                ) -> dict:
     "Score rows `[start, end)` of `table` into a resumable shard folder per head; return its counts and rate."
-    n = len(table); end = n if end is None else int(end); start = int(start)
-    if not 0 <= start <= end <= n: raise ValueError(f'start/end must satisfy 0 <= start <= end <= {n} (rows of the table), got {start}, {end}')
+    man = _shard_manifest(model, table, caption_col, start, end, batch_size, chunk_size, by_rank)
+    start, end, bs, cs = man['start'], man['end'], man['batch_size'], man['chunk_size']
     heads = resolve_heads(model, head)
-    bs = int(batch_size or model.cfg.eval_batch_size); cs = int(chunk_size or auto_chunk_size(n, bs))
-    if cs % bs: raise ConfigError(f'chunk_size {cs} must be a multiple of batch_size {bs}: batches then hold the same rows in every run, so sharded scores equal single-process ones')
-    env = dist_env()
-    man = dict(format=SHARD_FORMAT, fingerprint=table_fingerprint(table, caption_col), n_rows=n, caption_col=caption_col,
-               start=start, end=end, chunk_size=cs, batch_size=bs, rank=env.rank, world_size=env.world_size, by_rank=by_rank)
     dirs = {h: _open_shard(o, {**man, 'scorer': describe_scorer(model, h, source)}, log) for h, o in head_dirs(out_dir, heads).items()}
     plan, done = chunk_ranges(start, end, cs), {h: verified_chunks(d, log) for h, d in dirs.items()}
     need = {c: [h for h in heads if c not in done[h]] for c in plan}
@@ -357,7 +378,8 @@ def score_shard(model, # a model from `aliret.models`
     if todo and len(todo) < len(plan): log(f'{name}: resuming, {len(plan) - len(todo)} of {len(plan)} chunks already complete')
     t0 = time.time()
     for a, b, score, ok, reason in score_chunks(model, paths, caps, todo, need, start, bs, w):
-        for h, s in score.items(): write_chunk(chunk_file(dirs[h], a, b), np.arange(a, b), ids[a - start:b - start], s, np.where(ok, 'ok', 'failed'), reason)
+        status = np.where(ok, 'ok', 'failed')
+        for h, s in score.items(): write_chunk(chunk_file(dirs[h], a, b), np.arange(a, b), ids[a - start:b - start], s, status, reason)
         dt = time.time() - t0; k += 1; rows_new += b - a; failed_new += int((~ok).sum())
         log(f'{name}: {CHUNK_LOG} [{a}, {b}) {b - a} pairs x {len(score)} head(s) in {dt:.2f}s ({(b - a) / max(dt, 1e-9):.0f} pairs/s), '
             f'{int((~ok).sum())} unreadable; {len(plan) - len(todo) + k}/{len(plan)} chunks')
@@ -369,11 +391,7 @@ def score_shard(model, # a model from `aliret.models`
     secs = time.time() - t_all
     res = dict(dir=str(dirs[heads[0]]), heads=heads, start=start, end=end, chunks=len(plan), new_chunks=k, skipped_chunks=len(plan) - k,
                rows=rows_new, failed=failed_new, seconds=round(secs, 3), pairs_per_s=round(rows_new / secs, 1) if rows_new else None, stopped=False)
-    for d in dirs.values():
-        if not is_complete(d): atomic_write(d/SUCCESS, json.dumps(res) + '\n')
-    log(f"{name}: complete, {end - start} rows x {len(heads)} head(s) ({res['skipped_chunks']} chunks were already done)"
-        + (f", {res['pairs_per_s']:.0f} pairs/s" if rows_new else ''))
-    return res
+    return _finish_shard(dirs, res, name, log)
 
 # %% ../nbs/05_itm_distribution.ipynb #ba6f826c
 def _expected_names(gaps: list, world: int | None, cs: int | None, n: int) -> list[str]:
