@@ -357,7 +357,8 @@ def zero_shot_labels(model, # a `RetrievalModel` (`aliret.models`): `embed_image
     uniq, inv = np.unique(np.asarray([str(p) for p in image_paths], dtype=object), return_inverse=True)
     img = model.embed_images(list(uniq))
     ok = np.isfinite(img).all(1)
-    scale = float(model.logit_scale)
+    ls = model.logit_scale
+    scale = float(ls.item() if hasattr(ls, 'item') else ls)   # a trainable tensor (read, no autograd warning) or a number
     out = {}
     for attr, words in vocab.items():
         logits = scale * (np.nan_to_num(img) @ model.embed_texts([templates[attr].format(w) for w in words]).T)
