@@ -20,8 +20,8 @@ __all__ = ['CKPT_PREFIX', 'PICKS', 'ORIGINAL_SIDECARS', 'STORE_FILES', 'original
            'checkpoint_complete', 'prune_checkpoints', 'safetensors_problem', 'verify_checkpoint', 'newest_verified',
            'latest_checkpoint', 'run_checkpoints', 'complete_runs', 'newest_train_run', 'pick_checkpoints',
            'NoCheckpoints', 'expand_checkpoints', 'resolve_checkpoints', 'file_sha256', 'content_hash', 'model_files',
-           'checkpoint_fingerprint', 'fingerprint_key', 'load_entry', 'EmbeddingStore', 'Embeddings', 'write_store',
-           'read_store', 'store_problem', 'store_matches', 'module_order', 'inner_aliret_imports']
+           'checkpoint_fingerprint', 'fingerprint_key', 'load_entry', 'EmbeddingStore', 'Embeddings', 'LazyModel',
+           'write_store', 'read_store', 'store_problem', 'store_matches', 'module_order', 'inner_aliret_imports']
 
 # %% ../nbs/04b_checkpoints.ipynb #11babbad
 def original_backend(path: str | Path, # a checkpoint file
@@ -397,6 +397,23 @@ class Embeddings:
     texts: np.ndarray # [Q, D]
     text_ids: np.ndarray # [Q] caption ids
     manifest: dict
+
+# %% ../nbs/04b_checkpoints.ipynb #63079134
+class LazyModel:
+    "A model loaded on first call only (and counted), so work that is all cached never loads it; `release` frees it."
+    def __init__(self, load: Callable): self.load, self.model, self.loads = load, None, 0
+    def __call__(self):
+        if self.model is None:
+            self.model = self.load()
+            self.loads += 1
+        return self.model
+    def release(self) -> bool:
+        "Drop the model (and CUDA's cached blocks); whether one had been loaded."
+        loaded, self.model = self.model is not None, None
+        if loaded:
+            import torch
+            if torch.cuda.is_available(): torch.cuda.empty_cache()
+        return loaded
 
 # %% ../nbs/04b_checkpoints.ipynb #74258ce4
 def _unit_rows(x: np.ndarray, # [N, D] rows

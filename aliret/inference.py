@@ -19,7 +19,7 @@ from .models import read_checkpoint_meta, ImageFiles, load_checkpoint, backend_c
 from .train import fit
 from .checkpoints import (PICKS, complete_runs, pick_checkpoints, resolve_checkpoints, latest_checkpoint, checkpoint_fingerprint,
                                 fingerprint_key, STORE_FILES, Embeddings, _unit_rows, write_store, read_store, store_matches,
-                                store_problem)
+                                store_problem, LazyModel)
 
 # %% auto #0
 __all__ = ['INDEXES', 'METRIC_KEYS', 'BACKENDS_NEEDED', 'ModelSpec', 'model_spec', 'Split', 'data_dir_of', 'val_split',
@@ -307,6 +307,37 @@ def _pred_ok(f: Path, want: dict, log: Callable = print) -> bool:
         return False
     return all(meta.get(k) == v for k, v in want.items())
 
+# %% ../nbs/10_test_inference.ipynb #0609f4ed
+def _load_logged(s: ModelSpec, device: str, log: Callable):
+    "Model `s` on `device`, saying where it came from and how long loading took."
+    t0 = time.perf_counter()
+    m = load_checkpoint(s.checkpoint, device=pick_device(device))
+    log(f'{s.name}: loaded {s.checkpoint} on {m.device} in {time.perf_counter() - t0:.1f}s')
+    return m
+
+# %% ../nbs/10_test_inference.ipynb #88cb6b99
+def _itc_predictions(out: Path, s: ModelSpec, name: str, sp: Split, d: Path, want: dict, log: Callable) -> tuple[Path, bool]:
+    "Split `name`'s ITC predictions of model `s` (its store `d` searched at `want`'s depth): reused if they match, else computed."
+    f = out/'predictions'/s.name/f'{name}_itc.npz'
+    if _pred_ok(f, want, log): return f, True
+    e = read_store(d)
+    if e.text_ids.tolist() != sp.queries['caption_id'].tolist(): raise ValueError(f'{d}: caption ids differ from the split table; delete the store to recompute')
+    sc, ids = search_embeddings(e.texts, e.images, k=want['k'], index=want['index'])
+    save_predictions(f, Predictions(ids, sc, e.text_ids, sp.captions, e.image_ids, {**want, 'model': s.name}))
+    return f, False
+
+# %% ../nbs/10_test_inference.ipynb #7d0082f8
+def _itm_predictions(out: Path, s: ModelSpec, name: str, sp: Split, p: Predictions, want_itm: dict, model: LazyModel,
+                     log: Callable) -> tuple[Path, bool]:
+    "Split `name`'s ITM re-ranking of ITC predictions `p` (loading the model only to compute): reused if they match."
+    f = out/'predictions'/s.name/f'{name}_itm.npz'
+    if _pred_ok(f, want_itm, log): return f, True
+    score_fn = itm_score_fn(model(), sp.captions, sp.gallery['image_path'].tolist())
+    rp = rerank_predictions(p, score_fn, want_itm['k_test'], want_itm['itc_weight'], batch_size=int(s.config.get('eval_batch_size', 64)))
+    rp.meta.update(want_itm)
+    save_predictions(f, rp)
+    return f, False
+
 # %% ../nbs/10_test_inference.ipynb #0519ab69
 def run_inference(specs: Sequence[ModelSpec], # models to run
                   splits: dict, # name -> `Split`
@@ -325,45 +356,31 @@ def run_inference(specs: Sequence[ModelSpec], # models to run
     if k < 10: raise ValueError(f'k must be at least 10 (the submission needs a top 10), got {k}')
     out = Path(out_dir); rows, models = [], []
     for s in specs:
-        cache = {}
-        def get_model():
-            if 'm' not in cache:
-                t0 = time.perf_counter(); cache['m'] = load_checkpoint(s.checkpoint, device=pick_device(device))
-                log(f'{s.name}: loaded {s.checkpoint} on {cache["m"].device} in {time.perf_counter() - t0:.1f}s')
-            return cache['m']
+        model = LazyModel(lambda: _load_logged(s, device, log))
         kt = k_test or int(s.config.get('k_test', 16)); w = itc_weight if itc_weight >= 0 else float(s.config.get('itc_weight', 1.0))
         do_itm = rerank and backend_class(s.backend).has_itm
-        depth = max(k, kt) if do_itm else k
         entry = dict(name=s.name, backend=s.backend, checkpoint=str(s.checkpoint), fingerprint=s.fingerprint, stores={}, predictions={})
         for name, sp in splits.items():
-            d, reused = ensure_store(out/'embeddings'/s.name/name, s, sp, get_model, batch_size, workers, log)
+            d, reused = ensure_store(out/'embeddings'/s.name/name, s, sp, model, batch_size, workers, log)
             entry['stores'][name] = str(d.relative_to(out)); entry['predictions'][name] = {}
-            th = table_hash(sp.queries, sp.gallery)
-            want = dict(fingerprint=s.fingerprint, table_hash=th, split=name, index=index, k=depth, scoring='itc')
-            f = out/'predictions'/s.name/f'{name}_itc.npz'; t0 = time.perf_counter()
-            if not (pred_reused := _pred_ok(f, want, log)):
-                e = read_store(d)
-                if e.text_ids.tolist() != sp.queries['caption_id'].tolist(): raise ValueError(f'{d}: caption ids differ from the split table; delete the store to recompute')
-                sc, ids = search_embeddings(e.texts, e.images, k=depth, index=index)
-                save_predictions(f, Predictions(ids, sc, e.text_ids, sp.captions, e.image_ids, {**want, 'model': s.name}))
+            want = dict(fingerprint=s.fingerprint, table_hash=table_hash(sp.queries, sp.gallery), split=name, index=index,
+                        k=max(k, kt) if do_itm else k, scoring='itc')
+            t0 = time.perf_counter()
+            f, pred_reused = _itc_predictions(out, s, name, sp, d, want, log)
             p = load_predictions(f); entry['predictions'][name]['itc'] = str(f.relative_to(out))
             man = json.loads((d/'manifest.json').read_text(encoding='utf-8'))
             rows.append(dict(model=s.name, backend=s.backend, split=name, scoring='itc', **prediction_metrics(p, sp.truth),
                              embeddings_reused=reused, predictions_reused=pred_reused, seconds=round(time.perf_counter() - t0, 3),
                              images_per_s=man.get('images_per_s'), texts_per_s=man.get('texts_per_s')))
             if not do_itm: continue
-            want_itm = {**want, 'scoring': 'itm', 'k_test': kt, 'itc_weight': w}
-            f2 = out/'predictions'/s.name/f'{name}_itm.npz'; t0 = time.perf_counter()
-            if not (itm_reused := _pred_ok(f2, want_itm, log)):
-                m = get_model()
-                rp = rerank_predictions(p, itm_score_fn(m, sp.captions, sp.gallery["image_path"].tolist()), kt, w, batch_size=int(s.config.get("eval_batch_size", 64)))
-                rp.meta.update(want_itm); save_predictions(f2, rp)
+            t0 = time.perf_counter()
+            f2, itm_reused = _itm_predictions(out, s, name, sp, p, {**want, 'scoring': 'itm', 'k_test': kt, 'itc_weight': w}, model, log)
             rp = load_predictions(f2); entry['predictions'][name]['itm'] = str(f2.relative_to(out)); secs = time.perf_counter() - t0
             rows.append(dict(model=s.name, backend=s.backend, split=name, scoring='itm', **prediction_metrics(rp, sp.truth),
                              embeddings_reused=reused, predictions_reused=itm_reused, seconds=round(secs, 3),
                              pairs_per_s=None if itm_reused else round(rp.ids.size / max(secs, 1e-9), 1)))
-        models.append(entry); cache.clear()
-        if torch.cuda.is_available(): torch.cuda.empty_cache()
+        models.append(entry)
+        model.release()
     write_json(out/'models.json', dict(models=models, k=k, index=index,
                                        splits={n: dict(queries=len(sp.queries), gallery=len(sp.gallery), truth=sp.truth is not None,
                                                        table_hash=table_hash(sp.queries, sp.gallery)) for n, sp in splits.items()}))

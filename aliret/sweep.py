@@ -14,7 +14,7 @@ from .core import SUCCESS, ConfigError, atomic_open, write_json, is_complete, ou
 from .models import CHECKPOINT_JSON, CHECKPOINT_WEIGHTS, read_checkpoint_meta, load_checkpoint, build_model, stored_config
 from .train import val_gallery
 from .checkpoints import (_CKPT_RE, NoCheckpoints, checkpoint_complete, original_backend, newest_train_run, expand_checkpoints,
-                                resolve_checkpoints, file_sha256, content_hash, checkpoint_fingerprint, EmbeddingStore)
+                                resolve_checkpoints, file_sha256, content_hash, checkpoint_fingerprint, EmbeddingStore, LazyModel)
 from .retrieval import truth_from_ids, evaluate_embeddings
 from .captions import VARIANTS, DEFAULT_VARIANTS, CAPTION_FILES, caption_variants
 from .data import load_tables
@@ -195,23 +195,6 @@ def _write_table(path: Path, rows: list[dict]):
     "Rewrite the results table atomically."
     with atomic_open(path) as f: _frame(rows).to_csv(f, index=False)
 
-# %% ../nbs/09_checkpoint_sweep.ipynb #0dbf4ed7
-class _LazyModel:
-    "A checkpoint's model, loaded on first use only (and counted), so a fully cached checkpoint is never loaded."
-    def __init__(self, load: Callable, stats: Counter): self.load, self.stats, self.model = load, stats, None
-    def __call__(self):
-        if self.model is None:
-            self.model = self.load()
-            self.stats['models_loaded'] += 1
-        return self.model
-    def release(self) -> bool:
-        "Drop the model (and CUDA's cached blocks); whether one had been loaded."
-        loaded, self.model = self.model is not None, None
-        if loaded:
-            import torch
-            if torch.cuda.is_available(): torch.cuda.empty_cache()
-        return loaded
-
 # %% ../nbs/09_checkpoint_sweep.ipynb #a2d008f2
 def _embed_gallery(model, # a loaded model
                    gal: pd.DataFrame, # product, image_path
@@ -244,26 +227,26 @@ class _SweepVal:
     def result_key(self, v: str) -> str: return 'result-' + content_hash(self.ghash, self.qhash, self.thash[v], self.k, self.i2t)[:24]
 
 # %% ../nbs/09_checkpoint_sweep.ipynb #47d86cad
-def _sweep_gallery(cache: EmbeddingStore, group: str, sv: _SweepVal, model: _LazyModel, batch_size: int | None,
-                   workers: int, label: str) -> tuple[np.ndarray, list, int]:
+def _sweep_gallery(cache: EmbeddingStore, group: str, sv: _SweepVal, model: LazyModel, batch_size: int | None,
+                   workers: int, label: str, stats: Counter) -> tuple[np.ndarray, list, int]:
     "(fp16 embeddings as stored, ids, unreadable count) of the val gallery for one checkpoint: cached, else embedded once."
     key = f'gallery-{sv.ghash[:24]}'
     hit = cache.get(group, key)
     if hit is None:
         emb, meta = _embed_gallery(model(), sv.gal, batch_size, workers, label)
-        model.stats['gallery_embeds'] += 1
+        stats['gallery_embeds'] += 1
         hit = cache.put(group, key, emb, **meta), meta
     arr, meta = hit
     return arr, meta['ids'], len(meta['failed'])
 
 # %% ../nbs/09_checkpoint_sweep.ipynb #958a33f6
-def _sweep_texts(cache: EmbeddingStore, group: str, sv: _SweepVal, v: str, model: _LazyModel,
-                 batch_size: int | None) -> np.ndarray:
+def _sweep_texts(cache: EmbeddingStore, group: str, sv: _SweepVal, v: str, model: LazyModel,
+                 batch_size: int | None, stats: Counter) -> np.ndarray:
     "Caption variant `v`'s embeddings (fp16 as stored) for one checkpoint: cached, else embedded once."
     key = f'text-{sv.thash[v][:24]}'
     hit = cache.get(group, key)
     if hit is not None: return hit[0]
-    model.stats['text_embeds'] += 1
+    stats['text_embeds'] += 1
     ids = sv.val['row'].tolist() if 'row' in sv.val else list(range(len(sv.val)))
     return cache.put(group, key, _embed_texts_unique(model(), sv.val[v].tolist(), batch_size), ids=ids, variant=v)
 
@@ -277,14 +260,14 @@ def _sweep_group(cache: EmbeddingStore, spec: CheckpointSpec, fingerprint: str, 
     return group
 
 # %% ../nbs/09_checkpoint_sweep.ipynb #9d4666ea
-def _sweep_pair(cache: EmbeddingStore, group: str, sv: _SweepVal, v: str, model: _LazyModel, gallery: tuple,
-                batch_size: int | None, search_dev: str | None) -> dict:
+def _sweep_pair(cache: EmbeddingStore, group: str, sv: _SweepVal, v: str, model: LazyModel, gallery: tuple,
+                batch_size: int | None, search_dev: str | None, stats: Counter) -> dict:
     "Recall of one checkpoint x variant from the cached (or newly embedded) captions and gallery, stored as its result."
     img, ids, n_failed = gallery
-    texts = _sweep_texts(cache, group, sv, v, model, batch_size)
+    texts = _sweep_texts(cache, group, sv, v, model, batch_size, stats)
     truth = truth_from_ids(sv.val['product'].astype(str).tolist(), ids)
     m = evaluate_embeddings(texts, img, truth, i2t=sv.i2t, k=sv.k, device=search_dev, half=False)
-    model.stats['computed'] += 1
+    stats['computed'] += 1
     return cache.put_result(group, sv.result_key(v), {**m, 'gallery_size': len(ids), 'gallery_failed': n_failed})
 
 # %% ../nbs/09_checkpoint_sweep.ipynb #d09550f7
@@ -317,19 +300,20 @@ def sweep(checkpoints, # `find_checkpoints` specs, or anything it accepts
     for spec in specs:
         t0, n_new = time.perf_counter(), 0
         group = _sweep_group(cache, spec, fingerprint, device, pth_config)
-        model, gallery = _LazyModel(lambda: load_fn(spec), stats), None
+        model, gallery = LazyModel(lambda: load_fn(spec)), None
         for v in sv.names:
             res = cache.get_result(group, sv.result_key(v))
             new = res is None
             if new:
-                gallery = gallery or _sweep_gallery(cache, group, sv, model, batch_size or None, workers, spec.label)
-                res = _sweep_pair(cache, group, sv, v, model, gallery, batch_size or None, search_dev)
+                gallery = gallery or _sweep_gallery(cache, group, sv, model, batch_size or None, workers, spec.label, stats)
+                res = _sweep_pair(cache, group, sv, v, model, gallery, batch_size or None, search_dev, stats)
             n_new += new
             stats['from_cache'] += not new
             rows.append(_row(spec, v, res))
             if out_csv: _write_table(Path(out_csv), rows)
             if new and on_pair: on_pair(rows[-1])
         loaded = model.release()
+        stats['models_loaded'] += model.loads
         log(f'{spec.label}: {n_new} pair(s) computed, {len(sv.names) - n_new} from cache, '
             f"{'model loaded' if loaded else 'model not needed'}, {time.perf_counter() - t0:.1f}s")
     df = _frame(rows); df.attrs['stats'] = dict(stats)
