@@ -6,7 +6,7 @@
 from __future__ import annotations
 import ast, io, json, os, re, sys
 from contextlib import contextmanager
-from typing import Sequence
+from typing import Callable, Sequence
 from pathlib import Path
 from .core import project_root
 
@@ -223,25 +223,30 @@ def make_test_images(folder: str | Path, # where to write the files
         out[f'{k}{ext(k)}'] = BAD_IMAGES.get(k, '')
     return out
 
-# %% ../nbs/00c_testing.ipynb #bb40522e
-def make_messy_dir(out: str | Path, # folder to create (AliProducts layout)
-                   seed: int = 0, # pixel seed
-                  ) -> dict:
-    "Write a messy AliProducts-layout folder; return {split: [expected reason per row ('' = kept)]} plus the expected `ambiguous` and `unreferenced` train image counts."
-    import unicodedata, numpy as np
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+# %% ../nbs/00c_testing.ipynb #71df6bec
+def _messy_train_files(out: Path, # the messy folder
+                       seed: int, # pixel seed of the test images
+                       jpg: Callable, # () -> bytes of a small JPEG
+                      ) -> dict:
+    "Train image folders as AliProducts ships them (nested, '10' after '2', a name in two folders, odd names); image -> reason."
+    import unicodedata
     t = [out/'train_text_img_pairs_0_compressed', out/'train_text_img_pairs_1'/'train_text_img_pairs_1_compressed',
          out/'train_text_img_pairs_2_compressed', out/'train_text_img_pairs_10_compressed']
     for d in t + [out/'val_imgs', out/'test_imgs']: d.mkdir(parents=True, exist_ok=True)
     imgs = make_test_images(t[0], seed)               # every good and bad image kind, in folder 0
     for n in FULL_ONLY_BAD: (t[0]/f'{n}.png').unlink()  # header-mode run keeps it; keep the folder mode-independent
-    imgs = {n: r for n, r in imgs.items() if n.rsplit('.', 1)[0] not in FULL_ONLY_BAD}
-    rng = np.random.default_rng(seed); jpg = lambda: _img_bytes('rgb_jpg', rng)
     nfd = unicodedata.normalize('NFD', 'café crème.jpg')
     for d, name in [(t[1], 'nested.jpg'), (t[3], 'in_ten.jpg'), (t[2], 'both.jpg'), (t[3], 'both.jpg'), (t[0], 'my image 1.jpg'),
                     (t[0], '商品_ü.jpg'), (t[0], nfd), (t[0], 'dup.jpg'), (out, 'outside.jpg'), (t[0], 'cap.jpg'), (t[2], 'orphan.jpg')]:
         (d/name).write_bytes(jpg())
     (t[0]/'adir.jpg').mkdir()
+    return {n: r for n, r in imgs.items() if n.rsplit('.', 1)[0] not in FULL_ONLY_BAD}
+
+# %% ../nbs/00c_testing.ipynb #c49ccdfc
+def _messy_train_rows(out: Path, # the messy folder
+                      imgs: dict, # test image -> expected reason
+                     ) -> list[tuple]:
+    "(row, expected reason) of train.json: one row per test image, then every way a row can be odd or wrong."
     train = [({'product': n, 'caption': f'a product photo {i}'}, r) for i, (n, r) in enumerate(sorted(imgs.items()))]
     train += [
         ({'product': 'nested.jpg', 'caption': 'image in a nested folder'}, ''),
@@ -274,9 +279,11 @@ def make_messy_dir(out: str | Path, # folder to create (AliProducts layout)
         (['a', 'list', 'row'], 'row not an object'),
         ({'product': 'rgb_jpg.jpg', 'caption': 'duplicate of row 0'}, 'duplicate product'),
     ]
-    train_json = json.dumps([r for r, _ in train], ensure_ascii=True)   # ensure_ascii keeps the lone surrogate as an escape
-    (out/'train.json').write_text(train_json, encoding='utf-8')
-    # captions that look dangerous but are valid: emoji, a broken surrogate escape, CSV traps, entities
+    return train
+
+# %% ../nbs/00c_testing.ipynb #687f5541
+def _messy_val(out: Path, jpg: Callable) -> list[tuple]:
+    "Write val images and val.json (captions that look dangerous but are valid, and three bad rows); (row, reason) pairs."
     odd_caps = ['cute cat mug 🐱☕', 'broken \ud83d escape', 'NA', 'null', '  lead\u00a0and trail  ', 'multi\nline\r\ncaption, with "quotes"', '$5 off $10']
     for i, cap in enumerate(odd_caps): (out/'val_imgs'/f'v{i}.jpg').write_bytes(jpg())
     val = [({'product': f'v{i}.jpg', 'caption': cap}, '') for i, cap in enumerate(odd_caps)]
@@ -284,9 +291,11 @@ def make_messy_dir(out: str | Path, # folder to create (AliProducts layout)
     val += [({'product': 'v_zero.jpg', 'caption': 'zero bytes'}, 'zero-byte image'), ({'product': 'v_none.jpg', 'caption': 'x'}, 'missing image'),
             ({'product': 'v0.jpg', 'caption': 'again'}, 'duplicate product')]
     (out/'val.json').write_text(json.dumps([r for r, _ in val], ensure_ascii=True), encoding='utf-8')
-    tc = [({'caption': 'red dress'}, ''), ({'caption': 'red dress'}, ''), ({'caption': '\u3000'}, 'empty caption'), ({}, 'missing caption'),
-          ({'caption': 7}, 'caption not a string'), ('text', 'row not an object'), ({'caption': 'émoji 🐱'}, '')]
-    (out/'test_captions.json').write_text(json.dumps([r for r, _ in tc], ensure_ascii=False), encoding='utf-8')
+    return val
+
+# %% ../nbs/00c_testing.ipynb #9ddf5f69
+def _messy_test_gallery(out: Path, jpg: Callable, rng) -> dict:
+    "Write test gallery images, good and bad (zero bytes, text, truncated, a non-UTF-8 name where allowed); name -> reason."
     gal = {'g0.jpg': '', 'g1.png': '', 'g2 space.jpg': '', 'g3_zero.jpg': 'zero-byte image', 'g4_text.jpg': 'unreadable image'}
     for n in ('g0.jpg', 'g2 space.jpg'): (out/'test_imgs'/n).write_bytes(jpg())
     (out/'test_imgs'/'g1.png').write_bytes(_img_bytes('rgba_png', rng))
@@ -296,6 +305,25 @@ def make_messy_dir(out: str | Path, # folder to create (AliProducts layout)
         with open(os.path.join(os.fsencode(out/'test_imgs'), b'g5_\xe9.jpg'), 'wb') as f: f.write(jpg())
         gal['g5_\udce9.jpg'] = 'invalid product name'
     except OSError: pass
+    return gal
+
+# %% ../nbs/00c_testing.ipynb #bb40522e
+def make_messy_dir(out: str | Path, # folder to create (AliProducts layout)
+                   seed: int = 0, # pixel seed
+                  ) -> dict:
+    "Write a messy AliProducts-layout folder; return {split: [expected reason per row ('' = kept)]} plus the expected `ambiguous` and `unreferenced` train image counts."
+    import numpy as np
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    jpg = lambda: _img_bytes('rgb_jpg', rng)
+    train = _messy_train_rows(out, _messy_train_files(out, seed, jpg))
+    train_json = json.dumps([r for r, _ in train], ensure_ascii=True)   # ensure_ascii keeps the lone surrogate as an escape
+    (out/'train.json').write_text(train_json, encoding='utf-8')
+    val = _messy_val(out, jpg)
+    tc = [({'caption': 'red dress'}, ''), ({'caption': 'red dress'}, ''), ({'caption': '\u3000'}, 'empty caption'), ({}, 'missing caption'),
+          ({'caption': 7}, 'caption not a string'), ('text', 'row not an object'), ({'caption': 'émoji 🐱'}, '')]
+    (out/'test_captions.json').write_text(json.dumps([r for r, _ in tc], ensure_ascii=False), encoding='utf-8')
+    gal = _messy_test_gallery(out, jpg, rng)
     return dict(train=[r for _, r in train], val=[r for _, r in val], test_captions=[r for _, r in tc],
                 test_gallery=[gal[n] for n in sorted(gal)], ambiguous=1, unreferenced=1)
 
