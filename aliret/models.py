@@ -430,48 +430,6 @@ class ClipRetrieval(RetrievalModel):
         self.image_transform, self.train_transform = image_transform_v2(pp, is_train=False), image_transform_v2(pp, is_train=True)
         self.embed_dim = int(arch['open_clip_cfg']['embed_dim'])
 
-    @classmethod
-    def from_config(cls, cfg: Config, vocab_texts=None, offline: bool | None = None) -> 'ClipRetrieval':
-        "Build from `cfg.model` / `cfg.pretrained` (tiny from config, or any open_clip architecture)."
-        import open_clip
-        arch, pre, force = cfg.model, cfg.pretrained, {}
-        if pre.startswith('local-dir:') or arch.startswith(('local-dir:', 'hf-hub:')):
-            src = pre if pre.startswith('local-dir:') else arch
-            if src.startswith('local-dir:'):
-                d = Path(src[len('local-dir:'):])
-                if not (d/'open_clip_config.json').is_file():
-                    raise WeightsNotFound(f"{src}: expected a folder with open_clip_config.json and weights (as export_open_clip writes, or a downloaded open_clip hub repo)")
-            try: net = open_clip.create_model(src, force_image_size=cfg.image_size or None)
-            except Exception as e:
-                raise WeightsNotFound(f"could not load {src}: {e}. Offline, download the repo elsewhere (`huggingface-cli download <repo> --local-dir X`) and pass pretrained='local-dir:X'") from e
-            model_cfg = open_clip.get_model_config(src)
-            if cfg.image_size: model_cfg['vision_cfg']['image_size'] = cfg.image_size
-            return cls.from_arch(cfg, dict(open_clip_cfg=model_cfg, preprocess_cfg=open_clip.get_model_preprocess_cfg(net)), net=net)
-        if arch in CLIP_CUSTOM_ARCHS: model_cfg, weights, extra = CLIP_CUSTOM_ARCHS[arch](cfg), (pre or None), {}
-        else:
-            model_cfg = open_clip.get_model_config(arch)
-            if model_cfg is None: raise ConfigError(f"model={arch!r} is not an open_clip architecture; known: {', '.join(CLIP_CUSTOM_ARCHS)}, {', '.join(open_clip.list_models())}")
-            weights, extra = resolve_clip_weights(arch, pre, offline)
-            if extra.pop('quick_gelu', False): model_cfg['quick_gelu'] = True
-            if cfg.image_size: model_cfg['vision_cfg']['image_size'] = cfg.image_size
-            force = extra
-        if weights and not Path(weights).is_file(): raise WeightsNotFound(f'pretrained={weights!r}: no such weights file')
-        name = register_open_clip_config(model_cfg)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            net = _quiet_open_clip(open_clip.create_model, name, pretrained=weights, force_preprocess_cfg=force or None)
-        return cls.from_arch(cfg, dict(open_clip_cfg=model_cfg, preprocess_cfg=open_clip.get_model_preprocess_cfg(net)), net=net)
-
-    @classmethod
-    def from_arch(cls, cfg: Config, arch: dict, folder: Path | None = None, net: nn.Module | None = None) -> 'ClipRetrieval':
-        "Rebuild from a stored architecture description (random weights unless `net` is given); no download."
-        import open_clip
-        arch = json.loads(json.dumps(arch, default=list))   # plain JSON types, as stored in checkpoints
-        name = register_open_clip_config(arch['open_clip_cfg'])
-        if net is None:
-            net = _quiet_open_clip(open_clip.create_model, name, pretrained=None, force_preprocess_cfg=arch['preprocess_cfg'])
-        return cls(cfg, net, open_clip.get_tokenizer(name), arch)
-
     def tokenize(self, texts: Sequence[str] | str, fixed: bool = False) -> dict:
         "open_clip BPE tokens `{'input_ids': [N, context_length]}` (always the fixed length, whatever `fixed`)."
         return {'input_ids': self.tokenizer([texts] if isinstance(texts, str) else list(texts))}
@@ -493,11 +451,57 @@ class ClipRetrieval(RetrievalModel):
     @property
     def logit_scale(self): return self.net.logit_scale.exp()
 
-    def losses(self, pixel_values, tokens, ids, gather: Callable | None = None, memory=None) -> dict:
-        "Training losses: symmetric ITC with same-id positives (`loss` = `itc`); `memory` adds columns (see `itc_loss`)."
-        img, txt = self.encode_images(pixel_values), self.encode_texts(tokens)
-        itc = itc_loss(img, txt, 1 / self.logit_scale, ids, gather=gather, memory=memory)
-        return dict(loss=itc, itc=itc.detach())
+# %% ../nbs/04_models.ipynb #97b79792
+@patch(cls_method=True)
+def from_config(cls: ClipRetrieval, cfg: Config, vocab_texts=None, offline: bool | None = None) -> 'ClipRetrieval':
+    "Build from `cfg.model` / `cfg.pretrained` (tiny from config, or any open_clip architecture)."
+    import open_clip
+    arch, pre, force = cfg.model, cfg.pretrained, {}
+    if pre.startswith('local-dir:') or arch.startswith(('local-dir:', 'hf-hub:')):
+        src = pre if pre.startswith('local-dir:') else arch
+        if src.startswith('local-dir:'):
+            d = Path(src[len('local-dir:'):])
+            if not (d/'open_clip_config.json').is_file():
+                raise WeightsNotFound(f"{src}: expected a folder with open_clip_config.json and weights (as export_open_clip writes, or a downloaded open_clip hub repo)")
+        try: net = open_clip.create_model(src, force_image_size=cfg.image_size or None)
+        except Exception as e:
+            raise WeightsNotFound(f"could not load {src}: {e}. Offline, download the repo elsewhere (`huggingface-cli download <repo> --local-dir X`) and pass pretrained='local-dir:X'") from e
+        model_cfg = open_clip.get_model_config(src)
+        if cfg.image_size: model_cfg['vision_cfg']['image_size'] = cfg.image_size
+        return cls.from_arch(cfg, dict(open_clip_cfg=model_cfg, preprocess_cfg=open_clip.get_model_preprocess_cfg(net)), net=net)
+    if arch in CLIP_CUSTOM_ARCHS: model_cfg, weights, extra = CLIP_CUSTOM_ARCHS[arch](cfg), (pre or None), {}
+    else:
+        model_cfg = open_clip.get_model_config(arch)
+        if model_cfg is None: raise ConfigError(f"model={arch!r} is not an open_clip architecture; known: {', '.join(CLIP_CUSTOM_ARCHS)}, {', '.join(open_clip.list_models())}")
+        weights, extra = resolve_clip_weights(arch, pre, offline)
+        if extra.pop('quick_gelu', False): model_cfg['quick_gelu'] = True
+        if cfg.image_size: model_cfg['vision_cfg']['image_size'] = cfg.image_size
+        force = extra
+    if weights and not Path(weights).is_file(): raise WeightsNotFound(f'pretrained={weights!r}: no such weights file')
+    name = register_open_clip_config(model_cfg)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        net = _quiet_open_clip(open_clip.create_model, name, pretrained=weights, force_preprocess_cfg=force or None)
+    return cls.from_arch(cfg, dict(open_clip_cfg=model_cfg, preprocess_cfg=open_clip.get_model_preprocess_cfg(net)), net=net)
+
+# %% ../nbs/04_models.ipynb #579617a2
+@patch(cls_method=True)
+def from_arch(cls: ClipRetrieval, cfg: Config, arch: dict, folder: Path | None = None, net: nn.Module | None = None) -> 'ClipRetrieval':
+    "Rebuild from a stored architecture description (random weights unless `net` is given); no download."
+    import open_clip
+    arch = json.loads(json.dumps(arch, default=list))   # plain JSON types, as stored in checkpoints
+    name = register_open_clip_config(arch['open_clip_cfg'])
+    if net is None:
+        net = _quiet_open_clip(open_clip.create_model, name, pretrained=None, force_preprocess_cfg=arch['preprocess_cfg'])
+    return cls(cfg, net, open_clip.get_tokenizer(name), arch)
+
+# %% ../nbs/04_models.ipynb #9a7b66ee
+@patch
+def losses(self: ClipRetrieval, pixel_values, tokens, ids, gather: Callable | None = None, memory=None) -> dict:
+    "Training losses: symmetric ITC with same-id positives (`loss` = `itc`); `memory` adds columns (see `itc_loss`)."
+    img, txt = self.encode_images(pixel_values), self.encode_texts(tokens)
+    itc = itc_loss(img, txt, 1 / self.logit_scale, ids, gather=gather, memory=memory)
+    return dict(loss=itc, itc=itc.detach())
 
 # %% ../nbs/04_models.ipynb #b71dd5fd
 def export_open_clip(model: ClipRetrieval, # a clip-backend model
@@ -856,29 +860,6 @@ class BlipRetrieval(RetrievalModel):
         if cfg.text_len > net.config.text_config.max_position_embeddings:
             raise ConfigError(f'text_len={cfg.text_len} exceeds the text encoder\'s {net.config.text_config.max_position_embeddings} positions')
 
-    @classmethod
-    def from_config(cls, cfg: Config, vocab_texts: Iterable[str] | None = None, offline: bool | None = None) -> 'BlipRetrieval':
-        "Build from `cfg.model`: 'tiny' (vocabulary from `vocab_texts`), a hub id, a transformers folder, or an original BLIP/LAVIS .pth."
-        from transformers import BlipForImageTextRetrieval
-        src = cfg.model
-        if src == 'tiny':
-            tok = blip_tokenizer(build_wordpiece_vocab(vocab_texts or ()))
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(cfg.seed)
-                m = cls(cfg, BlipForImageTextRetrieval(blip_tiny_config(cfg, tok)), tok)
-            return m
-        if Path(src).is_file(): return load_original_blip(src, cfg, offline=offline)
-        net, tok = _load_blip_hf(src, offline)
-        if cfg.image_size: set_blip_image_size(net, cfg.image_size)
-        return cls(cfg, net, tok)
-
-    @classmethod
-    def from_arch(cls, cfg: Config, arch: dict, folder: Path | None = None) -> 'BlipRetrieval':
-        "Rebuild the skeleton from a stored `BlipConfig` dict and the tokenizer saved in `folder/tokenizer`; no download."
-        from transformers import BlipConfig, BlipForImageTextRetrieval
-        tok = blip_tokenizer(Path(folder)/'tokenizer', offline=True)
-        return cls(cfg, BlipForImageTextRetrieval(BlipConfig.from_dict(arch['blip_config'])), tok, arch)
-
     def tokenize(self, texts: Sequence[str] | str, fixed: bool = False) -> dict:
         "BERT tokens `{'input_ids', 'attention_mask'}`, padded to the longest (`fixed`: to `cfg.text_len`), truncated to it."
         enc = self.tokenizer([texts] if isinstance(texts, str) else list(texts), padding='max_length' if fixed else 'longest', truncation=True,
@@ -899,14 +880,6 @@ class BlipRetrieval(RetrievalModel):
         out = blip_text_states(self.net.text_encoder, tokens, checkpointing=self.checkpointing)
         return F.normalize(self.net.text_proj(out[:, 0, :]).float(), dim=-1)
 
-    def itm_logits(self, image_embeds, tokens, image_index=None):
-        "ITM logits `[N, 2]` of (vision states, text) pairs, `[ENC]` first as BLIP does; `image_index[i]` = text i's image."
-        ids = tokens['input_ids'].clone()
-        ids[:, 0] = self.enc_token_id
-        kv = cross_kv(self.net.text_encoder, image_embeds)
-        out = blip_text_states(self.net.text_encoder, {**tokens, 'input_ids': ids}, kv, image_index, self.checkpointing)
-        return self.net.itm_head(out[:, 0, :]).float()
-
     @_inference
     def image_features(self, pixel_values):
         "Cacheable vision states `[N, 1 + patches, width]` for `itm_from_features` (autocast dtype on GPU)."
@@ -922,15 +895,52 @@ class BlipRetrieval(RetrievalModel):
     @property
     def logit_scale(self): return 1 / self.temp
 
-    def losses(self, pixel_values, tokens, ids, gather: Callable | None = None, memory=None) -> dict:
-        "BLIP's training losses: ITC (same-id positives, `memory` columns too) + ITM on hard negatives drawn from ITC similarities."
-        with torch.no_grad(): self.temp.clamp_(0.001, 0.5)
-        feats = self.vision(pixel_values)
-        img, txt = self.project_images(feats), self.encode_texts(tokens)
-        if self.momentum is None: itc = itc_loss(img, txt, self.temp, ids, gather=gather, memory=memory)
-        else: itc = self.momentum.itc(pixel_values, tokens, img, txt, ids, self.temp, gather)
-        itm = itm_loss(self.itm_logits, feats, tokens, img, txt, ids, self.temp, gather=gather)
-        return dict(loss=itc + itm, itc=itc.detach(), itm=itm.detach())
+# %% ../nbs/04_models.ipynb #ba69caa3
+@patch(cls_method=True)
+def from_config(cls: BlipRetrieval, cfg: Config, vocab_texts: Iterable[str] | None = None, offline: bool | None = None) -> 'BlipRetrieval':
+    "Build from `cfg.model`: 'tiny' (vocabulary from `vocab_texts`), a hub id, a transformers folder, or an original BLIP/LAVIS .pth."
+    from transformers import BlipForImageTextRetrieval
+    src = cfg.model
+    if src == 'tiny':
+        tok = blip_tokenizer(build_wordpiece_vocab(vocab_texts or ()))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            m = cls(cfg, BlipForImageTextRetrieval(blip_tiny_config(cfg, tok)), tok)
+        return m
+    if Path(src).is_file(): return load_original_blip(src, cfg, offline=offline)
+    net, tok = _load_blip_hf(src, offline)
+    if cfg.image_size: set_blip_image_size(net, cfg.image_size)
+    return cls(cfg, net, tok)
+
+# %% ../nbs/04_models.ipynb #6f329218
+@patch(cls_method=True)
+def from_arch(cls: BlipRetrieval, cfg: Config, arch: dict, folder: Path | None = None) -> 'BlipRetrieval':
+    "Rebuild the skeleton from a stored `BlipConfig` dict and the tokenizer saved in `folder/tokenizer`; no download."
+    from transformers import BlipConfig, BlipForImageTextRetrieval
+    tok = blip_tokenizer(Path(folder)/'tokenizer', offline=True)
+    return cls(cfg, BlipForImageTextRetrieval(BlipConfig.from_dict(arch['blip_config'])), tok, arch)
+
+# %% ../nbs/04_models.ipynb #1b899521
+@patch
+def itm_logits(self: BlipRetrieval, image_embeds, tokens, image_index=None):
+    "ITM logits `[N, 2]` of (vision states, text) pairs, `[ENC]` first as BLIP does; `image_index[i]` = text i's image."
+    ids = tokens['input_ids'].clone()
+    ids[:, 0] = self.enc_token_id
+    kv = cross_kv(self.net.text_encoder, image_embeds)
+    out = blip_text_states(self.net.text_encoder, {**tokens, 'input_ids': ids}, kv, image_index, self.checkpointing)
+    return self.net.itm_head(out[:, 0, :]).float()
+
+# %% ../nbs/04_models.ipynb #ca9c57d0
+@patch
+def losses(self: BlipRetrieval, pixel_values, tokens, ids, gather: Callable | None = None, memory=None) -> dict:
+    "BLIP's training losses: ITC (same-id positives, `memory` columns too) + ITM on hard negatives drawn from ITC similarities."
+    with torch.no_grad(): self.temp.clamp_(0.001, 0.5)
+    feats = self.vision(pixel_values)
+    img, txt = self.project_images(feats), self.encode_texts(tokens)
+    if self.momentum is None: itc = itc_loss(img, txt, self.temp, ids, gather=gather, memory=memory)
+    else: itc = self.momentum.itc(pixel_values, tokens, img, txt, ids, self.temp, gather)
+    itm = itm_loss(self.itm_logits, feats, tokens, img, txt, ids, self.temp, gather=gather)
+    return dict(loss=itc + itm, itc=itc.detach(), itm=itm.detach())
 
 # %% ../nbs/04_models.ipynb #123066e3
 @patch
