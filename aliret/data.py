@@ -327,6 +327,47 @@ def _say(progress: bool, stats: dict):
         print(f"{stats['split']}: {stats['rows']:,} rows -> {stats['kept']:,} kept, {stats['rejected']:,} rejected; "
               f"{stats['images_checked']:,} images checked ({stats['mode']}) in {stats['seconds']:.1f}s = {stats['rows_per_s']:,.0f} rows/s", flush=True)
 
+# %% ../nbs/01_eda.ipynb #bc62ee85
+def _image_dirs(image_root: str | Path | list) -> list[Path]:
+    "Image folders in priority order, absolute; a missing one stops here, naming the expected layout."
+    dirs = [_abs(d) for d in ([image_root] if isinstance(image_root, (str, Path)) else list(image_root))]
+    for d in dirs:
+        if not d.is_dir(): raise DataError(f'{d}: image folder does not exist; check data_dir (expected: {_LAYOUT_HELP})')
+    return dirs
+
+# %% ../nbs/01_eda.ipynb #eb948464
+def _mark_duplicates(c: pd.DataFrame) -> np.ndarray:
+    "Mark later rows of an already kept product 'duplicate product' (naming the first); the mask of rows still passing."
+    ok = (c.reason == '').to_numpy()
+    dup = ok & c.key.duplicated(keep='first').to_numpy()   # non-passing rows have key None
+    if dup.any():
+        first = c[ok].drop_duplicates('key').set_index('key').row
+        c.loc[dup, 'reason'] = 'duplicate product'
+        c.loc[dup, 'detail'] = [f'first kept at row {r}' for r in c.key[dup].map(first)]
+    return ok & ~dup
+
+# %% ../nbs/01_eda.ipynb #9683a2a9
+def _locate_images(c: pd.DataFrame, ok: np.ndarray, dirs: list[Path], json_path) -> tuple:
+    "Find each passing row's image in `dirs` (first folder wins), marking the rest 'missing image'; (rows, paths, files, found)."
+    files = list_images(dirs)
+    uniq = files[~files.dup]
+    pos = pd.Index(uniq.key.to_numpy(), dtype=object).get_indexer(c.key[ok].to_numpy())
+    cand, found = np.flatnonzero(ok), pos >= 0
+    c.loc[cand[~found], 'reason'] = 'missing image'
+    c.loc[cand[~found], 'detail'] = f'not in {dirs[0]}' if len(dirs) == 1 else f'not in any of {len(dirs)} image folders'
+    if len(cand) and not found.any(): raise DataError(no_images_message(json_path, dirs))
+    dir_s = np.array([str(d) + os.sep for d in dirs], dtype=object)
+    paths = dir_s[uniq.folder.to_numpy()[pos[found]]] + uniq.name.to_numpy()[pos[found]]
+    return cand[found], paths, files, pos[found]
+
+# %% ../nbs/01_eda.ipynb #38922af0
+def _kept_frame(c: pd.DataFrame, good: np.ndarray, paths: np.ndarray, chk: pd.DataFrame) -> pd.DataFrame:
+    "The kept table: row, product, caption, image path and the image's size, format, mode and bytes."
+    kept = pd.DataFrame({'row': good, 'product': c['product'].to_numpy()[good], 'caption': c.caption.to_numpy()[good],
+                         'image_path': paths})
+    for col in ('width', 'height', 'format', 'mode', 'bytes'): kept[col] = chk[col].to_numpy()
+    return kept.astype({'product': str, 'caption': str, 'image_path': str, 'format': str, 'mode': str})
+
 # %% ../nbs/01_eda.ipynb #1623445b
 def ingest(json_path: str | Path, # annotation file: a JSON list of {"product", "caption"}
            image_root: str | Path | list, # image folder, or folders in priority order (train: `find_image_dirs(data)`)
@@ -337,44 +378,22 @@ def ingest(json_path: str | Path, # annotation file: a JSON list of {"product", 
           ) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Validate one split: `(kept, rejected)` tables that together hold every row of `json_path` exactly once."
     t0 = time.time()
-    dirs = [image_root] if isinstance(image_root, (str, Path)) else list(image_root)
-    dirs = [_abs(d) for d in dirs]
-    for d in dirs:
-        if not d.is_dir(): raise DataError(f'{d}: image folder does not exist; check data_dir (expected: {_LAYOUT_HELP})')
+    dirs = _image_dirs(image_root)
     rows = read_annotations(json_path)
     c = check_rows(rows); n_rows = len(rows); del rows   # the parsed JSON is the biggest object here: drop it early
-    ok = (c.reason == '').to_numpy()
-    dup = ok & c.key.duplicated(keep='first').to_numpy()   # non-passing rows have key None
-    if dup.any():
-        first = c[ok].drop_duplicates('key').set_index('key').row
-        c.loc[dup, 'reason'] = 'duplicate product'
-        c.loc[dup, 'detail'] = [f'first kept at row {r}' for r in c.key[dup].map(first)]
-    ok = ok & ~dup
-    files = list_images(dirs); uniq = files[~files.dup]
-    pos = pd.Index(uniq.key.to_numpy(), dtype=object).get_indexer(c.key[ok].to_numpy())
-    cand = np.flatnonzero(ok); found = pos >= 0
-    miss = cand[~found]
-    c.loc[miss, 'reason'] = 'missing image'
-    c.loc[miss, 'detail'] = f'not in {dirs[0]}' if len(dirs) == 1 else f'not in any of {len(dirs)} image folders'
-    if len(cand) and not found.any(): raise DataError(no_images_message(json_path, dirs))
-    cand, pos = cand[found], pos[found]
-    dir_s = np.array([str(d) + os.sep for d in dirs], dtype=object)
-    paths = dir_s[uniq.folder.to_numpy()[pos]] + uniq.name.to_numpy()[pos]
+    cand, paths, files, pos = _locate_images(c, _mark_duplicates(c), dirs, json_path)
     chk = check_images(list(paths), full_decode, workers, progress, desc=f'{split} images')
     bad = chk.reason.to_numpy() != ''
     c.loc[cand[bad], 'reason'] = chk.reason.to_numpy()[bad]; c.loc[cand[bad], 'detail'] = chk.detail.to_numpy()[bad]
-    good = cand[~bad]
-    kept = pd.DataFrame({'row': good, 'product': c['product'].to_numpy()[good], 'caption': c.caption.to_numpy()[good],
-                         'image_path': paths[~bad]})
-    for col in ('width', 'height', 'format', 'mode', 'bytes'): kept[col] = chk[col].to_numpy()[~bad]
-    kept = kept.astype({'product': str, 'caption': str, 'image_path': str, 'format': str, 'mode': str})
+    kept = _kept_frame(c, cand[~bad], paths[~bad], chk[~bad])
     rj = c[c.reason != '']
     rejected = _rejected_frame(split, rj.row, rj['product'], rj.reason, rj.detail)
     secs = time.time() - t0
+    n_uniq = int((~files.dup).sum())
     kept.attrs['stats'] = stats = dict(
         split=split, rows=n_rows, kept=len(kept), rejected=len(rejected), by_reason=rejected.reason.value_counts().to_dict(),
         image_files=len(files), ambiguous_images=int(files.dup.sum()),
-        unreferenced_images=int(len(uniq) - len(np.unique(pos))), images_checked=len(paths),
+        unreferenced_images=int(n_uniq - len(np.unique(pos))), images_checked=len(paths),
         folders={str(d): int((files.folder == i).sum()) for i, d in enumerate(dirs)},
         mode='full decode' if full_decode else 'header', seconds=round(secs, 3), rows_per_s=round(n_rows / max(secs, 1e-9), 1))
     _say(progress, stats)
