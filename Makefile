@@ -44,8 +44,8 @@ RUN ?= demo
 demo: install
 	$(BIN)/aliret-pipeline --run $(RUN)
 
-# The ablation table (11a_ablations): every technique against its ablation, 5 paired seeds, val in demo-sized blocks.
-# Its own job (40 trainings of the demo's size: 1-2 hours on 2 cores), resumable like the demo; the demo's summary
+# The ablation table (11a_ablations): every technique against its ablation, 7 paired seeds, val in demo-sized blocks.
+# Its own job (56 trainings of the demo's size: 2-3 hours on 2 cores), resumable like the demo; the demo's summary
 # links the newest table. A subset: papermill nbs/11a_ablations.ipynb out.ipynb -p arms clip,clip_xbm
 ablations: install
 	$(BIN)/aliret-pipeline --job ablations --run $(if $(filter demo,$(RUN)),ablations,$(RUN))

@@ -45,7 +45,7 @@ DEMO_STEPS = [
     Step('11_ensemble_strategies', 'nbs/11_ensemble_strategies.ipynb', {'tables_dir': '{run}/01_eda', 'inference_dir': '{run}/10_test_inference'}),
 ]
 
-ABLATION_STEPS = [Step('11a_ablations', 'nbs/11a_ablations.ipynb')]   # its own job: 1-2 hours on 2 cores
+ABLATION_STEPS = [Step('11a_ablations', 'nbs/11a_ablations.ipynb')]   # its own job: 2-3 hours on 2 cores
 JOBS = {'demo': DEMO_STEPS, 'ablations': ABLATION_STEPS}
 
 # %% ../nbs/00b_pipeline.ipynb #a065a273
