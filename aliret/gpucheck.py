@@ -19,7 +19,7 @@ from .bench import best_time, matmul_rate, train_step_flops, device_label, machi
 
 # %% auto #0
 __all__ = ['GPU_TARGETS', 'synthetic_jpegs', 'image_rate', 'embed_rate', 'itm_rate', 'itm_flops', 'search_rate',
-           'synthetic_table', 'train_run', 'check_sizes', 'train_rows', 'gpu_check', 'main']
+           'synthetic_table', 'train_run', 'check_sizes', 'train_rows', 'measure_rows', 'gpu_check', 'main']
 
 # %% ../nbs/12a_gpu_check.ipynb #04de4aa3
 def _write_jpeg(job: tuple) -> str:
@@ -223,16 +223,15 @@ def train_rows(rows: list, # rows so far (appended to)
                 mfu = done[0]['samples_per_s'] * done[0]['gflop_per_sample'] * 1e9 / peak
                 rows.append(_row('train', f'{backend}-mfu', 'MFU (fraction)', round(mfu, 4), dev, f'matmul peak {peak / 1e12:.1f} TFLOP/s'))
 
-# %% ../nbs/12a_gpu_check.ipynb #38515965
-def gpu_check(device: str = 'cuda', # the device to measure
-              quick: bool = False, # toy sizes (CPU smoke run)
-              results_dir: str | Path = '', # where the JSON goes ('' = outputs/benchmarks)
-              work_dir: str | Path = '', # where the JPEG files go ('' = a temporary folder)
-              log=print, # progress messages
-             ) -> pd.DataFrame:
-    "Measure every GPU row, write `<date>-<device>.json`, return the rows."
-    dev, s, rows = pick_device(device), check_sizes(quick), []
-    work = Path(work_dir or tempfile.mkdtemp(prefix='aliret-gpucheck-'))
+# %% ../nbs/12a_gpu_check.ipynb #3ec66066
+def measure_rows(dev, # the device to measure
+                 s: dict, # sizes from `check_sizes`
+                 work: Path, # where the JPEG files go
+                 quick: bool, # toy sizes (CPU smoke run)
+                 log=print, # progress messages
+                ) -> list[dict]:
+    "Every GPU row: embedding (model-only, end-to-end), ITM rate and FLOPs, flat search, training."
+    rows = []
     clip = backend_class('clip').random_like(get_config(s['preset'], backend='clip', device=dev.type)).to(dev).eval()
     _guarded(rows, 'embed', 'model-only', 'img/s', dev, lambda: image_rate(clip, s['batch']))
     paths = synthetic_jpegs(work/'jpegs', s['jpegs'], s['jpeg_side'], s['workers'])
@@ -247,6 +246,20 @@ def gpu_check(device: str = 'cuda', # the device to measure
     log(pd.DataFrame(rows).to_string())
     table = synthetic_table(paths)
     train_rows(rows, table, dev, s)
+    return rows
+
+# %% ../nbs/12a_gpu_check.ipynb #38515965
+def gpu_check(device: str = 'cuda', # the device to measure
+              quick: bool = False, # toy sizes (CPU smoke run)
+              results_dir: str | Path = '', # where the JSON goes ('' = outputs/benchmarks)
+              work_dir: str | Path = '', # where the JPEG files go ('' = a temporary folder, removed after)
+              log=print, # progress messages
+             ) -> pd.DataFrame:
+    "Measure every GPU row, write `<date>-<device>.json`, return the rows."
+    dev, s = pick_device(device), check_sizes(quick)
+    if work_dir: rows = measure_rows(dev, s, Path(work_dir), quick, log)
+    else:
+        with tempfile.TemporaryDirectory(prefix='aliret-gpucheck-') as tmp: rows = measure_rows(dev, s, Path(tmp), quick, log)
     out = dict(date=dt.date.today().isoformat(), device=device_label(dev), machine=machine_info(dev), quick=quick, rows=rows)
     path = Path(results_dir or outputs_root()/'benchmarks')/f"{out['date']}-{out['device']}-gpucheck.json"
     write_json(path, out)
