@@ -46,12 +46,14 @@ def atomic_open(path: str | Path, # final file name
                 encoding: str | None = 'utf-8', # text encoding (ignored for bytes)
                ):
     "Open a temporary file beside `path`; on success fsync it and rename it over `path`, on error remove it."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
         with os.fdopen(fd, mode, encoding=None if 'b' in mode else encoding) as f:
             yield f
-            f.flush(); os.fsync(f.fileno())
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:
@@ -97,7 +99,8 @@ def legend_outside(ax, # matplotlib axes with labelled artists
                    **kw, # more `ax.legend` options (title, ncol, ...)
                   ):
     "The axes' legend to the right of the plot, outside the data, so it never covers bars or curves."
-    return ax.legend(fontsize=fontsize, loc='upper left', bbox_to_anchor=(1.01, 1.0), frameon=False, borderaxespad=0, **kw)
+    return ax.legend(fontsize=fontsize, loc='upper left', bbox_to_anchor=(1.01, 1.0), frameon=False, borderaxespad=0,
+                     **kw)
 
 # %% ../nbs/00_core.ipynb #b21af62c
 def markdown_table(header: typing.Sequence, # column names
@@ -266,7 +269,8 @@ def _read_yaml(path: str) -> dict:
     "Read a YAML mapping, naming the file in any error."
     import yaml
     p = Path(path)
-    if not p.is_file(): raise ConfigError(f"config file {path} does not exist: pass a preset name ({', '.join(PRESETS)}) or a path to a YAML file")
+    if not p.is_file():
+        raise ConfigError(f"config file {path} does not exist: pass a preset name ({', '.join(PRESETS)}) or a path to a YAML file")
     try: d = yaml.safe_load(p.read_text(encoding='utf-8')) or {}
     except yaml.YAMLError as e: raise ConfigError(f'{path}: not valid YAML: {e}') from None
     if not isinstance(d, dict): raise ConfigError(f'{path}: expected a mapping of config keys, got {type(d).__name__}')
@@ -287,7 +291,9 @@ def seed_everything(seed: int, # base seed from the config
     "Seed python, numpy and torch (CPU and CUDA) with `seed + rank`; return that seed."
     import numpy as np, torch
     s = int(seed) + int(rank)
-    random.seed(s); np.random.seed(s % 2**32); torch.manual_seed(s)
+    random.seed(s)
+    np.random.seed(s % 2**32)
+    torch.manual_seed(s)
     return s
 
 # %% ../nbs/00_core.ipynb #ad7a34e8
@@ -299,8 +305,10 @@ def pick_device(pref: str = 'auto', # `auto`, `cuda`, `mps` or `cpu` (or `cuda:N
     if pref == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'mps' if mps else 'cpu')
     if pref.startswith('cuda') and not torch.cuda.is_available():
         raise ConfigError(f"device {pref!r} was asked for but CUDA is not available here; use device='auto' or 'cpu'")
-    if pref == 'mps' and not mps: raise ConfigError("device 'mps' was asked for but is not available; use 'auto' or 'cpu'")
-    if pref.split(':')[0] not in ('cuda', 'mps', 'cpu'): raise ConfigError(f"device must be auto, cuda, mps or cpu, got {pref!r}")
+    if pref == 'mps' and not mps:
+        raise ConfigError("device 'mps' was asked for but is not available; use 'auto' or 'cpu'")
+    if pref.split(':')[0] not in ('cuda', 'mps', 'cpu'):
+        raise ConfigError(f"device must be auto, cuda, mps or cpu, got {pref!r}")
     return torch.device(pref)
 
 # %% ../nbs/00_core.ipynb #1b273c7c
@@ -330,7 +338,9 @@ def stream_process(cmd: list[str], # the command line
         if timer: timer.start()
         try:
             for line in p.stdout:
-                lf.write(line); lf.flush(); last.append(line.rstrip('\n'))
+                lf.write(line)
+                lf.flush()
+                last.append(line.rstrip('\n'))
                 if on_line: on_line(line)
                 if echo: print(line, end='', flush=True)
             rc = p.wait()
@@ -360,11 +370,13 @@ def latest_run(step: str, # step name whose runs to look through
               ) -> Path | None:
     "The newest complete run folder of `step` under `root` (standalone or inside a main-job run), or None."
     root = Path(root or outputs_root())
-    runs = [p.parent for p in [*root.glob(f'{step}/*/{SUCCESS}'), *root.glob(f'*/{step}*/{SUCCESS}')]]   # never markers nested inside a run
+    # never markers nested inside a run
+    runs = [p.parent for p in [*root.glob(f'{step}/*/{SUCCESS}'), *root.glob(f'*/{step}*/{SUCCESS}')]]
     return max(runs, key=lambda r: (r/SUCCESS).stat().st_mtime) if runs else None
 
 # %% ../nbs/00_core.ipynb #e0ce4123
-VERSIONED = ('aliret', 'torch', 'torchvision', 'open_clip_torch', 'transformers', 'faiss-cpu', 'faiss-gpu', 'numpy', 'pandas', 'papermill', 'nbdev')
+VERSIONED = ('aliret', 'torch', 'torchvision', 'open_clip_torch', 'transformers', 'faiss-cpu', 'faiss-gpu', 'numpy',
+             'pandas', 'papermill', 'nbdev')
 
 def package_versions(names=VERSIONED) -> dict:
     "Installed versions of the packages that decide results (missing ones omitted), plus python and platform."
@@ -382,7 +394,8 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
         cwd = cwd or project_root()
         sha = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=cwd, capture_output=True, text=True, timeout=10)
         if sha.returncode: return None
-        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=cwd, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=cwd, capture_output=True,
+                               text=True, timeout=10)
         return sha.stdout.strip() + ('-dirty' if dirty.stdout.strip() else '')
     except (OSError, subprocess.SubprocessError): return None
 
@@ -484,7 +497,8 @@ class RunRecord:
                  params: dict, # the notebook's validated parameters
                  seed: int | None = None, # the seed the run used
                 ):
-        self.dir = Path(d); self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(d)
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.lock = RunLock(self.dir).acquire()
         (self.dir/SUCCESS).unlink(missing_ok=True)
         self.t0 = dt.datetime.now(dt.timezone.utc)
@@ -501,7 +515,9 @@ class RunRecord:
 
     def log(self, **results):
         "Add results to the record and save it (so a crash keeps what was already measured)."
-        self.data['results'].update(results); self.save(); return self
+        self.data['results'].update(results)
+        self.save()
+        return self
 
     def _end(self, status: str):
         t1 = dt.datetime.now(dt.timezone.utc)
@@ -517,7 +533,8 @@ class RunRecord:
 
     def finish(self, **results) -> Path:
         "Record final results and status `ok`, then write the `_SUCCESS` marker last."
-        self.data['results'].update(results); self._end('ok')
+        self.data['results'].update(results)
+        self._end('ok')
         atomic_write(self.dir/SUCCESS, self.data['end'] + '\n')
         return self.dir/SUCCESS
 
@@ -555,7 +572,9 @@ def check_params(given: dict, # parameter name -> value as passed
         d = defaults[k]
         ok = (isinstance(v, (int, float)) and not isinstance(v, bool)) if isinstance(d, float) else (
              type(v) is type(d) or d is None or v is None)
-        if not ok: raise ConfigError(f"{where} {k!r} must be {type(d).__name__} like its default {d!r}, got {v!r} ({type(v).__name__})")
+        if not ok:
+            raise ConfigError(f"{where} {k!r} must be {type(d).__name__} like its default {d!r}, got {v!r} "
+                              f"({type(v).__name__})")
     return {**defaults, **given}
 
 # %% ../nbs/00_core.ipynb #f47091d8
@@ -565,7 +584,8 @@ def _assignments(src: str) -> dict:
     for node in ast.parse(src).body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             try: out[node.targets[0].id] = ast.literal_eval(node.value)
-            except ValueError: raise ConfigError(f'parameter {node.targets[0].id!r} must be a literal (string, number, bool, list, dict)') from None
+            except ValueError:
+                raise ConfigError(f'parameter {node.targets[0].id!r} must be a literal (string, number, bool, list, dict)') from None
     return out
 
 # %% ../nbs/00_core.ipynb #9554ca62
@@ -577,12 +597,16 @@ def notebook_params(g: dict, # the notebook's `globals()`
     hist = [h for h in g.get('In', g.get('_ih', [])) if h and h.strip()]
     inj = [i for i, h in enumerate(hist) if h.lstrip().startswith(INJECTED_MARK)]
     if inj:   # run by papermill with -p: defaults are the cell before the injected one
-        i = inj[-1]; defaults, given = _assignments(hist[i-1]), _assignments(hist[i])
+        i = inj[-1]
+        defaults, given = _assignments(hist[i-1]), _assignments(hist[i])
         return check_params(given, defaults)
-    # Jupyter: the most recent cell of pure literal assignments; nbdev_test (execnb) keeps no history: its parameters cell
+    # Jupyter: the most recent cell of pure literal assignments; nbdev_test
+    # (execnb) keeps no history: its parameters cell
     defaults = next((a for h in reversed(hist[:-1]) if (a := _safe_assignments(h)) is not None), None)
     if defaults is None: defaults = _running_parameters_cell()
-    if defaults is None: raise ConfigError('no parameters cell found: a pipeline notebook needs one cell tagged `parameters` of literal assignments, run before notebook_params')
+    if defaults is None:
+        raise ConfigError('no parameters cell found: a pipeline notebook needs one cell tagged `parameters` of '
+                          'literal assignments, run before notebook_params')
     return {k: g.get(k, v) for k, v in defaults.items()}
 
 # %% ../nbs/00_core.ipynb #3898ffc8

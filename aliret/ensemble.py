@@ -29,7 +29,8 @@ def _weights(w, n: int) -> np.ndarray:
     "Validated non-negative weights, one per model (None = all 1)."
     w = np.ones(n) if w is None else np.asarray(w, dtype=np.float64).ravel()
     if len(w) != n: raise ValueError(f'{len(w)} weights for {n} models')
-    if (w < 0).any() or not np.isfinite(w).all() or not w.any(): raise ValueError(f'weights must be finite, non-negative and not all zero, got {w.tolist()}')
+    if (w < 0).any() or not np.isfinite(w).all() or not w.any():
+        raise ValueError(f'weights must be finite, non-negative and not all zero, got {w.tolist()}')
     return w
 
 # %% ../nbs/11_ensemble_strategies.ipynb #be3e0e7e
@@ -39,8 +40,10 @@ def check_aligned(embs: Sequence[Embeddings], # one store per model, same split
     "Raise unless every model's embeddings have the same caption ids and gallery names, in the same order."
     names = names or [f'model {i}' for i in range(len(embs))]
     for n, e in zip(names[1:], embs[1:]):
-        if not np.array_equal(e.text_ids, embs[0].text_ids): raise ValueError(f'{n}: caption ids differ from {names[0]}; embed both on the same split table')
-        if not np.array_equal(e.image_ids, embs[0].image_ids): raise ValueError(f'{n}: gallery names differ from {names[0]}; embed both on the same split table')
+        if not np.array_equal(e.text_ids, embs[0].text_ids):
+            raise ValueError(f'{n}: caption ids differ from {names[0]}; embed both on the same split table')
+        if not np.array_equal(e.image_ids, embs[0].image_ids):
+            raise ValueError(f'{n}: gallery names differ from {names[0]}; embed both on the same split table')
 
 # %% ../nbs/11_ensemble_strategies.ipynb #953cfc4d
 def _brute_topk(S: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -55,9 +58,12 @@ def concat_features(embs: Sequence, # per model [N, D_i] embeddings (rows aligne
     "`[N, sum D_i]`: each model's unit rows scaled by sqrt(weight), side by side (fp16 if all inputs are, else fp32)."
     w, embs = _weights(weights, len(embs)), [np.asarray(e) for e in embs]
     dt = np.dtype(np.float16 if all(e.dtype == np.float16 for e in embs) else np.float32)
-    out = np.empty((len(embs[0]), sum(e.shape[1] for e in embs)), dt); c = 0
+    out = np.empty((len(embs[0]), sum(e.shape[1] for e in embs)), dt)
+    c = 0
     for e, wi in zip(embs, w):
-        out[:, c:c + e.shape[1]] = _unit_rows(e); out[:, c:c + e.shape[1]] *= dt.type(np.sqrt(wi)); c += e.shape[1]
+        out[:, c:c + e.shape[1]] = _unit_rows(e)
+        out[:, c:c + e.shape[1]] *= dt.type(np.sqrt(wi))
+        c += e.shape[1]
     return out
 
 # %% ../nbs/11_ensemble_strategies.ipynb #95241fdf
@@ -115,8 +121,12 @@ def score_fusion(queries: Sequence, # per model [Q, D_i] caption embeddings
     "Top-k of the weighted sum of per-query-normalised similarity matrices, computed in query chunks."
     w = _weights(weights, len(queries))
     if norm not in NORMS: raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
-    dev = torch.device(device or 'cpu'); g = _tensors(galleries, dev); Q = len(queries[0]); kk = min(k, len(g[0]))
-    S = np.full((Q, k), -np.inf, np.float32); I = np.full((Q, k), -1, np.int64)
+    dev = torch.device(device or 'cpu')
+    g = _tensors(galleries, dev)
+    Q = len(queries[0])
+    kk = min(k, len(g[0]))
+    S = np.full((Q, k), -np.inf, np.float32)
+    I = np.full((Q, k), -1, np.int64)
     with torch.inference_mode():
         for a in range(0, Q, query_chunk):
             acc = None
@@ -144,23 +154,33 @@ def rrf_fusion(id_lists: Sequence[np.ndarray], # per model [Q, K] ranked gallery
                k: int = 10, # results per caption
               ) -> tuple[np.ndarray, np.ndarray]:
     "Reciprocal rank fusion of ranked lists: (scores [Q, k], ids [Q, k]), ties by lower gallery id."
-    w = _weights(weights, len(id_lists)); Q = len(id_lists[0])
+    w = _weights(weights, len(id_lists))
+    Q = len(id_lists[0])
     qs_, gs_, cs_ = [], [], []
     for wi, ids in zip(w, id_lists):
         ids = np.asarray(ids, dtype=np.int64)
-        if len(ids) != Q: raise ValueError(f'ranked lists have {len(ids)} and {Q} rows: they must cover the same captions')
+        if len(ids) != Q:
+            raise ValueError(f'ranked lists have {len(ids)} and {Q} rows: they must cover the same captions')
         if wi == 0: continue
-        r = np.broadcast_to(np.arange(1, ids.shape[1] + 1), ids.shape); ok = ids >= 0
-        qs_.append(np.broadcast_to(np.arange(Q)[:, None], ids.shape)[ok]); gs_.append(ids[ok]); cs_.append(wi / (k_rrf + r[ok]))
+        r = np.broadcast_to(np.arange(1, ids.shape[1] + 1), ids.shape)
+        ok = ids >= 0
+        qs_.append(np.broadcast_to(np.arange(Q)[:, None], ids.shape)[ok])
+        gs_.append(ids[ok])
+        cs_.append(wi / (k_rrf + r[ok]))
     q, g, c = np.concatenate(qs_), np.concatenate(gs_), np.concatenate(cs_)
     base = int(g.max()) + 1 if len(g) else 1
     keys, inv = np.unique(q * base + g, return_inverse=True)
     tot = np.bincount(inv.ravel(), weights=c, minlength=len(keys))
     uq, ug = keys // base, keys % base
-    o = np.lexsort((ug, -tot, uq)); uq, ug, tot = uq[o], ug[o], tot[o]
-    start = np.searchsorted(uq, np.arange(Q)); pos = np.arange(len(uq)) - start[uq]; keep = pos < k
-    S = np.full((Q, k), -np.inf, np.float32); I = np.full((Q, k), -1, np.int64)
-    S[uq[keep], pos[keep]] = tot[keep]; I[uq[keep], pos[keep]] = ug[keep]
+    o = np.lexsort((ug, -tot, uq))
+    uq, ug, tot = uq[o], ug[o], tot[o]
+    start = np.searchsorted(uq, np.arange(Q))
+    pos = np.arange(len(uq)) - start[uq]
+    keep = pos < k
+    S = np.full((Q, k), -np.inf, np.float32)
+    I = np.full((Q, k), -1, np.int64)
+    S[uq[keep], pos[keep]] = tot[keep]
+    I[uq[keep], pos[keep]] = ug[keep]
     return S, I
 
 # %% ../nbs/11_ensemble_strategies.ipynb #92d23d10
@@ -200,18 +220,22 @@ class Pool:
     def __len__(self): return len(self.ids)
     def subset(self, sel) -> 'Pool':
         "The pool of some of its captions (by position)."
-        sel = np.asarray(sel); return replace(self, ids=self.ids[sel], feats=self.feats[:, sel], rows=self.rows[sel])
+        sel = np.asarray(sel)
+        return replace(self, ids=self.ids[sel], feats=self.feats[:, sel], rows=self.rows[sel])
 
     def topk(self, weights, k: int = 10) -> np.ndarray:
         "Fused top-k ids per caption for `weights`, ties by lower id (float64 sums in model order)."
-        w = _weights(weights, len(self.feats)); s = np.zeros(self.ids.shape, np.float64)
+        w = _weights(weights, len(self.feats))
+        s = np.zeros(self.ids.shape, np.float64)
         for wi, f in zip(w, self.feats):
             if not wi: continue
             s += wi / (self.k_rrf + f.astype(np.float64)) * (f > 0) if self.kind == 'rrf' else wi * f.astype(np.float64)
         ok = self.ids >= 0
         if self.kind == 'rrf': ok &= s > 0
-        v, c = _block_topk(torch.from_numpy(np.where(ok, s, -np.inf)), k)   # columns ascend with gallery id: ties by lower id
-        out = np.full((len(s), k), -1, np.int64); c = c.numpy()
+        # columns ascend with gallery id: ties by lower id
+        v, c = _block_topk(torch.from_numpy(np.where(ok, s, -np.inf)), k)
+        out = np.full((len(s), k), -1, np.int64)
+        c = c.numpy()
         out[:, :c.shape[1]] = np.where(np.isfinite(v.numpy()), np.take_along_axis(self.ids, c, 1), -1)
         return out
 
@@ -226,21 +250,28 @@ def build_pool(queries: Sequence, # per model [Q, D_i]
               ) -> Pool:
     "Candidate pool: union of every model's top `depth` per caption (ascending ids, -1 padding last), with each model's normalised score (or rank) on each."
     if kind not in POOL_KINDS: raise ValueError(f"kind must be one of {', '.join(POOL_KINDS)}, got {kind!r}")
-    dev = torch.device(device or 'cpu'); g = _tensors(galleries, dev); M, Q, G = len(g), len(queries[0]), len(g[0])
-    d = min(depth, G); P = M * d
-    ids = np.full((Q, P), -1, np.int64); feats = np.zeros((M, Q, P), np.float32)
+    dev = torch.device(device or 'cpu')
+    g = _tensors(galleries, dev)
+    M, Q, G = len(g), len(queries[0]), len(g[0])
+    d = min(depth, G)
+    P = M * d
+    ids = np.full((Q, P), -1, np.int64)
+    feats = np.zeros((M, Q, P), np.float32)
     with torch.inference_mode():
         for a in range(0, Q, query_chunk):
             raw = [_query_scores(q, a, query_chunk, gi) for q, gi in zip(queries, g)]
             tops = [_block_topk(s, d)[1] for s in raw]
             cand = torch.cat(tops, 1).sort(1).values
-            dup = torch.zeros_like(cand, dtype=torch.bool); dup[:, 1:] = cand[:, 1:] == cand[:, :-1]
-            cand = cand.masked_fill(dup, G).sort(1).values                       # duplicates -> sentinel G, pushed to the end
-            valid = cand < G; c = cand.clamp(max=G - 1)
+            dup = torch.zeros_like(cand, dtype=torch.bool)
+            dup[:, 1:] = cand[:, 1:] == cand[:, :-1]
+            cand = cand.masked_fill(dup, G).sort(1).values   # duplicates -> sentinel G, pushed to the end
+            valid = cand < G
+            c = cand.clamp(max=G - 1)
             for m, (s, top) in enumerate(zip(raw, tops)):
                 if kind == 'rrf':
                     rank = torch.zeros(s.shape, dtype=torch.float32, device=dev)
-                    rank.scatter_(1, top, torch.arange(1, d + 1, dtype=torch.float32, device=dev).expand_as(top).contiguous())
+                    rank.scatter_(1, top, torch.arange(1, d + 1, dtype=torch.float32,
+                                                       device=dev).expand_as(top).contiguous())
                     f = rank.gather(1, c)
                 else: f = normalise_rows(s, kind).gather(1, c)
                 feats[m, a:a + len(cand)] = torch.where(valid, f, torch.zeros_like(f)).cpu().numpy()
@@ -256,8 +287,10 @@ def query_folds(groups: Sequence, # group of each caption (its product): a group
                ) -> np.ndarray:
     "Fold number of each caption, by randomly dealing whole groups round-robin to folds."
     codes, uniq = pd.factorize(pd.Series(list(groups), dtype=object).map(str))
-    if n_folds < 2 or n_folds > len(uniq): raise ValueError(f'n_folds must lie in [2, {len(uniq)}] (number of groups), got {n_folds}')
-    fold_of = np.empty(len(uniq), np.int64); fold_of[np.random.default_rng(seed).permutation(len(uniq))] = np.arange(len(uniq)) % n_folds
+    if n_folds < 2 or n_folds > len(uniq):
+        raise ValueError(f'n_folds must lie in [2, {len(uniq)}] (number of groups), got {n_folds}')
+    fold_of = np.empty(len(uniq), np.int64)
+    fold_of[np.random.default_rng(seed).permutation(len(uniq))] = np.arange(len(uniq)) % n_folds
     return fold_of[codes]
 
 # %% ../nbs/11_ensemble_strategies.ipynb #320a2977
@@ -265,8 +298,11 @@ def truth_rows(truth: Truth, # truth of all captions
                rows, # caption rows to keep, in the order wanted (no repeats)
               ) -> Truth:
     "The truth of a subset of captions, re-indexed 0..len(rows)-1."
-    rows = np.asarray(rows, np.int64); pos = np.full(len(truth), -1, np.int64); pos[rows] = np.arange(len(rows))
-    q, g = truth.pairs(); keep = pos[q] >= 0
+    rows = np.asarray(rows, np.int64)
+    pos = np.full(len(truth), -1, np.int64)
+    pos[rows] = np.arange(len(rows))
+    q, g = truth.pairs()
+    keep = pos[q] >= 0
     return truth_from_pairs(pos[q[keep]], g[keep], len(rows), truth.n_items)
 
 # %% ../nbs/11_ensemble_strategies.ipynb #4e0b3295
@@ -274,7 +310,8 @@ def objective(ids: np.ndarray, # [Q, >=10] ranked ids
               truth: Truth, # truth of those captions
              ) -> tuple[float, float]:
     "What tuning maximises: (ali_score, mean_recall), compared in that order."
-    m = retrieval_metrics(ids[:, :10], truth); return (m['ali_score'], m['mean_recall'])
+    m = retrieval_metrics(ids[:, :10], truth)
+    return (m['ali_score'], m['mean_recall'])
 
 # %% ../nbs/11_ensemble_strategies.ipynb #44c4d7c9
 def coordinate_search(f: Callable[[np.ndarray], tuple], # weights -> score to maximise (comparable values)
@@ -283,13 +320,15 @@ def coordinate_search(f: Callable[[np.ndarray], tuple], # weights -> score to ma
                       sweeps: int = 3, # maximum passes over the weights
                      ) -> tuple[np.ndarray, tuple]:
     "Coordinate ascent from equal weights: (best weights, best score); ties keep the current weights."
-    w = np.ones(n); best = f(w)
+    w = np.ones(n)
+    best = f(w)
     for _ in range(sweeps):
         changed = False
         for i in range(n):
             for v in grid:
                 if v == w[i]: continue
-                c = w.copy(); c[i] = v
+                c = w.copy()
+                c[i] = v
                 if not c.any(): continue
                 if (s := f(c)) > best: w, best, changed = c, s, True
         if not changed: break
@@ -313,9 +352,11 @@ def cross_fit(folds: np.ndarray, # fold of each caption
     out, params = None, []
     for f in np.unique(folds):
         held, train = np.flatnonzero(folds == f), np.flatnonzero(folds != f)
-        p = tune(train); ids = np.asarray(apply(held, p))
+        p = tune(train)
+        ids = np.asarray(apply(held, p))
         if out is None: out = np.full((len(folds), ids.shape[1]), -1, np.int64)
-        out[held] = ids; params.append(p)
+        out[held] = ids
+        params.append(p)
     return out, params
 
 # %% ../nbs/11_ensemble_strategies.ipynb #4b69ef3a
@@ -333,14 +374,17 @@ def fuse(strategy: str, # 'feature', 'score_zscore', 'score_minmax' or 'rrf'
         ) -> tuple[np.ndarray, np.ndarray]:
     "(scores, ids) of a fusion strategy by name."
     if strategy == 'feature': return feature_fusion(queries, galleries, weights, k=k, index=index)
-    if strategy.startswith('score_'): return score_fusion(queries, galleries, weights, norm=strategy[6:], k=k, device=device)
-    if strategy == 'rrf': return rrf_fusion(topk_lists(queries, galleries, rrf_depth, device=device), weights, k_rrf=k_rrf, k=k)
+    if strategy.startswith('score_'):
+        return score_fusion(queries, galleries, weights, norm=strategy[6:], k=k, device=device)
+    if strategy == 'rrf':
+        return rrf_fusion(topk_lists(queries, galleries, rrf_depth, device=device), weights, k_rrf=k_rrf, k=k)
     raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
 
 # %% ../nbs/11_ensemble_strategies.ipynb #79dbf283
 def metrics_row(ids: np.ndarray, truth: Truth) -> dict:
     "R@1/5/10, mean_recall, ali_score of ranked ids."
-    m = retrieval_metrics(ids[:, :10], truth); return {k: m[k] for k in METRIC_KEYS}
+    m = retrieval_metrics(ids[:, :10], truth)
+    return {k: m[k] for k in METRIC_KEYS}
 
 # %% ../nbs/11_ensemble_strategies.ipynb #a2c09070
 def evaluate_fusion(strategy: str, # strategy name
@@ -357,11 +401,13 @@ def evaluate_fusion(strategy: str, # strategy name
                     device: str | None = None, # where to compute
                    ) -> list[dict]:
     "Rows for the strategy table (metrics and the val `ids`): equal weights on all val, and (with folds) the cross-fitted tuned result."
-    kw = dict(rrf_depth=rrf_depth, k_rrf=k_rrf, index=index, device=device); M = len(queries)
+    kw = dict(rrf_depth=rrf_depth, k_rrf=k_rrf, index=index, device=device)
+    M = len(queries)
     ids = fuse(strategy, queries, galleries, None, **kw)[1]
     rows = [dict(tuned=False, weights=[1.0] * M, ids=ids, **metrics_row(ids, truth))]
     if folds is None: return rows
-    pool = build_pool(queries, galleries, STRATEGIES[strategy], depth=rrf_depth if strategy == 'rrf' else pool_depth, k_rrf=k_rrf, device=device)
+    pool = build_pool(queries, galleries, STRATEGIES[strategy], depth=rrf_depth if strategy == 'rrf' else pool_depth,
+                      k_rrf=k_rrf, device=device)
     tune = lambda r: tune_weights(pool.subset(r), truth_rows(truth, r), grid, sweeps)
     apply = lambda r, w: fuse(strategy, [q[r] for q in queries], galleries, w, **kw)[1]
     oof, fold_w = cross_fit(folds, tune, apply)
@@ -380,7 +426,8 @@ def tune_itm(rr, # `itm_candidates` result on val
     "Cross-fitted ITM + w * ITC: honest metrics, the weight refit on all val, and the in-sample score."
     sub = lambda r, w: reweight_itm(rr.itm[r], rr.itc[r], rr.ids[r], w)[1]
     def tune(r):
-        t = truth_rows(truth, r); scores = [objective(sub(r, w), t) for w in grid]
+        t = truth_rows(truth, r)
+        scores = [objective(sub(r, w), t) for w in grid]
         return float(grid[int(np.argmax([s[0] * 1e6 + s[1] for s in scores]))])   # lexicographic, first max wins
     oof, fold_w = cross_fit(folds, tune, sub)
     refit = tune(np.arange(len(truth)))
@@ -420,8 +467,10 @@ def plot_recall_vs_models(table: pd.DataFrame, # strategy table (strategy, n_mod
             ax.plot(b.index, b.values, marker='o', label=name)
         if len(singles): ax.axhline(singles[metric].max(), color='k', ls='--', lw=1, label='best single')
         ax.set(xlabel='number of models', ylabel=f'val {metric}', title=f'best val {metric} by ensemble size')
-        ax.xaxis.get_major_locator().set_params(integer=True); ax.grid(alpha=.3)
-    legend_outside(axes[0], fontsize=7); fig.tight_layout()
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=.3)
+    legend_outside(axes[0], fontsize=7)
+    fig.tight_layout()
     if path: fig.savefig(path, dpi=110, bbox_inches='tight')
     return fig
 
@@ -440,8 +489,11 @@ def apply_choice(row, # a strategy-table row (dict or Series): strategy, base, c
                  device: str | None = None, # where fusion runs
                 ) -> Predictions:
     "Test predictions of a strategy-table row, with the weights it chose on val."
-    row = dict(row); st = row['strategy']; kw = dict(rrf_depth=rrf_depth, k_rrf=k_rrf, index=index, device=device)
-    if st in ('single', 'itm (config weight)'): return single(int(row['model_index']), 'itc' if st == 'single' else 'itm')
+    row = dict(row)
+    st = row['strategy']
+    kw = dict(rrf_depth=rrf_depth, k_rrf=k_rrf, index=index, device=device)
+    if st in ('single', 'itm (config weight)'):
+        return single(int(row['model_index']), 'itc' if st == 'single' else 'itm')
     c = tuple(int(j) for j in row['combo'])
     if pd.notna(row.get('itm_model', np.nan)):
         i, kt = int(row['itm_model']), int(row['k_test'])
@@ -450,7 +502,8 @@ def apply_choice(row, # a strategy-table row (dict or Series): strategy, base, c
         rr = itm_candidates(sc, ids, itm_fn(i), k_test=kt)
         sc, ids = reweight_itm(rr.itm, rr.itc, rr.ids, float(row['weights'][0]))
     else: sc, ids = fuse(row['base'], [queries[j] for j in c], [galleries[j] for j in c], row['weights'], k=10, **kw)
-    return Predictions(ids, sc, caption_ids, captions, gallery_names, {'strategy': st, 'weights': [float(x) for x in row['weights']]})
+    return Predictions(ids, sc, caption_ids, captions, gallery_names,
+                       {'strategy': st, 'weights': [float(x) for x in row['weights']]})
 
 # %% ../nbs/11_ensemble_strategies.ipynb #1a4e20b1
 def matching_inference_run(splits: dict, # name -> `aliret.inference.Split` this run evaluates

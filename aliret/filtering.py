@@ -26,8 +26,11 @@ def threshold_curve(scores, # score per pair (NaN = not scored: always rejected)
                     points: int = 201, # number of default thresholds
                    ) -> pd.DataFrame:
     "Per threshold t (keep score >= t): kept, kept_fraction, rejected; with known noise also precision, recall, F1 and the noise left."
-    s = np.asarray(scores, np.float64); n = len(s); ok = np.isfinite(s)
-    if thresholds is None: thresholds = np.unique(np.quantile(s[ok], np.linspace(0, 1, points))) if ok.any() else np.zeros(0)
+    s = np.asarray(scores, np.float64)
+    n = len(s)
+    ok = np.isfinite(s)
+    if thresholds is None:
+        thresholds = np.unique(np.quantile(s[ok], np.linspace(0, 1, points))) if ok.any() else np.zeros(0)
     t = np.asarray(thresholds, np.float64)
     y = np.zeros(n, bool) if noisy is None else np.asarray(noisy, bool)
     flagged, flagged_noisy = flag_counts(s, y, t)
@@ -37,10 +40,12 @@ def threshold_curve(scores, # score per pair (NaN = not scored: always rejected)
         P = int((ok & y).sum())
         out['rejected_noisy'] = flagged_noisy
         with np.errstate(invalid='ignore', divide='ignore'):
-            out['precision'] = np.where(flagged > 0, flagged_noisy / flagged, np.nan)      # of the pairs the threshold rejects, share really noisy (none rejected: undefined)
-            out['recall'] = flagged_noisy / max(P, 1)                                       # of the noisy pairs, share rejected
+            # of the pairs the threshold rejects, share really noisy (none rejected: undefined)
+            out['precision'] = np.where(flagged > 0, flagged_noisy / flagged, np.nan)
+            out['recall'] = flagged_noisy / max(P, 1)   # of the noisy pairs, share rejected
             out['f1'] = np.nan_to_num(2 * out.precision * out.recall / (out.precision + out.recall))
-            out['noise_kept'] = np.where(kept > 0, (P - flagged_noisy) / kept, np.nan)     # noise rate of the filtered table
+            # noise rate of the filtered table
+            out['noise_kept'] = np.where(kept > 0, (P - flagged_noisy) / kept, np.nan)
     return out
 
 # %% ../nbs/06_threshold_testing.ipynb #50f2b159
@@ -58,11 +63,15 @@ def otsu_threshold(scores, # score per pair (NaN ignored)
                    bins: int = 256, # histogram bins
                   ) -> float:
     "Otsu's threshold: the histogram cut maximising the between-class variance (no labels needed)."
-    s = np.asarray(scores, np.float64); s = s[np.isfinite(s)]
+    s = np.asarray(scores, np.float64)
+    s = s[np.isfinite(s)]
     if not len(s): raise ValueError('no finite scores to choose a threshold from')
-    h, e = np.histogram(s, bins); c = (e[:-1] + e[1:]) / 2
-    w0 = np.cumsum(h)[:-1]; w1 = len(s) - w0
-    m0 = np.cumsum(h * c)[:-1] / np.maximum(w0, 1); m1 = ((h * c).sum() - np.cumsum(h * c)[:-1]) / np.maximum(w1, 1)
+    h, e = np.histogram(s, bins)
+    c = (e[:-1] + e[1:]) / 2
+    w0 = np.cumsum(h)[:-1]
+    w1 = len(s) - w0
+    m0 = np.cumsum(h * c)[:-1] / np.maximum(w0, 1)
+    m1 = ((h * c).sum() - np.cumsum(h * c)[:-1]) / np.maximum(w1, 1)
     between = w0 * w1 * (m0 - m1) ** 2
     return float(e[1:-1][int(np.argmax(between))])
 
@@ -94,7 +103,9 @@ def split_by_threshold(merged: pd.DataFrame, # table + score (+ status, reason) 
                        threshold: float, # keep pairs scoring at least this
                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
     "`(kept, rejected)`: every row in exactly one, input order; kept = table columns + score, rejected adds `reason`."
-    s = merged['score'].to_numpy(np.float64); ok = np.isfinite(s); keep = ok & (s >= threshold)
+    s = merged['score'].to_numpy(np.float64)
+    ok = np.isfinite(s)
+    keep = ok & (s >= threshold)
     cols = [c for c in merged.columns if c not in ('status', 'reason')]
     why = np.where(ok, f'score below threshold {threshold:.6g}',
                    'not scored: ' + (merged['reason'].astype(str).to_numpy(object) if 'reason' in merged else 'no score'))
@@ -109,7 +120,8 @@ def write_filtered(out_dir: str | Path, # run folder
                    rejected: pd.DataFrame, # from `split_by_threshold`
                   ) -> dict:
     "Write `train_filtered.csv` and `train_rejected.csv` atomically; return their paths."
-    out = Path(out_dir); paths = {}
+    out = Path(out_dir)
+    paths = {}
     for name, df in ((FILTERED, kept), (REJECTED, rejected)):
         with atomic_open(out/name, 'w') as f: df.to_csv(f, index=False)
         paths[name] = out/name
@@ -122,7 +134,8 @@ def equal_budget_table(table: pd.DataFrame, # the (smaller) filtered table
                       ) -> pd.DataFrame:
     "`table` cycled in seeded random orders to `n_rows` rows: every row appears floor or ceil(n_rows / len) times."
     if not len(table): raise ValueError('cannot cycle an empty table: the threshold rejected every pair')
-    rng = np.random.default_rng(seed); m = len(table)
+    rng = np.random.default_rng(seed)
+    m = len(table)
     idx = np.concatenate([rng.permutation(m) for _ in range(-(-n_rows // m))])[:n_rows]
     return table.iloc[idx].reset_index(drop=True)
 
@@ -135,7 +148,8 @@ def val_ranks(model, # a model from `aliret.models`
              ) -> np.ndarray:
     "0-based rank of each val caption's first correct image (k = not in the top k), by exact search over the val gallery."
     txt, img, gal = val_embeddings(model, val_table, batch_size=batch_size, workers=workers)
-    return hit_rank(topk_search(txt, img, k=k)[1], truth_from_ids(val_table['product'].tolist(), gal['product'].tolist()))
+    return hit_rank(topk_search(txt, img, k=k)[1],
+                    truth_from_ids(val_table['product'].tolist(), gal['product'].tolist()))
 
 # %% ../nbs/06_threshold_testing.ipynb #0d4751de
 def rank_metrics(ranks: np.ndarray, # per-query ranks `[Q]`, or `[S, Q]` for S training seeds (averaged)
@@ -162,24 +176,32 @@ def plot_threshold_curves(curve: pd.DataFrame, # from `threshold_curve`
     "Kept fraction vs threshold; precision, recall and the noise left vs threshold (when known); the score histogram."
     import matplotlib.pyplot as plt
     panels = 1 + ('precision' in curve) + (scores is not None)
-    fig, axs = plt.subplots(1, panels, figsize=(4.6 * panels, 3.6), squeeze=False); axs = list(axs[0])
-    a = axs.pop(0); a.plot(curve.threshold, curve.kept_fraction, color='k'); a.set(xlabel='threshold (keep score >= t)', ylabel='kept fraction', ylim=(0, 1.02), title='kept fraction')
+    fig, axs = plt.subplots(1, panels, figsize=(4.6 * panels, 3.6), squeeze=False)
+    axs = list(axs[0])
+    a = axs.pop(0)
+    a.plot(curve.threshold, curve.kept_fraction, color='k')
+    a.set(xlabel='threshold (keep score >= t)', ylabel='kept fraction', ylim=(0, 1.02), title='kept fraction')
     if 'precision' in curve:
         b = axs.pop(0)
         for c, col in (('precision', '#1f77b4'), ('recall', '#d62728'), ('noise_kept', '#7f7f7f')):
             b.plot(curve.threshold, curve[c], color=col, label={'noise_kept': 'noise left in kept'}.get(c, c))
-        b.set(xlabel='threshold', ylabel='share', ylim=(0, 1.02), title='filter vs known noise'); legend_outside(b)
+        b.set(xlabel='threshold', ylabel='share', ylim=(0, 1.02), title='filter vs known noise')
+        legend_outside(b)
     if scores is not None:
-        h = axs.pop(0); s = np.asarray(scores, np.float64); ok = np.isfinite(s)
+        h = axs.pop(0)
+        s = np.asarray(scores, np.float64)
+        ok = np.isfinite(s)
         groups = {'all pairs': ok} if noisy is None else {'clean': ok & ~np.asarray(noisy), 'noisy': ok & np.asarray(noisy)}
         e = np.histogram_bin_edges(s[ok], 60)
         for (g, m), col in zip(groups.items(), ('#1f77b4', '#d62728')): h.hist(s[m], e, alpha=.55, color=col, label=g)
-        h.set(xlabel='score', ylabel='pairs', title='scores'); legend_outside(h)
+        h.set(xlabel='score', ylabel='pairs', title='scores')
+        legend_outside(h)
     for ax in fig.axes:
         if chosen is not None: ax.axvline(chosen, color='#2ca02c', lw=1.5, label=None)
         if reference is not None: ax.axvline(reference, color='#2ca02c', lw=1, ls='--')
         ax.grid(alpha=.3)
-    fig.tight_layout(); return fig
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/06_threshold_testing.ipynb #10af8dc2
 def plot_comparison(table: pd.DataFrame, # rows = runs, columns r1, r5, r10, mean_recall, ali_score
@@ -188,9 +210,13 @@ def plot_comparison(table: pd.DataFrame, # rows = runs, columns r1, r5, r10, mea
     "Grouped bars of the recall metrics of several training runs."
     import matplotlib.pyplot as plt
     ms = [m for m in ('r1', 'r5', 'r10', 'mean_recall', 'ali_score') if m in table]
-    fig, ax = plt.subplots(figsize=(7, 3.4)); w = 0.8 / len(table)
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    w = 0.8 / len(table)
     for i, (name, row) in enumerate(table.iterrows()):
         bars = ax.bar(np.arange(len(ms)) + i * w, [row[m] for m in ms], w, label=str(name))
         ax.bar_label(bars, fmt='%.3f', fontsize=7)
-    ax.set_xticks(np.arange(len(ms)) + w * (len(table) - 1) / 2, ms); ax.set(ylabel='recall', title=title); legend_outside(ax)
-    fig.tight_layout(); return fig
+    ax.set_xticks(np.arange(len(ms)) + w * (len(table) - 1) / 2, ms)
+    ax.set(ylabel='recall', title=title)
+    legend_outside(ax)
+    fig.tight_layout()
+    return fig

@@ -29,7 +29,8 @@ def _write_jpeg(job: tuple) -> str:
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
     waves = np.stack([np.sin(6 * x + seed), np.cos(5 * y + seed / 7), np.sin(4 * (x + y))], -1)
     img = rng.uniform(40, 215, 3) + 60 * waves + rng.normal(0, 8, (size, size, 3))
-    with atomic_open(path, 'wb') as f: Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(f, format='JPEG', quality=90)
+    with atomic_open(path, 'wb') as f:
+        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(f, format='JPEG', quality=90)
     return path
 
 # %% ../nbs/12a_gpu_check.ipynb #5acebd74
@@ -151,7 +152,8 @@ def train_run(backend: str, # a registered backend
     cfg0 = get_config(preset, backend=backend)
     with tempfile.TemporaryDirectory() as d:
         model0 = backend_class(backend).random_like(cfg0, table.caption.tolist())
-        cfg = replace(model0.standin_config(f'{d}/standin'), epochs=10_000, device=device, **{'log_every': max(1, steps // 20), **overrides})
+        cfg = replace(model0.standin_config(f'{d}/standin'), epochs=10_000, device=device,
+                      **{'log_every': max(1, steps // 20), **overrides})
         del model0
         quiet, warm = (lambda *a, **k: None), max(1, min(10, steps // 5))
         t0 = time.perf_counter()
@@ -183,7 +185,8 @@ def _guarded(rows: list, section: str, case: str, metric: str, device, f) -> dic
     "Run one measurement; on failure record the error instead of stopping the check."
     try: out = f()
     except Exception as e:
-        rows.append(dict(_row(section, case, metric, None, device), status='error', note=f'{type(e).__name__}: {e}'[:300]))
+        rows.append(dict(_row(section, case, metric, None, device), status='error',
+                         note=f'{type(e).__name__}: {e}'[:300]))
         return None
     value, note = out if isinstance(out, tuple) else (out, '')
     rows.append(_row(section, case, metric, round(float(value), 4) if value is not None else None, device, note))
@@ -221,7 +224,8 @@ def train_rows(rows: list, # rows so far (appended to)
             _guarded(rows, 'train', case, 'samples/s', dev, one)
             if done and headline:
                 mfu = done[0]['samples_per_s'] * done[0]['gflop_per_sample'] * 1e9 / peak
-                rows.append(_row('train', f'{backend}-mfu', 'MFU (fraction)', round(mfu, 4), dev, f'matmul peak {peak / 1e12:.1f} TFLOP/s'))
+                rows.append(_row('train', f'{backend}-mfu', 'MFU (fraction)', round(mfu, 4), dev, 'matmul peak '
+                                                                                                  f'{peak / 1e12:.1f} TFLOP/s'))
 
 # %% ../nbs/12a_gpu_check.ipynb #3ec66066
 def measure_rows(dev, # the device to measure
@@ -237,7 +241,8 @@ def measure_rows(dev, # the device to measure
     paths = synthetic_jpegs(work/'jpegs', s['jpegs'], s['jpeg_side'], s['workers'])
     _guarded(rows, 'embed', 'end-to-end', 'img/s', dev, lambda: embed_rate(clip, paths, s['batch'], s['workers']))
     log(pd.DataFrame(rows).to_string())
-    blip = backend_class('blip').random_like(get_config(s['preset'], backend='blip', device=dev.type), ['red shirt']).to(dev).eval()
+    blip = backend_class('blip').random_like(get_config(s['preset'], backend='blip', device=dev.type),
+                                             ['red shirt']).to(dev).eval()
     _guarded(rows, 'match', 'itm', 'pairs/s', dev, lambda: itm_rate(blip, s['itm_images'], 8))
     fl = itm_flops(blip.cpu() if quick else blip)
     for case, v in fl.items(): rows.append(_row('match', f'gflop/pair {case}', 'GFLOP', v, dev))
@@ -259,8 +264,10 @@ def gpu_check(device: str = 'cuda', # the device to measure
     dev, s = pick_device(device), check_sizes(quick)
     if work_dir: rows = measure_rows(dev, s, Path(work_dir), quick, log)
     else:
-        with tempfile.TemporaryDirectory(prefix='aliret-gpucheck-') as tmp: rows = measure_rows(dev, s, Path(tmp), quick, log)
-    out = dict(date=dt.date.today().isoformat(), device=device_label(dev), machine=machine_info(dev), quick=quick, rows=rows)
+        with tempfile.TemporaryDirectory(prefix='aliret-gpucheck-') as tmp:
+            rows = measure_rows(dev, s, Path(tmp), quick, log)
+    out = dict(date=dt.date.today().isoformat(), device=device_label(dev), machine=machine_info(dev), quick=quick,
+               rows=rows)
     path = Path(results_dir or outputs_root()/'benchmarks')/f"{out['date']}-{out['device']}-gpucheck.json"
     write_json(path, out)
     log(f'wrote {path}')

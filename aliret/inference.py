@@ -41,7 +41,8 @@ class ModelSpec:
 # %% ../nbs/10_test_inference.ipynb #5534f7a2
 def model_spec(ckpt: str | Path) -> ModelSpec:
     "Describe a checkpoint folder (reads `aliret.json` and hashes the files; loads no weights)."
-    meta = read_checkpoint_meta(ckpt); fp = fingerprint_key(checkpoint_fingerprint(ckpt))
+    meta = read_checkpoint_meta(ckpt)
+    fp = fingerprint_key(checkpoint_fingerprint(ckpt))
     tag = Path(ckpt).name.removeprefix('ckpt-')
     return ModelSpec(f"{meta['backend']}-{tag}-{fp[:6]}", Path(ckpt), meta['backend'], fp, meta.get('config', {}))
 
@@ -88,7 +89,8 @@ def test_queries(tables_dir: str | Path = '', # a 01_eda run folder; '' = ingest
     kept = t['test_captions'][['caption_id', 'caption']].assign(status='kept')
     rej = read_rejected(tables_dir if str(tables_dir) else tables_cache_dir(resolve_data_dir(data_dir)))
     rej = rej[rej['split'] == 'test_captions'].reset_index(drop=True)
-    extra, unans = kept.iloc[:0], pd.DataFrame({'caption_id': pd.Series(dtype='int64'), 'reason': pd.Series(dtype=str), 'detail': pd.Series(dtype=str)})
+    extra, unans = kept.iloc[:0], pd.DataFrame({'caption_id': pd.Series(dtype='int64'), 'reason': pd.Series(dtype=str),
+                                                'detail': pd.Series(dtype=str)})
     if len(rej):
         raw = read_annotations(data_dir_of(tables_dir, data_dir)/'test_captions.json')
         cap = [raw[r].get('caption') if isinstance(raw[r], dict) else None for r in rej['row']]
@@ -137,11 +139,13 @@ def ensure_store(d: str | Path, # store folder for this model and split
     want = dict(fingerprint=spec.fingerprint, table_hash=table_hash(split.queries, split.gallery))
     if is_complete(d) and (why := store_problem(d)): set_aside(d, why, log=log)
     if store_matches(d, want): return Path(d), True
-    model = get_model(); bs = batch_size or None
+    model = get_model()
+    bs = batch_size or None
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='.*could not be read.*')
-        img, failed = model.embed_images(split.gallery['image_path'].tolist(), batch_size=bs, workers=workers, return_failed=True)
+        img, failed = model.embed_images(split.gallery['image_path'].tolist(), batch_size=bs, workers=workers,
+                                         return_failed=True)
     t1 = time.perf_counter()
     txt = model.embed_texts(split.captions, batch_size=bs)
     t2 = time.perf_counter()
@@ -180,14 +184,20 @@ class Predictions:
     extras: dict = field(default_factory=dict) # more [Q, k] arrays, e.g. `itm`, `itc`
 
     def __post_init__(self):
-        self.ids = np.asarray(self.ids, dtype=np.int64); self.scores = np.asarray(self.scores, dtype=np.float32)
+        self.ids = np.asarray(self.ids, dtype=np.int64)
+        self.scores = np.asarray(self.scores, dtype=np.float32)
         self.caption_ids = np.asarray(self.caption_ids, dtype=np.int64)
-        self.captions = np.asarray(self.captions, dtype=str); self.gallery = np.asarray(self.gallery, dtype=str)
-        if self.ids.ndim != 2 or self.ids.shape != self.scores.shape: raise ValueError(f'ids {self.ids.shape} and scores {self.scores.shape} must be the same [Q, k] shape')
-        if not (len(self.ids) == len(self.caption_ids) == len(self.captions)): raise ValueError(f'{len(self.ids)} rows but {len(self.caption_ids)} caption ids and {len(self.captions)} captions')
-        if self.ids.size and self.ids.max() >= len(self.gallery): raise ValueError(f'ids reach {self.ids.max()} but the gallery has {len(self.gallery)} names')
+        self.captions = np.asarray(self.captions, dtype=str)
+        self.gallery = np.asarray(self.gallery, dtype=str)
+        if self.ids.ndim != 2 or self.ids.shape != self.scores.shape:
+            raise ValueError(f'ids {self.ids.shape} and scores {self.scores.shape} must be the same [Q, k] shape')
+        if not (len(self.ids) == len(self.caption_ids) == len(self.captions)):
+            raise ValueError(f'{len(self.ids)} rows but {len(self.caption_ids)} caption ids and {len(self.captions)} captions')
+        if self.ids.size and self.ids.max() >= len(self.gallery):
+            raise ValueError(f'ids reach {self.ids.max()} but the gallery has {len(self.gallery)} names')
         for n, a in self.extras.items():
-            if np.shape(a) != self.ids.shape: raise ValueError(f'extra {n!r} has shape {np.shape(a)}, not {self.ids.shape}')
+            if np.shape(a) != self.ids.shape:
+                raise ValueError(f'extra {n!r} has shape {np.shape(a)}, not {self.ids.shape}')
 
     def __len__(self): return len(self.ids)
     @property
@@ -226,7 +236,9 @@ def load_predictions(path: str | Path, # a `.npz` written by `save_predictions`
                      log: Callable = print, # where the set-aside line goes
                     ) -> Predictions:
     "Read predictions written by `save_predictions` (no pickle); a damaged file is set aside, with an error naming it and the fix."
-    if not Path(path).is_file(): raise FileNotFoundError(f'{path}: no such predictions file (written by save_predictions as <model>/<split>_<scoring>.npz)')
+    if not Path(path).is_file():
+        raise FileNotFoundError(f'{path}: no such predictions file (written by save_predictions as '
+                                '<model>/<split>_<scoring>.npz)')
     try: return _read_npz(path)
     except DamagedState as e:
         fix = 're-run the step that wrote it to recompute it'
@@ -240,10 +252,13 @@ def write_checked_submission(path: str | Path, # final submission JSON
                              gallery_names: Sequence[str], # the test gallery's image names
                             ) -> dict:
     "Write `p` as a submission, validate it, and move it into place only if it passes; return the validator's counts."
-    path = Path(path); tmp = path.with_name(f'.{path.name}.unchecked')
+    path = Path(path)
+    tmp = path.with_name(f'.{path.name}.unchecked')
     write_submission(tmp, p.captions.tolist(), p.names(10))
     try: counts = validate_submission(tmp, list(expected_captions), list(gallery_names))
-    except BaseException: tmp.unlink(missing_ok=True); raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     return counts
 
@@ -281,7 +296,8 @@ def rerank_predictions(p: Predictions, # ITC predictions with at least `k_test` 
                        batch_size: int = 256, # pairs per ITM call
                       ) -> Predictions:
     "ITM re-ranked predictions (the first `k_test` columns), with the `itm` and `itc` parts kept as extras."
-    if k_test < 10: raise ValueError(f'k_test must be at least 10 so that the submitted top 10 is re-ranked, got {k_test}')
+    if k_test < 10:
+        raise ValueError(f'k_test must be at least 10 so that the submitted top 10 is re-ranked, got {k_test}')
     rr = itm_rerank(p.scores, p.ids, score_fn, k_test=k_test, weight=weight, batch_size=batch_size, group_by_item=True)
     return Predictions(rr.ids, rr.score, p.caption_ids, p.captions, p.gallery, {**p.meta, 'scoring': 'itm', 'k_test': k_test, 'itc_weight': weight},
                        {'itm': rr.itm, 'itc': rr.itc})
@@ -316,12 +332,14 @@ def _load_logged(s: ModelSpec, device: str, log: Callable):
     return m
 
 # %% ../nbs/10_test_inference.ipynb #88cb6b99
-def _itc_predictions(out: Path, s: ModelSpec, name: str, sp: Split, d: Path, want: dict, log: Callable) -> tuple[Path, bool]:
+def _itc_predictions(out: Path, s: ModelSpec, name: str, sp: Split, d: Path, want: dict,
+                     log: Callable) -> tuple[Path, bool]:
     "Split `name`'s ITC predictions of model `s` (its store `d` searched at `want`'s depth): reused if they match, else computed."
     f = out/'predictions'/s.name/f'{name}_itc.npz'
     if _pred_ok(f, want, log): return f, True
     e = read_store(d)
-    if e.text_ids.tolist() != sp.queries['caption_id'].tolist(): raise ValueError(f'{d}: caption ids differ from the split table; delete the store to recompute')
+    if e.text_ids.tolist() != sp.queries['caption_id'].tolist():
+        raise ValueError(f'{d}: caption ids differ from the split table; delete the store to recompute')
     sc, ids = search_embeddings(e.texts, e.images, k=want['k'], index=want['index'])
     save_predictions(f, Predictions(ids, sc, e.text_ids, sp.captions, e.image_ids, {**want, 'model': s.name}))
     return f, False
@@ -333,7 +351,8 @@ def _itm_predictions(out: Path, s: ModelSpec, name: str, sp: Split, p: Predictio
     f = out/'predictions'/s.name/f'{name}_itm.npz'
     if _pred_ok(f, want_itm, log): return f, True
     score_fn = itm_score_fn(model(), sp.captions, sp.gallery['image_path'].tolist())
-    rp = rerank_predictions(p, score_fn, want_itm['k_test'], want_itm['itc_weight'], batch_size=int(s.config.get('eval_batch_size', 64)))
+    rp = rerank_predictions(p, score_fn, want_itm['k_test'], want_itm['itc_weight'],
+                            batch_size=int(s.config.get('eval_batch_size', 64)))
     rp.meta.update(want_itm)
     save_predictions(f, rp)
     return f, False
@@ -354,28 +373,36 @@ def run_inference(specs: Sequence[ModelSpec], # models to run
                  ) -> pd.DataFrame:
     "Embed, search, re-rank and score every model on every split; one row per model x split x scoring; writes `models.json`."
     if k < 10: raise ValueError(f'k must be at least 10 (the submission needs a top 10), got {k}')
-    out = Path(out_dir); rows, models = [], []
+    out = Path(out_dir)
+    rows, models = [], []
     for s in specs:
         model = LazyModel(lambda: _load_logged(s, device, log))
-        kt = k_test or int(s.config.get('k_test', 16)); w = itc_weight if itc_weight >= 0 else float(s.config.get('itc_weight', 1.0))
+        kt = k_test or int(s.config.get('k_test', 16))
+        w = itc_weight if itc_weight >= 0 else float(s.config.get('itc_weight', 1.0))
         do_itm = rerank and backend_class(s.backend).has_itm
-        entry = dict(name=s.name, backend=s.backend, checkpoint=str(s.checkpoint), fingerprint=s.fingerprint, stores={}, predictions={})
+        entry = dict(name=s.name, backend=s.backend, checkpoint=str(s.checkpoint), fingerprint=s.fingerprint,
+                     stores={}, predictions={})
         for name, sp in splits.items():
             d, reused = ensure_store(out/'embeddings'/s.name/name, s, sp, model, batch_size, workers, log)
-            entry['stores'][name] = str(d.relative_to(out)); entry['predictions'][name] = {}
+            entry['stores'][name] = str(d.relative_to(out))
+            entry['predictions'][name] = {}
             want = dict(fingerprint=s.fingerprint, table_hash=table_hash(sp.queries, sp.gallery), split=name, index=index,
                         k=max(k, kt) if do_itm else k, scoring='itc')
             t0 = time.perf_counter()
             f, pred_reused = _itc_predictions(out, s, name, sp, d, want, log)
-            p = load_predictions(f); entry['predictions'][name]['itc'] = str(f.relative_to(out))
+            p = load_predictions(f)
+            entry['predictions'][name]['itc'] = str(f.relative_to(out))
             man = json.loads((d/'manifest.json').read_text(encoding='utf-8'))
             rows.append(dict(model=s.name, backend=s.backend, split=name, scoring='itc', **prediction_metrics(p, sp.truth),
                              embeddings_reused=reused, predictions_reused=pred_reused, seconds=round(time.perf_counter() - t0, 3),
                              images_per_s=man.get('images_per_s'), texts_per_s=man.get('texts_per_s')))
             if not do_itm: continue
             t0 = time.perf_counter()
-            f2, itm_reused = _itm_predictions(out, s, name, sp, p, {**want, 'scoring': 'itm', 'k_test': kt, 'itc_weight': w}, model, log)
-            rp = load_predictions(f2); entry['predictions'][name]['itm'] = str(f2.relative_to(out)); secs = time.perf_counter() - t0
+            f2, itm_reused = _itm_predictions(out, s, name, sp, p,
+                                              {**want, 'scoring': 'itm', 'k_test': kt, 'itc_weight': w}, model, log)
+            rp = load_predictions(f2)
+            entry['predictions'][name]['itm'] = str(f2.relative_to(out))
+            secs = time.perf_counter() - t0
             rows.append(dict(model=s.name, backend=s.backend, split=name, scoring='itm', **prediction_metrics(rp, sp.truth),
                              embeddings_reused=reused, predictions_reused=itm_reused, seconds=round(secs, 3),
                              pairs_per_s=None if itm_reused else round(rp.ids.size / max(secs, 1e-9), 1)))
@@ -389,8 +416,11 @@ def run_inference(specs: Sequence[ModelSpec], # models to run
 # %% ../nbs/10_test_inference.ipynb #a25a656e
 def read_models(run: str | Path) -> list[dict]:
     "The models of a finished inference run (`models.json`), with store and prediction paths made absolute."
-    run = Path(run); f = run/'models.json'
-    if not f.is_file(): raise FileNotFoundError(f'{run}: no models.json; pass a 10_test_inference run folder (or leave it empty to run the inference here)')
+    run = Path(run)
+    f = run/'models.json'
+    if not f.is_file():
+        raise FileNotFoundError(f'{run}: no models.json; pass a 10_test_inference run folder (or leave it empty to '
+                                'run the inference here)')
     ms = json.loads(f.read_text(encoding='utf-8'))['models']
     for m in ms:
         m['stores'] = {k: run/v for k, v in m['stores'].items()}
@@ -418,7 +448,8 @@ def stand_in_checkpoints(out_dir: str | Path, # where to save them
     for b in backends:
         d = Path(out_dir)/f'untrained-{b}'
         if not (d/'aliret.json').is_file():
-            m = build_model(get_config('tiny', backend=b, seed=seed, device='cpu'), vocab_texts=list(vocab_texts), device='cpu')
+            m = build_model(get_config('tiny', backend=b, seed=seed, device='cpu'), vocab_texts=list(vocab_texts),
+                            device='cpu')
             save_checkpoint(m, d, step=0, metrics={}, untrained=True)
         out.append(d)
     return out
@@ -433,8 +464,10 @@ def train_tiny_checkpoints(out_dir: str | Path, # folder for the training runs (
     "Train tiny models with `aliret.train.fit` (resumable) and return each one's last checkpoint."
     out = []
     for b in backends:
-        d = Path(out_dir)/f'tiny-{b}'; last = latest_checkpoint(d/'checkpoints')
+        d = Path(out_dir)/f'tiny-{b}'
+        last = latest_checkpoint(d/'checkpoints')
         if last is None or not last.name.startswith(f'ckpt-e{epochs}-'):
-            fit(get_config('tiny', backend=b, epochs=epochs, workers=0), tables['train'], d, tables['val'], resume=True, progress=False, log=log)
+            fit(get_config('tiny', backend=b, epochs=epochs, workers=0), tables['train'], d, tables['val'],
+                resume=True, progress=False, log=log)
         out.append(latest_checkpoint(d/'checkpoints'))
     return out

@@ -60,8 +60,11 @@ def read_queries(path: str | Path, # a `{split}_queries.jsonl` file
             obj, why, detail = _parse_query(raw)
             if obj is not None and obj['query_id'] in seen:
                 why, detail = 'duplicate query id', f"query_id {obj['query_id']} already seen"
-            if why: bad.append((n, '', why, f'{path.name} line {n + 1}: {detail}')); continue
-            seen.add(obj['query_id']); kept.append(dict(row=n, **obj))
+            if why:
+                bad.append((n, '', why, f'{path.name} line {n + 1}: {detail}'))
+                continue
+            seen.add(obj['query_id'])
+            kept.append(dict(row=n, **obj))
     q = pd.DataFrame(kept, columns=['row', 'query_id', 'caption', 'item_ids'])
     empty = ~has_text(q['caption'].tolist())
     for n, i in zip(q.row[empty], q.query_id[empty]):
@@ -85,7 +88,8 @@ def check_image_line(line: bytes, # one TSV line
     if not data: return iid, b'', 0, 0, '', '', 'bad base64', 'empty image field'
     try:
         with Image.open(io.BytesIO(data)) as im:
-            im.load(); (w, h), fmt, mode = im.size, im.format or '', im.mode
+            im.load()
+            (w, h), fmt, mode = im.size, im.format or '', im.mode
     except Exception as e: return iid, b'', 0, 0, '', '', 'undecodable image', f'{type(e).__name__}: {e}'[:160]
     return iid, data, w, h, fmt, mode, '', ''
 
@@ -128,7 +132,10 @@ def read_images(path: str | Path, # a `{split}_imgs.tsv` file
         lines, n0 = [], 0
         for line in f:
             lines.append(line)
-            if len(lines) == chunk: take(n0, lines, ex); n0 += len(lines); lines = []
+            if len(lines) == chunk:
+                take(n0, lines, ex)
+                n0 += len(lines)
+                lines = []
         take(n0, lines, ex)
     cols = ['row', 'image_id', 'product', 'image_path', 'width', 'height', 'format', 'mode', 'bytes']
     g = pd.DataFrame(kept, columns=cols).sort_values('image_id', kind='stable').reset_index(drop=True)
@@ -209,7 +216,8 @@ def write_muge(tables: dict, # `read_muge` output, or {pairs[, queries, gallery]
               ) -> tuple[Path, Path]:
     "Write `{split}_queries.jsonl` and `{split}_imgs.tsv` from aliret tables (atomically); return their paths."
     if split not in MUGE_SPLITS: raise ValueError(f'split must be one of {MUGE_SPLITS}, got {split!r}')
-    d = Path(folder); qf, imf = d/f'{split}_queries.jsonl', d/f'{split}_imgs.tsv'
+    d = Path(folder)
+    qf, imf = d/f'{split}_queries.jsonl', d/f'{split}_imgs.tsv'
     with atomic_open(qf, 'w') as f:
         for r in muge_queries(tables): f.write(json.dumps(r, ensure_ascii=False) + '\n')
     g = tables.get('gallery')
@@ -232,7 +240,8 @@ def catalog_to_muge(catalog: str | Path, # an AliProducts-layout folder (e.g. `s
     va, _ = ingest(c/'val.json', c/'val_imgs', 'val', workers=workers, progress=False)
     tc, _ = ingest_test_captions(c/'test_captions.json')
     tg, _ = ingest_gallery(c/'test_imgs', workers=workers, progress=False)
-    write_muge(dict(pairs=tr), out, 'train'); write_muge(dict(pairs=va), out, 'valid')
+    write_muge(dict(pairs=tr), out, 'train')
+    write_muge(dict(pairs=va), out, 'valid')
     q = pd.DataFrame({'query_id': tc.caption_id.to_numpy(), 'caption': tc.caption.to_numpy()})
     no_pairs = pd.DataFrame(columns=['query_id', 'image_id', 'caption'])
     write_muge(dict(pairs=no_pairs, queries=q, gallery=tg), out, 'test')

@@ -32,17 +32,21 @@ class Step:
 DEMO_STEPS = [
     Step('01_eda', 'nbs/01_eda.ipynb'),
     Step('02_caption_augmentation', 'nbs/02_caption_augmentation.ipynb', {'tables_dir': '{run}/01_eda'}),
-    Step('03_blip_format', 'nbs/03_blip_format.ipynb', {'tables_dir': '{run}/01_eda', 'captions_dir': '{run}/02_caption_augmentation'}),
+    Step('03_blip_format', 'nbs/03_blip_format.ipynb',
+         {'tables_dir': '{run}/01_eda', 'captions_dir': '{run}/02_caption_augmentation'}),
     Step('05_itm_distribution', 'nbs/05_itm_distribution.ipynb', {'tables_dir': '{run}/01_eda'}),
-    Step('06_threshold_testing', 'nbs/06_threshold_testing.ipynb', {'tables_dir': '{run}/01_eda', 'scores_dir': '{run}/05_itm_distribution', 'seeds': 1}),
+    Step('06_threshold_testing', 'nbs/06_threshold_testing.ipynb',
+         {'tables_dir': '{run}/01_eda', 'scores_dir': '{run}/05_itm_distribution', 'seeds': 1}),
     Step('08_train_clip', 'nbs/08_train.ipynb', {'tables_dir': '{run}/01_eda', 'backend': 'clip', 'epochs': 12,
                                                  'train_table': '{run}/06_threshold_testing/train_filtered.csv'}),
     Step('08_train_blip', 'nbs/08_train.ipynb', {'tables_dir': '{run}/01_eda', 'backend': 'blip', 'epochs': 12,
                                                  'train_table': '{run}/06_threshold_testing/train_filtered.csv'}),
     Step('09_checkpoint_sweep', 'nbs/09_checkpoint_sweep.ipynb', {'tables_dir': '{run}/01_eda', 'captions_dir': '{run}/02_caption_augmentation',
                                                                   'checkpoints': '{run}/08_train_clip,{run}/08_train_blip'}),
-    Step('10_test_inference', 'nbs/10_test_inference.ipynb', {'tables_dir': '{run}/01_eda', 'checkpoints': '{run}/08_train_clip,{run}/08_train_blip'}),
-    Step('11_ensemble_strategies', 'nbs/11_ensemble_strategies.ipynb', {'tables_dir': '{run}/01_eda', 'inference_dir': '{run}/10_test_inference'}),
+    Step('10_test_inference', 'nbs/10_test_inference.ipynb',
+         {'tables_dir': '{run}/01_eda', 'checkpoints': '{run}/08_train_clip,{run}/08_train_blip'}),
+    Step('11_ensemble_strategies', 'nbs/11_ensemble_strategies.ipynb',
+         {'tables_dir': '{run}/01_eda', 'inference_dir': '{run}/10_test_inference'}),
 ]
 
 ABLATION_STEPS = [Step('11a_ablations', 'nbs/11a_ablations.ipynb')]   # its own job: 2-3 hours on 2 cores
@@ -60,7 +64,8 @@ def run_step(step: Step, # the step to run
             ) -> Path:
     "Run one step through papermill into `run/step.name`; raise `PipelineError` naming it on failure."
     import papermill as pm
-    out = run/step.name; out.mkdir(parents=True, exist_ok=True)
+    out = run/step.name
+    out.mkdir(parents=True, exist_ok=True)
     (out/SUCCESS).unlink(missing_ok=True)
     nb = root/step.notebook
     if not nb.is_file(): raise PipelineError(f'step {step.name}: notebook {nb} does not exist')
@@ -85,17 +90,23 @@ def run_pipeline(run: str = 'demo', # run name: results go to `outputs/<run>/`
                  log_output: bool = False, # stream notebook output
                 ) -> Path:
     "Run the pipeline's steps in order, skipping complete ones; write `summary.md`; return the run folder."
-    root = Path(root or project_root()); steps = DEMO_STEPS if steps is None else steps
-    run_path = Path(outputs or outputs_root())/run; run_path.mkdir(parents=True, exist_ok=True)
+    root = Path(root or project_root())
+    steps = DEMO_STEPS if steps is None else steps
+    run_path = Path(outputs or outputs_root())/run
+    run_path.mkdir(parents=True, exist_ok=True)
     lock = RunLock(run_path).acquire()   # a second pipeline on the same run is refused at once
     try:
         for s in steps:
             if only and s.name not in only: continue
             if is_complete(run_path/s.name) and not restart:
-                print(f'[skip] {s.name}: already complete'); continue
-            t0 = time.time(); print(f'[run ] {s.name} ...', flush=True)
+                print(f'[skip] {s.name}: already complete')
+                continue
+            t0 = time.time()
+            print(f'[run ] {s.name} ...', flush=True)
             try: run_step(s, run_path, root, log_output)
-            except PipelineError: write_summary(run_path, steps); raise   # the summary shows the failed step
+            except PipelineError:
+                write_summary(run_path, steps)
+                raise   # the summary shows the failed step
             print(f'[done] {s.name} in {time.time() - t0:.1f}s', flush=True)
     finally: lock.release()
     summary = write_summary(run_path, steps)
@@ -112,7 +123,8 @@ def step_records(run_path: Path, steps: list[Step]) -> list[dict]:
         except ValueError: r = dict(status='run.json unreadable')
         status = 'complete' if is_complete(run_path/s.name) else r.get('status', 'not run')
         if r.get('error') and status != 'complete': status = f"{status}: {r['error']}"
-        rows.append(dict(step=s.name, status=status, seconds=r.get('seconds'), results=r.get('results', {}), set_aside=r.get('set_aside', [])))
+        rows.append(dict(step=s.name, status=status, seconds=r.get('seconds'), results=r.get('results', {}),
+                         set_aside=r.get('set_aside', [])))
     return rows
 
 # %% ../nbs/00b_pipeline.ipynb #098e546a
@@ -137,20 +149,24 @@ def ablations_section(outputs: str | Path, # the outputs folder holding runs
                      ) -> list[str]:
     "Summary lines: the newest finished `11a_ablations` table with each verdict, or how to make one."
     run = latest_run('11a_ablations', outputs)
-    if run is None: return ['', '## Ablations', '', 'No ablation table yet: `make ablations` measures each technique (11a).']
+    if run is None:
+        return ['', '## Ablations', '', 'No ablation table yet: `make ablations` measures each technique (11a).']
     table = json.loads((run/'run.json').read_text()).get('results', {}).get('table', [])
-    lines = ['', '## Ablations', '', f"Newest table: `{run/'ablations.md'}` (val in demo-sized blocks, seeds paired)", '']
+    lines = ['', '## Ablations', '', f"Newest table: `{run/'ablations.md'}` (val in demo-sized blocks, seeds paired)",
+             '']
     return lines + [f"- {r['technique']}: {r['verdict']} ({r['delta']:+.4f} [{r['lo']:+.4f}, {r['hi']:+.4f}])" for r in table]
 
 # %% ../nbs/00b_pipeline.ipynb #116be1b4
 def write_summary(run_path: Path, steps: list[Step]) -> str:
     "Write `summary.md` for the run (steps, val recall per model and ensemble, verdicts, the submission, raw results) and return its text."
     rows = step_records(run_path, steps)
-    steps_md = markdown_table(['step', 'status', 'seconds'], [(r['step'], r['status'], r['seconds']) for r in rows], '{:g}')
+    steps_md = markdown_table(['step', 'status', 'seconds'], [(r['step'], r['status'], r['seconds']) for r in rows],
+                              '{:g}')
     lines = [f'# aliret run `{run_path.name}`', ''] + steps_md.splitlines()
     val = [(r['step'], result_label(r['results']), m) for r in rows if (m := val_metrics(r['results']))]
     if val:
-        recall_md = markdown_table(['step', 'model', 'R@1', 'R@5', 'R@10', 'ali_score'], [(st, lab, *map(float, m)) for st, lab, m in val])
+        recall_md = markdown_table(['step', 'model', 'R@1', 'R@5', 'R@10', 'ali_score'],
+                                   [(st, lab, *map(float, m)) for st, lab, m in val])
         lines += ['', '## Val text->image recall', ''] + recall_md.splitlines()
     verdicts = [f"- {r['step']}: {r['results']['verdict']}" for r in rows if r['results'].get('verdict')]
     subs = [run_path/r['step']/r['results']['submission'] for r in rows if r['results'].get('submission')]
@@ -158,10 +174,12 @@ def write_summary(run_path: Path, steps: list[Step]) -> str:
     aside = [f"- {r['step']}: `{e['path']}` ({e['why']}), kept as `{e['kept_as']}`" for r in rows for e in r['set_aside']]
     if aside: lines += ['', '## Set aside as damaged (kept, recomputed)', ''] + aside
     lines += ablations_section(run_path.parent)
-    if subs: lines += ['', f'Submission (validated when written): `{subs[-1]}`' + ('' if subs[-1].is_file() else ' (missing!)')]
+    if subs:
+        lines += ['', f'Submission (validated when written): `{subs[-1]}`' + ('' if subs[-1].is_file() else ' (missing!)')]
     for r in rows:
         if r['results']:
-            lines += ['', f"## {r['step']}", '', '```json', json.dumps(r['results'], indent=1, default=str)[:4000], '```']
+            lines += ['', f"## {r['step']}", '', '```json', json.dumps(r['results'], indent=1, default=str)[:4000],
+                      '```']
     text = '\n'.join(lines) + '\n'
     atomic_write(run_path/'summary.md', text)
     return text
@@ -192,7 +210,8 @@ def check_pipeline_notebook(nb_path: str | Path) -> dict:
 def main(argv: list[str] | None = None):
     "Command-line entry point of the main job (and of the ablation job)."
     ap = argparse.ArgumentParser(prog='aliret-pipeline', description='Run the aliret notebook pipeline with papermill.')
-    ap.add_argument('--job', default='demo', choices=sorted(JOBS), help='which steps: the main job or the ablation table')
+    ap.add_argument('--job', default='demo', choices=sorted(JOBS),
+                    help='which steps: the main job or the ablation table')
     ap.add_argument('--run', default='', help='run name; results go to outputs/<run>/ (default: the job name)')
     ap.add_argument('--only', nargs='*', help='run only these steps: ' + ', '.join(s.name for s in DEMO_STEPS))
     ap.add_argument('--restart', action='store_true', help='re-run steps that are already complete')

@@ -51,11 +51,14 @@ def truth_from_pairs(query_idx, # query index of each correct pair
     "Build a `Truth` from correct (query, item) pairs; duplicates are dropped."
     q, g = np.asarray(query_idx, dtype=np.int64).ravel(), np.asarray(item_idx, dtype=np.int64).ravel()
     if len(q) != len(g): raise ValueError(f'query_idx has {len(q)} entries but item_idx has {len(g)}')
-    if len(q) and (q.min() < 0 or q.max() >= n_queries): raise ValueError(f'query indices must lie in [0, {n_queries}), got {q.min()}..{q.max()}')
-    if len(g) and (g.min() < 0 or g.max() >= n_items): raise ValueError(f'item indices must lie in [0, {n_items}), got {g.min()}..{g.max()}')
+    if len(q) and (q.min() < 0 or q.max() >= n_queries):
+        raise ValueError(f'query indices must lie in [0, {n_queries}), got {q.min()}..{q.max()}')
+    if len(g) and (g.min() < 0 or g.max() >= n_items):
+        raise ValueError(f'item indices must lie in [0, {n_items}), got {g.min()}..{g.max()}')
     key = np.unique(q * max(n_items, 1) + g)   # sorted query-major, items ascending, duplicates gone
     q, g = key // max(n_items, 1), key % max(n_items, 1)
-    offsets = np.zeros(n_queries + 1, dtype=np.int64); np.cumsum(np.bincount(q, minlength=n_queries), out=offsets[1:])
+    offsets = np.zeros(n_queries + 1, dtype=np.int64)
+    np.cumsum(np.bincount(q, minlength=n_queries), out=offsets[1:])
     return Truth(g.astype(np.int64), offsets, int(n_items))
 
 # %% ../nbs/07_retrieval.ipynb #6c0e2722
@@ -65,9 +68,11 @@ def truth_from_ids(query_products: Sequence, # per query: one product key, or a 
     "Text->image truth by product key: gallery item `j` is correct for query `i` when its key is among query `i`'s keys."
     qs = pd.Series(list(query_products), dtype=object).explode().dropna()
     q = pd.DataFrame({'key': qs.to_numpy(dtype=object), 'q': qs.index.to_numpy(dtype=np.int64)})
-    g = pd.DataFrame({'key': np.asarray(list(gallery_products), dtype=object), 'g': np.arange(len(gallery_products), dtype=np.int64)})
+    g = pd.DataFrame({'key': np.asarray(list(gallery_products), dtype=object),
+                      'g': np.arange(len(gallery_products), dtype=np.int64)})
     m = q.merge(g, on='key', how='inner')
-    return truth_from_pairs(m['q'].to_numpy(), m['g'].to_numpy(), n_queries=len(query_products), n_items=len(gallery_products))
+    return truth_from_pairs(m['q'].to_numpy(), m['g'].to_numpy(), n_queries=len(query_products),
+                            n_items=len(gallery_products))
 
 # %% ../nbs/07_retrieval.ipynb #3320eee7
 def _ids_array(topk_ids, truth: Truth) -> np.ndarray:
@@ -77,7 +82,8 @@ def _ids_array(topk_ids, truth: Truth) -> np.ndarray:
     if len(ids) != len(truth): raise ValueError(f'topk_ids has {len(ids)} rows but the truth has {len(truth)} queries')
     ids = ids.astype(np.int64, copy=False)
     if ids.size and (ids.min() < -1 or ids.max() >= truth.n_items):
-        raise ValueError(f'topk_ids must lie in [-1, {truth.n_items}), got {ids.min()}..{ids.max()}: was the search run against another gallery?')
+        raise ValueError(f'topk_ids must lie in [-1, {truth.n_items}), got {ids.min()}..{ids.max()}: was the search '
+                         'run against another gallery?')
     return ids
 
 # %% ../nbs/07_retrieval.ipynb #bec47b4c
@@ -87,7 +93,8 @@ def hit_matrix(topk_ids, # [Q, k] retrieved gallery ids, best first (-1 = no res
     "Boolean [Q, k]: is the id at each position a correct item for its query?"
     ids = _ids_array(topk_ids, truth)
     base = truth.n_items + 1
-    tq, tg = truth.pairs(); tkeys = tq * base + tg             # sorted: query-major, items ascending
+    tq, tg = truth.pairs()
+    tkeys = tq * base + tg             # sorted: query-major, items ascending
     if not len(tkeys): return np.zeros(ids.shape, dtype=bool)
     keys = np.arange(len(ids), dtype=np.int64)[:, None] * base + ids
     pos = np.searchsorted(tkeys, keys).clip(max=len(tkeys) - 1)
@@ -109,9 +116,12 @@ def _scored(truth: Truth, empty: Empty) -> np.ndarray:
     has = truth.counts > 0
     if empty == 'miss': return np.ones(len(truth), dtype=bool)
     if empty == 'error' and not has.all():
-        raise ValueError(f'{(~has).sum()} of {len(truth)} queries have no correct item in the gallery (first: query {np.flatnonzero(~has)[0]})')
+        raise ValueError(f'{(~has).sum()} of {len(truth)} queries have no correct item in the gallery (first: query '
+                         f'{np.flatnonzero(~has)[0]})')
     if empty not in ('skip', 'error'): raise ValueError(f"empty must be 'skip', 'miss' or 'error', got {empty!r}")
-    if not has.any(): raise ValueError(f'none of the {len(truth)} queries has a correct item in the gallery: check that query and gallery ids use the same keys')
+    if not has.any():
+        raise ValueError(f'none of the {len(truth)} queries has a correct item in the gallery: check that query and '
+                         'gallery ids use the same keys')
     return has
 
 # %% ../nbs/07_retrieval.ipynb #cf018b95
@@ -122,7 +132,8 @@ def recall_at_k(topk_ids, # [Q, k] retrieved gallery ids, best first
                ) -> dict[int, float]:
     "Fraction of queries with a correct item among their first k results, for each k in `ks`."
     ids = _ids_array(topk_ids, truth)
-    if max(ks) > ids.shape[1]: raise ValueError(f'topk_ids has {ids.shape[1]} columns but recall@{max(ks)} was asked for: search with k >= {max(ks)}')
+    if max(ks) > ids.shape[1]:
+        raise ValueError(f'topk_ids has {ids.shape[1]} columns but recall@{max(ks)} was asked for: search with k >= {max(ks)}')
     r, m = hit_rank(ids, truth), _scored(truth, empty)
     return {int(k): float((r[m] < k).mean()) for k in ks}
 
@@ -164,7 +175,8 @@ def retrieval_metrics(t2i_ids, # [Q, k>=10] text->image retrieved ids
     out = dict(r1=t2i[1], r5=t2i[5], r10=t2i[10], mean_recall=mean_recall(t2i), ali_score=ali_score(t2i),
                n_queries=int(_scored(truth, empty).sum()), n_without_truth=int((truth.counts == 0).sum()))
     if i2t_ids is not None:
-        inv = truth.invert(); i2t = recall_at_k(i2t_ids, inv, empty='skip')
+        inv = truth.invert()
+        i2t = recall_at_k(i2t_ids, inv, empty='skip')
         out.update(i2t_r1=i2t[1], i2t_r5=i2t[5], i2t_r10=i2t[10], i2t_mean_recall=mean_recall(i2t),
                    r_mean=r_mean(t2i, i2t), i2t_n_queries=int((inv.counts > 0).sum()))
     return out
@@ -193,7 +205,8 @@ def paired_bootstrap(scores_a, # per-query scores of A: `[Q]`, or `[S, Q]` for S
     "Mean A - B with a paired percentile-bootstrap interval over queries (and seeds, paired by index, when S = S' > 1)."
     a = np.atleast_2d(np.asarray(scores_a, dtype=np.float64))
     b = np.atleast_2d(np.asarray(scores_b, dtype=np.float64))
-    if a.shape[1] != b.shape[1]: raise ValueError(f'paired scores must cover the same queries: {a.shape[1]} vs {b.shape[1]}')
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f'paired scores must cover the same queries: {a.shape[1]} vs {b.shape[1]}')
     d = a - b if len(a) == len(b) else a.mean(0, keepdims=True) - b.mean(0, keepdims=True)
     lo, hi = np.quantile(_boot_means(d, n_boot, np.random.default_rng(seed)), [(1 - level) / 2, (1 + level) / 2])
     dq = d.mean(0)
@@ -207,13 +220,18 @@ def _as_2d(x, # embeddings: numpy array, torch tensor or nested list
     "A 2-D numeric tensor without NaN/inf, in its own dtype (error naming how many rows are bad and the first)."
     t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
     if t.ndim != 2: raise ValueError(f'{name} must be a 2-D array [rows, dim], got shape {tuple(t.shape)}')
-    if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)): raise TypeError(f'{name} must hold numbers, got {t.dtype}')
+    if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
+        raise TypeError(f'{name} must hold numbers, got {t.dtype}')
     if t.is_floating_point():
-        odd = ~torch.isfinite(t.sum(1))   # one read, no copy: a NaN/inf entry always makes its row sum non-finite (an overflow only triggers the exact check)
+        # one read, no copy: a NaN/inf entry always makes its row sum
+        # non-finite (an overflow only triggers the exact check)
+        odd = ~torch.isfinite(t.sum(1))
         if odd.any():
             rows = odd.nonzero().squeeze(1)
             rows = rows[~torch.isfinite(t[rows]).all(1)]   # exact check, only for the flagged rows
-            if len(rows): raise ValueError(f'{name}: {len(rows)} of {len(t)} rows hold NaN or inf (first: row {int(rows[0])}); re-embed or drop those rows before searching')
+            if len(rows):
+                raise ValueError(f'{name}: {len(rows)} of {len(t)} rows hold NaN or inf (first: row {int(rows[0])}); '
+                                 're-embed or drop those rows before searching')
     return t
 
 # %% ../nbs/07_retrieval.ipynb #83b2e942
@@ -226,13 +244,15 @@ def _as_f32(x, # embeddings: numpy array, torch tensor or nested list
 # %% ../nbs/07_retrieval.ipynb #5f767b12
 def _check_dims(q: torch.Tensor, g: torch.Tensor):
     "Queries and gallery must live in the same space."
-    if q.shape[1] != g.shape[1]: raise ValueError(f'queries have dimension {q.shape[1]} but the gallery has {g.shape[1]}: embed both with the same model')
+    if q.shape[1] != g.shape[1]:
+        raise ValueError(f'queries have dimension {q.shape[1]} but the gallery has {g.shape[1]}: embed both with the same model')
     if not len(g): raise ValueError('the gallery is empty')
 
 # %% ../nbs/07_retrieval.ipynb #465919f3
 def _canonical(vals: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     "Order each row by (score descending, index ascending)."
-    idx, p = idx.sort(dim=1); vals = vals.gather(1, p)
+    idx, p = idx.sort(dim=1)
+    vals = vals.gather(1, p)
     vals, p = vals.sort(dim=1, descending=True, stable=True)
     return vals, idx.gather(1, p)
 
@@ -265,7 +285,8 @@ def _compute_dtype(g: torch.Tensor, # the gallery, in its stored dtype
                    half: bool | None, # fp16 products; None = when the gallery is fp16 and `dev` is CUDA
                   ) -> torch.dtype:
     "The dtype products run in: fp16 on CUDA when asked (or for an fp16 gallery), float32 otherwise."
-    if half and dev.type != 'cuda': raise ValueError('half=True needs a CUDA device (fp16 matrix products are slow or missing on CPU)')
+    if half and dev.type != 'cuda':
+        raise ValueError('half=True needs a CUDA device (fp16 matrix products are slow or missing on CPU)')
     if half is None: half = dev.type == 'cuda' and g.dtype == torch.float16
     return torch.float16 if half else torch.float32
 
@@ -291,19 +312,24 @@ def topk_search(queries, # [Q, D] query embeddings (numpy or torch)
                ) -> tuple[np.ndarray, np.ndarray]:
     "Exact inner-product top-k: (scores float32 [Q, k], ids int64 [Q, k]), ties by lower gallery index, -1/-inf padding."
     if k < 1: raise ValueError(f'k must be >= 1, got {k}')
-    q, g = _as_2d(queries, 'queries'), _as_2d(gallery, 'gallery'); _check_dims(q, g)
+    q, g = _as_2d(queries, 'queries'), _as_2d(gallery, 'gallery')
+    _check_dims(q, g)
     dev = torch.device(device) if device else q.device
     dt = _compute_dtype(g, dev, half)
-    g = g.to(dev)   # moved once in its own dtype; each block is converted to `dt` as it is used (an fp16 gallery is never upcast whole)
-    S = np.full((len(q), k), -np.inf, dtype=np.float32); I = np.full((len(q), k), -1, dtype=np.int64)
+    # moved once in its own dtype; each block is converted to `dt` as it is used (an fp16 gallery is never upcast whole)
+    g = g.to(dev)
+    S = np.full((len(q), k), -np.inf, dtype=np.float32)
+    I = np.full((len(q), k), -1, dtype=np.int64)
     with torch.inference_mode():
         for a in range(0, len(q), query_chunk):
             qb = q[a:a + query_chunk].to(dev, dt)   # queries too are converted a block at a time
-            rv, ri = qb.new_empty((len(qb), 0), dtype=torch.float32), torch.empty((len(qb), 0), dtype=torch.int64, device=dev)
+            rv, ri = qb.new_empty((len(qb), 0), dtype=torch.float32), torch.empty((len(qb), 0), dtype=torch.int64,
+                                                                                  device=dev)
             for b in range(0, len(g), chunk_size):
                 bv, bi = _block_topk(gallery_scores(qb, g[b:b + chunk_size], dt), k)
                 rv, ri = _merge(rv, ri, bv, bi + b, k)
-            S[a:a + len(qb), :rv.shape[1]] = rv.cpu().numpy(); I[a:a + len(qb), :ri.shape[1]] = ri.cpu().numpy()
+            S[a:a + len(qb), :rv.shape[1]] = rv.cpu().numpy()
+            I[a:a + len(qb), :ri.shape[1]] = ri.cpu().numpy()
     return S, I
 
 # %% ../nbs/07_retrieval.ipynb #035d52b4
@@ -324,7 +350,8 @@ def evaluate_embeddings(text_emb, # [Q, D] caption embeddings
 def _faiss():
     "Import faiss with an actionable message."
     try: import faiss
-    except ImportError: raise ImportError('Faiss is not installed: `pip install faiss-cpu` (or faiss-gpu on a CUDA machine)') from None
+    except ImportError:
+        raise ImportError('Faiss is not installed: `pip install faiss-cpu` (or faiss-gpu on a CUDA machine)') from None
     return faiss
 
 # %% ../nbs/07_retrieval.ipynb #f291f70e
@@ -356,21 +383,26 @@ def build_index(gallery, # [G, D] gallery embeddings
                 seed: int = 0, # IVF k-means / training sample seed
                ):
     "A Faiss inner-product index holding `gallery`, ready for `search`."
-    faiss = _faiss(); x = _as_2d(gallery, 'gallery'); n, d = x.shape
+    faiss = _faiss()
+    x = _as_2d(gallery, 'gallery')
+    n, d = x.shape
     if not n: raise ValueError('the gallery is empty')
     if kind not in ('flat', 'ivf', 'hnsw'): raise ValueError(f"kind must be 'flat', 'ivf' or 'hnsw', got {kind!r}")
     use_gpu = faiss_gpu_available() and kind != 'hnsw' if gpu == 'auto' else bool(gpu)
     if use_gpu and kind == 'hnsw': raise ValueError("Faiss has no GPU HNSW: use gpu=False (or kind='ivf' on the GPU)")
-    if use_gpu and not faiss_gpu_available(): raise ValueError('gpu=True but no GPU Faiss is available: install faiss-gpu on a CUDA machine, or use gpu=False')
+    if use_gpu and not faiss_gpu_available():
+        raise ValueError('gpu=True but no GPU Faiss is available: install faiss-gpu on a CUDA machine, or use gpu=False')
     if kind == 'flat': index = faiss.IndexFlatIP(d)
     elif kind == 'ivf':
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist or default_nlist(n), faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
     else:
-        index = faiss.IndexHNSWFlat(d, M, faiss.METRIC_INNER_PRODUCT); index.hnsw.efConstruction = ef_construction
+        index = faiss.IndexHNSWFlat(d, M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = ef_construction
     if use_gpu:
         res = faiss.StandardGpuResources()
-        index = faiss.index_cpu_to_gpu(res, 0, index); index.referenced_objects = [res]   # keep the resources alive
+        index = faiss.index_cpu_to_gpu(res, 0, index)
+        index.referenced_objects = [res]   # keep the resources alive
     if kind == 'ivf':
         tr = x if not train_size or train_size >= n else x[np.sort(np.random.default_rng(seed).choice(n, train_size, replace=False))]
         index.train(np.ascontiguousarray(tr.to('cpu', torch.float32).numpy()))
@@ -395,11 +427,14 @@ def search(index, # a Faiss index from `build_index`
     "Top-k of `queries` in `index`: (scores float32 [Q, k], ids int64 [Q, k]) in canonical order, -1 ids scored -inf."
     if k < 1: raise ValueError(f'k must be >= 1, got {k}')
     x = _as_2d(queries, 'queries')
-    if x.shape[1] != index.d: raise ValueError(f'queries have dimension {x.shape[1]} but the index holds {index.d}-d vectors: embed both with the same model')
+    if x.shape[1] != index.d:
+        raise ValueError(f'queries have dimension {x.shape[1]} but the index holds {index.d}-d vectors: embed both '
+                         'with the same model')
     if not len(x): return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
     _set_search_params(index, nprobe, ef_search)
     D, I = (np.concatenate(p) for p in zip(*(index.search(b, k) for b in _f32_rows(x))))
-    I = I.astype(np.int64); D = np.where(I < 0, -np.inf, D).astype(np.float32)
+    I = I.astype(np.int64)
+    D = np.where(I < 0, -np.inf, D).astype(np.float32)
     o = np.lexsort((np.where(I < 0, np.iinfo(np.int64).max, I), -D), axis=-1)
     return np.take_along_axis(D, o, 1), np.take_along_axis(I, o, 1)
 
@@ -411,18 +446,27 @@ def recall_vs_flat(gallery, # [G, D] gallery embeddings
                    gpu: bool | Literal['auto'] = False, # index placement (see `build_index`)
                   ) -> pd.DataFrame:
     "Measured recall of approximate Faiss settings against the exact flat index, with build and search times."
-    configs = configs or [dict(kind='ivf', nprobe=p) for p in (1, 4, 16)] + [dict(kind='hnsw', M=32, ef_search=e) for e in (16, 64, 256)]
+    configs = configs or [dict(kind='ivf', nprobe=p) for p in (1, 4, 16)] + [dict(kind='hnsw', M=32,
+                                                                                  ef_search=e) for e in (16, 64, 256)]
     g, q = _as_2d(gallery, 'gallery'), _as_2d(queries, 'queries')
-    t = time.perf_counter(); flat = build_index(g, 'flat', gpu=gpu); fb = time.perf_counter() - t
-    t = time.perf_counter(); _, ref = search(flat, q, k); fs = time.perf_counter() - t
-    rows, built = [dict(kind='flat', params='', recall=1.0, top1=1.0, build_s=fb, search_s=fs, qps=len(q) / max(fs, 1e-9))], {}
+    t = time.perf_counter()
+    flat = build_index(g, 'flat', gpu=gpu)
+    fb = time.perf_counter() - t
+    t = time.perf_counter()
+    _, ref = search(flat, q, k)
+    fs = time.perf_counter() - t
+    rows, built = [dict(kind='flat', params='', recall=1.0, top1=1.0, build_s=fb, search_s=fs,
+                        qps=len(q) / max(fs, 1e-9))], {}
     build_keys = ('kind', 'nlist', 'M', 'ef_construction', 'train_size', 'seed')
     for c in configs:
         bk = tuple((key, c[key]) for key in build_keys if key in c)
         if bk not in built:
-            t = time.perf_counter(); built[bk] = (build_index(g, **dict(bk), gpu=gpu), time.perf_counter() - t)
+            t = time.perf_counter()
+            built[bk] = (build_index(g, **dict(bk), gpu=gpu), time.perf_counter() - t)
         index, bt = built[bk]
-        t = time.perf_counter(); _, ids = search(index, q, k, nprobe=c.get('nprobe', 0), ef_search=c.get('ef_search', 0)); st = time.perf_counter() - t
+        t = time.perf_counter()
+        _, ids = search(index, q, k, nprobe=c.get('nprobe', 0), ef_search=c.get('ef_search', 0))
+        st = time.perf_counter() - t
         inter = (ids[:, :, None] == ref[:, None, :]).any(2) & (ids >= 0)
         if c['kind'] == 'ivf': extra = dict(nlist=index.nlist, nprobe=c.get('nprobe', 1))
         else: extra = {key: v for key, v in c.items() if key != 'kind'}
@@ -451,20 +495,28 @@ def itm_rerank(itc_scores, # [Q, k] ITC scores from `topk_search` / `search`, be
               ) -> Reranked:
     "Re-score each query's top `k_test` ITC candidates with ITM (batched) and re-order them by ITM + weight * ITC."
     itc, ids = np.asarray(itc_scores, dtype=np.float32), np.asarray(itc_ids, dtype=np.int64)
-    if itc.shape != ids.shape or itc.ndim != 2: raise ValueError(f'itc_scores {itc.shape} and itc_ids {ids.shape} must be the same [Q, k] shape')
-    if k_test > ids.shape[1]: raise ValueError(f'k_test={k_test} but only {ids.shape[1]} ITC candidates per query were given: search with k >= k_test')
+    if itc.shape != ids.shape or itc.ndim != 2:
+        raise ValueError(f'itc_scores {itc.shape} and itc_ids {ids.shape} must be the same [Q, k] shape')
+    if k_test > ids.shape[1]:
+        raise ValueError(f'k_test={k_test} but only {ids.shape[1]} ITC candidates per query were given: search with k >= k_test')
     itc, ids = itc[:, :k_test], ids[:, :k_test]
-    qi, ci = np.nonzero(ids >= 0); gi = ids[qi, ci]
-    if group_by_item: o = np.argsort(gi, kind='stable'); qi, ci, gi = qi[o], ci[o], gi[o]
-    itm = np.full(ids.shape, np.nan, dtype=np.float32); vals = np.empty(len(qi), dtype=np.float32)
+    qi, ci = np.nonzero(ids >= 0)
+    gi = ids[qi, ci]
+    if group_by_item:
+        o = np.argsort(gi, kind='stable')
+        qi, ci, gi = qi[o], ci[o], gi[o]
+    itm = np.full(ids.shape, np.nan, dtype=np.float32)
+    vals = np.empty(len(qi), dtype=np.float32)
     for a in range(0, len(qi), batch_size):
         out = score_fn(torch.from_numpy(qi[a:a + batch_size]), torch.from_numpy(gi[a:a + batch_size]))
         out = torch.as_tensor(out).detach().float().reshape(-1).cpu().numpy()
-        if len(out) != len(qi[a:a + batch_size]): raise ValueError(f'score_fn returned {len(out)} scores for {len(qi[a:a + batch_size])} pairs')
+        if len(out) != len(qi[a:a + batch_size]):
+            raise ValueError(f'score_fn returned {len(out)} scores for {len(qi[a:a + batch_size])} pairs')
         vals[a:a + len(out)] = out
     if not np.isfinite(vals).all():
         j = int(np.flatnonzero(~np.isfinite(vals))[0])
-        raise ValueError(f'score_fn returned {int((~np.isfinite(vals)).sum())} NaN/inf scores (first: query {qi[j]}, gallery item {gi[j]})')
+        raise ValueError(f'score_fn returned {int((~np.isfinite(vals)).sum())} NaN/inf scores (first: query {qi[j]}, '
+                         f'gallery item {gi[j]})')
     itm[qi, ci] = vals
     score = np.where(ids >= 0, itm + weight * np.where(ids >= 0, itc, 0), -np.inf).astype(np.float32)
     o = np.lexsort((np.where(ids < 0, np.iinfo(np.int64).max, ids), -score), axis=-1)
@@ -494,8 +546,10 @@ def plot_recall_curves(curves: dict, # name -> recall@1..k array
     for name, r in curves.items(): ax.plot(np.arange(1, len(r) + 1), r, marker='o', ms=3, label=name)
     if chance is not None: ax.plot(np.arange(1, len(chance) + 1), chance, 'k--', lw=1, label='chance')
     top = max([np.max(r) for r in curves.values()] + ([np.max(chance)] if chance is not None else []) + [0])
-    ax.set(xlabel='k', ylabel='recall@k', ylim=(0, min(1.02, max(.05, 1.15 * top))), title=title)   # near-chance curves stay readable
-    ax.grid(alpha=.3); legend_outside(ax)
+    # near-chance curves stay readable
+    ax.set(xlabel='k', ylabel='recall@k', ylim=(0, min(1.02, max(.05, 1.15 * top))), title=title)
+    ax.grid(alpha=.3)
+    legend_outside(ax)
     fig.tight_layout()
     return fig
 
@@ -511,15 +565,22 @@ def plot_topk_grid(captions: Sequence[str], # query texts, one per row of `topk_
     "A grid of queries (rows) and their top-k images, framed green when correct and red when not; returns the figure."
     import matplotlib.pyplot as plt, textwrap
     from PIL import Image
-    ids = _ids_array(topk_ids, truth)[:, :k]; hits = hit_matrix(ids, truth)
+    ids = _ids_array(topk_ids, truth)[:, :k]
+    hits = hit_matrix(ids, truth)
     rows = list(range(min(4, len(ids)))) if rows is None else list(rows)
     fig, axes = plt.subplots(len(rows), k, figsize=(k * size, len(rows) * (size + .4) + .2), squeeze=False)
     for r, q in enumerate(rows):
         for c in range(k):
-            ax, j = axes[r, c], int(ids[q, c]); ax.set_xticks([]); ax.set_yticks([])
-            if j < 0: ax.axis('off'); continue
+            ax, j = axes[r, c], int(ids[q, c])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < 0:
+                ax.axis('off')
+                continue
             with Image.open(gallery_paths[j]) as im: ax.imshow(im.convert('RGB'))
-            for sp in ax.spines.values(): sp.set_edgecolor('#2ca02c' if hits[q, c] else '#d62728'); sp.set_linewidth(4)
+            for sp in ax.spines.values():
+                sp.set_edgecolor('#2ca02c' if hits[q, c] else '#d62728')
+                sp.set_linewidth(4)
             ax.set_xlabel(f'{c + 1}. {Path(str(gallery_paths[j])).name}', fontsize=6)
         axes[r, 0].text(0, 1.06, textwrap.shorten(str(captions[q]), 110), transform=axes[r, 0].transAxes,
                         ha='left', va='bottom', fontsize=8).set_in_layout(False)   # spans the row without widening column 0
@@ -540,13 +601,18 @@ def load_eval_split(split: Literal['val', 'test'] = 'val', # which split to eval
         return q, g, truth_from_ids(q['product'].tolist(), g['product'].tolist())
     if split != 'test': raise ValueError(f"split must be 'val' or 'test', got {split!r}")
     f = resolve_data_dir(data_dir)/'test_truth.json'
-    if not f.is_file(): raise FileNotFoundError(f"{f} not found: split='test' needs the test answers, which only the sample catalogue ships (the real ones are not public); use split='val'")
+    if not f.is_file():
+        raise FileNotFoundError(f"{f} not found: split='test' needs the test answers, which only the sample catalogue "
+                                "ships (the real ones are not public); use split='val'")
     ans = json.loads(f.read_text(encoding='utf-8'))
     q = t['test_captions'][['caption_id', 'caption']].reset_index(drop=True)
     g = t['test_gallery'].sort_values('product')[['product', 'image_path']].reset_index(drop=True)
-    if len(ans) <= q['caption_id'].max(): raise ValueError(f'{f} has {len(ans)} rows but test_captions.json has caption row {q.caption_id.max()}')
+    if len(ans) <= q['caption_id'].max():
+        raise ValueError(f'{f} has {len(ans)} rows but test_captions.json has caption row {q.caption_id.max()}')
     a = [ans[i] for i in q['caption_id']]
     bad = [i for i, (x, c) in enumerate(zip(a, q['caption'])) if x.get('caption') != c]
-    if bad: raise ValueError(f'{f}: {len(bad)} rows do not match test_captions.json by position (first: caption row {q.caption_id[bad[0]]})')
+    if bad:
+        raise ValueError(f'{f}: {len(bad)} rows do not match test_captions.json by position (first: caption row '
+                         f'{q.caption_id[bad[0]]})')
     q['products'] = [list(x['products']) for x in a]
     return q, g, truth_from_ids(q['products'].tolist(), g['product'].tolist())

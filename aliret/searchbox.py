@@ -35,7 +35,8 @@ class SearchIndex:
     def pick(self, model: str = '') -> list[int]:
         "Positions of the models to use: all for '' (an ensemble when several), else the one named."
         if not model: return list(range(len(self.names)))
-        if model not in self.names: raise KeyError(f"no model {model!r} here; choose one of {', '.join(self.names)} (or '' for all)")
+        if model not in self.names:
+            raise KeyError(f"no model {model!r} here; choose one of {', '.join(self.names)} (or '' for all)")
         return [self.names.index(model)]
 
     def itm_model(self, model: str = ''):
@@ -90,13 +91,15 @@ def rank_title(ix: SearchIndex, # models and gallery embeddings
     "Top-`k` gallery images for `title`: rank, product, image_path, score, itc, itm, correct (NA when unknown), row."
     if not title.strip(): raise ValueError('type a title to search for')
     use, itm = ix.pick(model), ix.itm_model(model) if rerank else None
-    if rerank and itm is None: raise ValueError(f"ITM re-ranking needs a model with an ITM head; {', '.join(ix.names[i] for i in use)} have none")
+    if rerank and itm is None:
+        raise ValueError(f"ITM re-ranking needs a model with an ITM head; {', '.join(ix.names[i] for i in use)} have none")
     kt = max(k, k_test or int(itm.cfg.k_test)) if itm is not None else k
     sc, ids = _candidates(ix, title, use, min(kt, len(ix.split.gallery)))
     itc, itm_s, score = sc[0], np.full(len(ids[0]), np.nan, np.float32), sc[0]
     if itm is not None:
         w = itc_weight if itc_weight >= 0 else float(itm.cfg.itc_weight)
-        rr = itm_rerank(sc, ids, itm_score_fn(itm, [title], ix.split.gallery['image_path'].tolist()), k_test=ids.shape[1], weight=w)
+        rr = itm_rerank(sc, ids, itm_score_fn(itm, [title], ix.split.gallery['image_path'].tolist()),
+                        k_test=ids.shape[1], weight=w)
         ids, itc, itm_s, score = rr.ids, rr.itc[0], rr.itm[0], rr.score[0]
     rows = ids[0][:k]
     rows = rows[rows >= 0]
@@ -122,13 +125,18 @@ def plot_search_grid(results: dict, # title -> `rank_title` table
     "One row per title: its top images with rank and score, framed green when correct, red when not, grey when unknown."
     import matplotlib.pyplot as plt, textwrap
     k = max([len(t) for t in results.values()] + [1])
-    fig, axes = plt.subplots(len(results), k, figsize=(k * size + 1.6, len(results) * (size + 0.45) + 0.3), squeeze=False)
+    fig, axes = plt.subplots(len(results), k, figsize=(k * size + 1.6, len(results) * (size + 0.45) + 0.3),
+                             squeeze=False)
     for r, (title, t) in enumerate(results.items()):
         for c, ax in enumerate(axes[r]):
-            ax.set_xticks([]); ax.set_yticks([])
-            if c >= len(t): ax.axis('off'); continue
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(t):
+                ax.axis('off')
+                continue
             row = t.iloc[c]
-            ax.imshow(_thumb(row['image_path'], 160)); _frame(ax, row['correct'])
+            ax.imshow(_thumb(row['image_path'], 160))
+            _frame(ax, row['correct'])
             ax.set_xlabel(f"#{row['rank']}  {row['score']:.3f}", fontsize=7)
         label = '\n'.join(textwrap.wrap(title, 24)[:4]).replace('$', r'\$')
         axes[r, 0].set_ylabel(label, fontsize=7, rotation=0, ha='right', va='center')
@@ -184,7 +192,9 @@ def search_widget(ix: SearchIndex, # models and gallery embeddings
         name = '' if choice.value == 'ensemble' else choice.value
         itm.disabled = ix.itm_model(name) is None
         if itm.disabled: itm.value = False
-        if not text.value.strip(): status.value, tiles.children = 'Type a title and press Enter.', (); return
+        if not text.value.strip():
+            status.value, tiles.children = 'Type a title and press Enter.', ()
+            return
         t = rank_title(ix, text.value, k, model=name, rerank=itm.value)
         known = not t['correct'].isna().any()
         status.value = (f"{len(t)} images from {choice.value}{' + ITM' if itm.value else ''}; "

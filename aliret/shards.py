@@ -81,7 +81,9 @@ def iter_tar(path: str | Path) -> Iterator[dict]:
     cur = None
     for name, data in _tar_members(path):
         key, _, ext = Path(name).name.partition('.')
-        if cur is not None and cur['__key__'] != key: yield cur; cur = None
+        if cur is not None and cur['__key__'] != key:
+            yield cur
+            cur = None
         if cur is None: cur = {'__key__': key}
         cur[ext] = data
     if cur is not None: yield cur
@@ -93,12 +95,14 @@ def shard_plan(table: pd.DataFrame, # rows to write: `product`, the caption colu
               ) -> list[dict]:
     "Which table positions go into which shard, with a fingerprint of each shard's rows (decides what a resume rewrites)."
     rows = table['row'].to_numpy() if 'row' in table else np.arange(len(table))
-    cols = [rows.astype(str), table['product'].astype(str), table[caption_col].astype(str), table['image_path'].astype(str)]
+    cols = [rows.astype(str), table['product'].astype(str), table[caption_col].astype(str),
+            table['image_path'].astype(str)]
     lines = ['\t'.join(x) for x in zip(*cols)]
     plan = []
     for i, s in enumerate(range(0, len(table), shard_size)):
         h = hashlib.sha1(f'{SHARD_FORMAT}\n{s}\n'.encode() + '\n'.join(lines[s:s + shard_size]).encode()).hexdigest()
-        plan.append(dict(index=i, name=shard_name(i), start=s, stop=min(s + shard_size, len(table)), fingerprint=h[:16]))
+        plan.append(dict(index=i, name=shard_name(i), start=s, stop=min(s + shard_size, len(table)),
+                         fingerprint=h[:16]))
     return plan
 
 # %% ../nbs/03a_shards.ipynb #92fc0f18
@@ -121,7 +125,9 @@ def write_shard(table: pd.DataFrame, # the whole table
     for pos, has in zip(range(spec['start'], spec['stop']), ok_text):
         m = _meta(table, pos, caption_col)
         ext, data, reason, detail = image_entry(m['image_path'], full_decode) if has else ('', b'', 'empty caption', '')
-        if reason: rejected.append(dict(m, reason=reason, detail=detail)); continue
+        if reason:
+            rejected.append(dict(m, reason=reason, detail=detail))
+            continue
         k = m['key']
         files += [(f'{k}.{ext}', data), (f'{k}.txt', m['caption'].encode()),
                   (f'{k}.json', json.dumps(dict(key=k, row=m['row'], product=m['product'])).encode())]
@@ -147,7 +153,9 @@ def _remove_stale(folder: Path, plan: list[dict]):
     "Delete shards (and records) a previous, longer table left beyond this plan."
     names = {s['name'] for s in plan}
     for p in folder.glob('shard-*.tar'):
-        if p.name not in names: p.unlink(); p.with_suffix('.json').unlink(missing_ok=True)
+        if p.name not in names:
+            p.unlink()
+            p.with_suffix('.json').unlink(missing_ok=True)
 
 # %% ../nbs/03a_shards.ipynb #ae47baf0
 def write_summary(folder: Path, recs: list[dict], n_input: int) -> dict:
@@ -157,7 +165,8 @@ def write_summary(folder: Path, recs: list[dict], n_input: int) -> dict:
                        columns=[*_META_COLS, 'reason', 'detail', 'shard'])
     if len(kept) + len(rej) != n_input:
         raise ShardError(f'{folder}: {len(kept)} kept + {len(rej)} rejected != {n_input} input rows')
-    atomic_write(folder/ROWS, kept.to_csv(index=False)); atomic_write(folder/REJECTED, rej.to_csv(index=False))
+    atomic_write(folder/ROWS, kept.to_csv(index=False))
+    atomic_write(folder/REJECTED, rej.to_csv(index=False))
     write_json(folder/SIZES, {r['name']: r['rows'] for r in recs})
     man = dict(format=SHARD_FORMAT, input_rows=n_input, kept=len(kept), rejected=len(rej),
                reasons=rej['reason'].value_counts().to_dict(), shards=[{k: r[k] for k in _SHARD_KEYS} for r in recs])
@@ -178,7 +187,8 @@ def write_shards(table: pd.DataFrame, # rows: `product`, the caption column, `im
                 ) -> dict:
     "Write `table` as WebDataset shards (resumable); return the manifest: shards, row counts, rejections by reason."
     from tqdm.auto import tqdm
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     (folder/MANIFEST).unlink(missing_ok=True)   # no manifest until every shard is done
     plan = shard_plan(table, shard_size, caption_col)
     _remove_stale(folder, plan)
@@ -255,7 +265,8 @@ class ShardPairs(torch.utils.data.IterableDataset):
                  augment: Callable | None = None, # (tensor, epoch, position) -> tensor, e.g. a seeded random shift
                 ):
         self.paths = shard_paths(folder)
-        self.keys = shard_table(folder)['key'].astype(np.int64).to_numpy()   # ascending: row i of shard_table has key keys[i]
+        # ascending: row i of shard_table has key keys[i]
+        self.keys = shard_table(folder)['key'].astype(np.int64).to_numpy()
         self.transform, self.augment, self.bs, self.batches = transform, augment, batch_size, batches
         self.rank, self.world, self.seed, self.buffer = rank, world_size, seed, buffer
         self.epoch, self.skip = 0, 0
@@ -276,7 +287,8 @@ def _rows(self: ShardPairs, worker: int, workers: int) -> Iterator[tuple[str, by
         before = i
         for s in mine:
             for smp in iter_tar(self.paths[s]):
-                if i % stride == offset: yield smp['__key__'], next(v for k, v in smp.items() if k in OPENCLIP_EXTS.values())
+                if i % stride == offset:
+                    yield smp['__key__'], next(v for k, v in smp.items() if k in OPENCLIP_EXTS.values())
                 i += 1
         if i == before: raise ShardError(f'reader {offset} of {stride} got no rows from {len(mine)} shard(s)')
 
@@ -337,7 +349,8 @@ def _rate_rows(times: dict, label: str) -> pd.DataFrame:
                  runs=len(v)) for (c, d, r), v in times.items()]
     df = pd.DataFrame(rows).assign(samples_per_s=lambda x: (x.samples / x.median_s).round(1))
     rate = df.set_index(['cache', 'decode', 'reader'])['samples_per_s']
-    return df.assign(shards_over_loose=[round(rate[(c, d, 'shards')] / rate[(c, d, 'loose')], 2) for c, d in zip(df.cache, df.decode)])
+    return df.assign(shards_over_loose=[round(rate[(c, d, 'shards')] / rate[(c, d, 'loose')], 2) for c,
+                                        d in zip(df.cache, df.decode)])
 
 # %% ../nbs/03a_shards.ipynb #e548371c
 def read_throughput(table: pd.DataFrame, # the rows the shards were written from (`image_path`)
@@ -350,14 +363,16 @@ def read_throughput(table: pd.DataFrame, # the rows the shards were written from
     paths = table['image_path'].tolist()
     shards = shard_paths(folder)
     readers = dict(loose=(paths, lambda d: read_loose(paths, d)), shards=(shards, lambda d: read_shards(folder, d)))
-    read_loose(paths); read_shards(folder)   # warm-up: every file in the page cache
+    read_loose(paths)
+    read_shards(folder)   # warm-up: every file in the page cache
     times = {}
     for _ in range(repeats):
         for cache in caches:
             for decode in (False, True):
                 for name, (files, read) in readers.items():
                     if cache == 'cold': evict(files)
-                    t0 = time.perf_counter(); n = read(decode)
+                    t0 = time.perf_counter()
+                    n = read(decode)
                     times.setdefault((cache, decode, name), []).append((time.perf_counter() - t0, n))
     return _rate_rows(times, label)
 
@@ -369,7 +384,8 @@ def synthetic_photos(folder: str | Path, # where to write the JPEGs
                      quality: int = 90, # JPEG quality
                     ) -> pd.DataFrame:
     "Photo-sized JPEGs (smooth colour fields with grain, about product-photo bytes) and a table of them."
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n):

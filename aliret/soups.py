@@ -10,7 +10,8 @@ from typing import Callable, Sequence
 import numpy as np, pandas as pd, torch
 from safetensors.torch import load_file
 from .core import ConfigError
-from .models import CHECKPOINT_WEIGHTS, load_checkpoint, read_checkpoint_meta, save_checkpoint, stored_config, MODEL_FIELDS
+from .models import (CHECKPOINT_WEIGHTS, load_checkpoint, read_checkpoint_meta, save_checkpoint, stored_config,
+                           MODEL_FIELDS)
 from .retrieval import topk_search, truth_from_ids, retrieval_metrics
 from .train import val_embeddings
 from .retrieval import paired_bootstrap
@@ -26,7 +27,8 @@ def soup_members(checkpoints: Sequence[str | Path], # aliret checkpoint folders
     paths = [Path(c) for c in checkpoints]
     if not paths: raise ConfigError('a soup needs at least one checkpoint')
     first = read_checkpoint_meta(paths[0])
-    key = lambda p, m: (m['backend'], json.dumps(m['arch'], sort_keys=True), [stored_config(p, m).get(k) for k in MODEL_FIELDS])
+    key = lambda p, m: (m['backend'], json.dumps(m['arch'], sort_keys=True),
+                        [stored_config(p, m).get(k) for k in MODEL_FIELDS])
     for p in paths[1:]:
         if key(p, read_checkpoint_meta(p)) != key(paths[0], first):
             raise ConfigError(f'{p} cannot be averaged with {paths[0]}: different backend, architecture or model config')
@@ -39,7 +41,8 @@ def average_weights(checkpoints: Sequence[str | Path], # aliret checkpoint folde
     "The weighted mean of the checkpoints' tensors, read one file at a time; integer buffers come from the first."
     paths = soup_members(checkpoints)
     w = np.ones(len(paths)) if weights is None else np.asarray(weights, dtype=np.float64)
-    if len(w) != len(paths) or (w < 0).any() or w.sum() <= 0: raise ValueError(f'weights must be {len(paths)} non-negative numbers, got {weights}')
+    if len(w) != len(paths) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f'weights must be {len(paths)} non-negative numbers, got {weights}')
     w = w / w.sum()
     out = {}
     for p, wi in zip(paths, w):

@@ -10,8 +10,10 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 from typing import Callable, Sequence
 import numpy as np, pandas as pd
-from .core import SUCCESS, ConfigError, atomic_open, write_json, is_complete, outputs_root, pick_device, get_config, model_configs
-from .models import CHECKPOINT_JSON, CHECKPOINT_WEIGHTS, read_checkpoint_meta, load_checkpoint, build_model, stored_config
+from .core import (SUCCESS, ConfigError, atomic_open, write_json, is_complete, outputs_root, pick_device,
+                         get_config, model_configs)
+from .models import (CHECKPOINT_JSON, CHECKPOINT_WEIGHTS, read_checkpoint_meta, load_checkpoint, build_model,
+                           stored_config)
 from .train import val_gallery
 from .checkpoints import (_CKPT_RE, NoCheckpoints, checkpoint_complete, original_backend, newest_train_run, expand_checkpoints,
                                 resolve_checkpoints, file_sha256, content_hash, checkpoint_fingerprint, EmbeddingStore, LazyModel)
@@ -44,12 +46,14 @@ def checkpoint_spec(path: str | Path, # aliret checkpoint folder or original BLI
                    ) -> CheckpointSpec:
     "Describe one checkpoint; a clear error naming `path` for anything that is not one (`expand_checkpoints` checks it)."
     p = Path(path)
-    if p.is_file() or not checkpoint_complete(p): expand_checkpoints(p)   # raises unless an original file (or a run folder)
+    if p.is_file() or not checkpoint_complete(p):
+        expand_checkpoints(p)   # raises unless an original file (or a run folder)
     if p.is_file(): return CheckpointSpec(p, 'original', original_backend(p), run=p.parent.name, label=p.name)
     meta = read_checkpoint_meta(p)
     m = _CKPT_RE.match(p.name)
     run = p.parent.parent.name if p.parent.name == 'checkpoints' else p.parent.name
-    return CheckpointSpec(p, 'aliret', meta['backend'], int(meta.get('step', 0)), int(m.group(1)) if m else None, run, p.name)
+    return CheckpointSpec(p, 'aliret', meta['backend'], int(meta.get('step', 0)), int(m.group(1)) if m else None, run,
+                          p.name)
 
 # %% ../nbs/09_checkpoint_sweep.ipynb #a73e8174
 def _unique_labels(paths: Sequence[Path]) -> list[str]:
@@ -68,9 +72,11 @@ def find_checkpoints(checkpoints: str | Sequence[str | Path] = '', # glob, comma
     given = [x for x in checkpoints.split(',') if x.strip()] if isinstance(checkpoints, str) else list(checkpoints)
     if not given and newest_train_run(root) is None:
         raise NoCheckpoints(f'no complete 08_train run under {Path(root or outputs_root())}: train one first with '
-                            '`papermill nbs/08_train.ipynb out.ipynb` (or `make demo`), then pass -p checkpoints <that run folder>, '
+                            '`papermill nbs/08_train.ipynb out.ipynb` (or `make demo`), then pass -p checkpoints '
+                            '<that run folder>, '
                             "a glob such as 'outputs/08_train/*/checkpoints/ckpt-*', or a comma-separated list (original BLIP .pth files work too)")
-    specs = [checkpoint_spec(p.absolute()) for p in resolve_checkpoints(checkpoints, pick='all', root=root, per_backend=False)]
+    specs = [checkpoint_spec(p.absolute()) for p in resolve_checkpoints(checkpoints, pick='all', root=root,
+                                                                        per_backend=False)]
     if not specs: raise FileNotFoundError(f'checkpoints={checkpoints!r}: nothing complete to sweep')
     return [CheckpointSpec(**{**asdict(s), 'label': l}) for s, l in zip(specs, _unique_labels([s.path for s in specs]))]
 
@@ -109,7 +115,8 @@ def load_sweep_model(spec: CheckpointSpec, # the checkpoint
                     ):
     "The model of one checkpoint, in eval mode, ready to embed."
     dev = pick_device(device)
-    over = {**({'eval_batch_size': batch_size} if batch_size else {}), **({'workers': workers} if workers is not None else {})}
+    over = {**({'eval_batch_size': batch_size} if batch_size else {}),
+            **({'workers': workers} if workers is not None else {})}
     if spec.kind == 'aliret': return load_checkpoint(spec.path, device=dev, **over)
     return build_model(original_config(spec, config, **over), device=dev)
 
@@ -149,10 +156,15 @@ def check_variants(val: pd.DataFrame, # val pairs with caption variant columns
 def read_val_variants(captions_dir: str | Path, # a finished 02_caption_augmentation run folder
                      ) -> pd.DataFrame:
     "The val variants table of a finished `02` run, text exactly as written (without reading its train tables)."
-    d = Path(captions_dir); f = d/CAPTION_FILES['val']
-    if not d.is_dir(): raise FileNotFoundError(f"captions_dir {str(d)!r} is not a folder: pass a finished 02_caption_augmentation run folder, or '' to compute the variants here")
+    d = Path(captions_dir)
+    f = d/CAPTION_FILES['val']
+    if not d.is_dir():
+        raise FileNotFoundError(f"captions_dir {str(d)!r} is not a folder: pass a finished 02_caption_augmentation "
+                                "run folder, or '' to compute the variants here")
     if not f.is_file(): raise FileNotFoundError(f'{d}: no {f.name}; is it a 02_caption_augmentation run folder?')
-    if not is_complete(d): raise FileNotFoundError(f'{d}: no {SUCCESS} marker, so the 02_caption_augmentation run that wrote it did not finish; run it again')
+    if not is_complete(d):
+        raise FileNotFoundError(f'{d}: no {SUCCESS} marker, so the 02_caption_augmentation run that wrote it did not '
+                                'finish; run it again')
     t = pd.read_csv(f, keep_default_na=False, na_values=[], dtype=object)
     return t.astype({c: 'int64' for c in ('row', 'caption_id') if c in t})
 
@@ -205,7 +217,8 @@ def _embed_gallery(model, # a loaded model
     "Embeddings of the gallery's readable images and the cache metadata (ids kept, unreadable files with their errors)."
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')   # unreadable images are reported below, by name
-        emb, failed = model.embed_images(gal['image_path'].tolist(), batch_size=batch_size, workers=workers, return_failed=True)
+        emb, failed = model.embed_images(gal['image_path'].tolist(), batch_size=batch_size, workers=workers,
+                                         return_failed=True)
     if failed:
         named = '; '.join(f'{p} ({e})' for _, p, e in failed[:5])
         warnings.warn(f'{label}: {len(failed)} gallery image(s) unreadable, left out of its gallery: {named}')
@@ -224,7 +237,8 @@ class _SweepVal:
     def __post_init__(self):
         self.ghash, self.qhash = gallery_hash(self.gal), content_hash(self.val['product'].astype(str).tolist())
         self.thash = {v: texts_hash(self.val[v].tolist()) for v in self.names}
-    def result_key(self, v: str) -> str: return 'result-' + content_hash(self.ghash, self.qhash, self.thash[v], self.k, self.i2t)[:24]
+    def result_key(self, v: str) -> str: return 'result-' + content_hash(self.ghash, self.qhash, self.thash[v], self.k,
+                                                                         self.i2t)[:24]
 
 # %% ../nbs/09_checkpoint_sweep.ipynb #47d86cad
 def _sweep_gallery(cache: EmbeddingStore, group: str, sv: _SweepVal, model: LazyModel, batch_size: int | None,
@@ -253,10 +267,12 @@ def _sweep_texts(cache: EmbeddingStore, group: str, sv: _SweepVal, v: str, model
 # %% ../nbs/09_checkpoint_sweep.ipynb #ae100b74
 def _sweep_group(cache: EmbeddingStore, spec: CheckpointSpec, fingerprint: str, device: str, pth_config: str) -> str:
     "The cache folder of one checkpoint: its content fingerprint plus how it is computed (recorded in checkpoint.json)."
-    fp = checkpoint_fingerprint(spec.path, fingerprint, original_config(spec, pth_config) if spec.kind == 'original' else None)
+    fp = checkpoint_fingerprint(spec.path, fingerprint,
+                                original_config(spec, pth_config) if spec.kind == 'original' else None)
     tag = compute_tag(spec, device, pth_config)
     group = content_hash(fp, tag)[:24]
-    write_json(cache.root/group/'checkpoint.json', dict(label=spec.label, path=str(spec.path), compute=tag, fingerprint=fp))
+    write_json(cache.root/group/'checkpoint.json',
+               dict(label=spec.label, path=str(spec.path), compute=tag, fingerprint=fp))
     return group
 
 # %% ../nbs/09_checkpoint_sweep.ipynb #9d4666ea
@@ -295,7 +311,8 @@ def sweep(checkpoints, # `find_checkpoints` specs, or anything it accepts
     cache = EmbeddingStore(cache_dir or default_cache_dir(), log=log)
     load_fn = load_fn or (lambda s: load_sweep_model(s, device, batch_size, workers, pth_config))
     search_dev = 'cuda' if pick_device(device).type == 'cuda' else None
-    stats = Counter(pairs=len(specs) * len(sv.names), computed=0, from_cache=0, models_loaded=0, gallery_embeds=0, text_embeds=0)
+    stats = Counter(pairs=len(specs) * len(sv.names), computed=0, from_cache=0, models_loaded=0, gallery_embeds=0,
+                    text_embeds=0)
     rows = []
     for spec in specs:
         t0, n_new = time.perf_counter(), 0
@@ -305,7 +322,8 @@ def sweep(checkpoints, # `find_checkpoints` specs, or anything it accepts
             res = cache.get_result(group, sv.result_key(v))
             new = res is None
             if new:
-                gallery = gallery or _sweep_gallery(cache, group, sv, model, batch_size or None, workers, spec.label, stats)
+                gallery = gallery or _sweep_gallery(cache, group, sv, model, batch_size or None, workers, spec.label,
+                                                    stats)
                 res = _sweep_pair(cache, group, sv, v, model, gallery, batch_size or None, search_dev, stats)
             n_new += new
             stats['from_cache'] += not new
@@ -316,7 +334,8 @@ def sweep(checkpoints, # `find_checkpoints` specs, or anything it accepts
         stats['models_loaded'] += model.loads
         log(f'{spec.label}: {n_new} pair(s) computed, {len(sv.names) - n_new} from cache, '
             f"{'model loaded' if loaded else 'model not needed'}, {time.perf_counter() - t0:.1f}s")
-    df = _frame(rows); df.attrs['stats'] = dict(stats)
+    df = _frame(rows)
+    df.attrs['stats'] = dict(stats)
     return df
 
 # %% ../nbs/09_checkpoint_sweep.ipynb #f014bce5
@@ -335,7 +354,8 @@ def sweep_matrix(df: pd.DataFrame, # a sweep table
                  metric: str = 'ali_score', # the value in each cell
                 ) -> pd.DataFrame:
     "Checkpoint x variant table of `metric`, in sweep order."
-    return df.pivot(index='checkpoint', columns='variant', values=metric).loc[df['checkpoint'].unique(), df['variant'].unique()]
+    return df.pivot(index='checkpoint', columns='variant',
+                    values=metric).loc[df['checkpoint'].unique(), df['variant'].unique()]
 
 # %% ../nbs/09_checkpoint_sweep.ipynb #58d840cc
 def plot_sweep_heatmap(df: pd.DataFrame, # a sweep table
@@ -345,7 +365,8 @@ def plot_sweep_heatmap(df: pd.DataFrame, # a sweep table
     "Heatmap of `metric` per checkpoint x variant, values written in the cells, the best pick framed; returns the figure."
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
-    m = sweep_matrix(df, metric); R, C = m.shape
+    m = sweep_matrix(df, metric)
+    R, C = m.shape
     fig, ax = plt.subplots(figsize=(1.2 + 1.05 * C, 1.3 + 0.32 * R + 0.4))
     im = ax.imshow(m.to_numpy(float), cmap='viridis', aspect='auto')
     if R * C <= 600:
@@ -353,12 +374,16 @@ def plot_sweep_heatmap(df: pd.DataFrame, # a sweep table
         for i in range(R):
             for j in range(C):
                 x = m.iat[i, j]
-                ax.text(j, i, f'{x:.3f}', ha='center', va='center', fontsize=7, color='black' if x > lo + .6 * (hi - lo) else 'white')
+                ax.text(j, i, f'{x:.3f}', ha='center', va='center', fontsize=7,
+                        color='black' if x > lo + .6 * (hi - lo) else 'white')
     b = best_pick(df, metric)
-    ax.add_patch(Rectangle((list(m.columns).index(b['variant']) - .5, list(m.index).index(b['checkpoint']) - .5), 1, 1, fill=False, ec='red', lw=2.5))
-    ax.set_xticks(range(C), m.columns, rotation=30, ha='right', fontsize=8); ax.set_yticks(range(R), m.index, fontsize=8)
+    ax.add_patch(Rectangle((list(m.columns).index(b['variant']) - .5, list(m.index).index(b['checkpoint']) - .5), 1, 1,
+                           fill=False, ec='red', lw=2.5))
+    ax.set_xticks(range(C), m.columns, rotation=30, ha='right', fontsize=8)
+    ax.set_yticks(range(R), m.index, fontsize=8)
     ax.set_title(f'{metric} per checkpoint x caption variant (best framed)', fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=.04, pad=.02); fig.tight_layout()
+    fig.colorbar(im, ax=ax, fraction=.04, pad=.02)
+    fig.tight_layout()
     if path: fig.savefig(path, dpi=110, bbox_inches='tight')
     return fig
 
@@ -376,8 +401,11 @@ def plot_recall_vs_epoch(df: pd.DataFrame, # a sweep table
         for (run, v), g in d.groupby(['run', 'variant'], sort=False):
             g = g.sort_values('step')
             ax.plot(g['epoch'].astype(float), g[met], marker='o', ms=3, label=f'{run}: {v}' if several else v)
-        ax.set(xlabel='epoch', ylabel=met, title=f'val text->image {met}'); ax.grid(alpha=.3)
-        if d.empty: ax.text(.5, .5, 'no checkpoint with an epoch\n(ckpt-e*-s* folders)', ha='center', va='center', transform=ax.transAxes)
+        ax.set(xlabel='epoch', ylabel=met, title=f'val text->image {met}')
+        ax.grid(alpha=.3)
+        if d.empty:
+            ax.text(.5, .5, 'no checkpoint with an epoch\n(ckpt-e*-s* folders)', ha='center', va='center',
+                    transform=ax.transAxes)
     if not d.empty: legend_outside(axes[0][-1], fontsize=7)
     fig.tight_layout()
     if path: fig.savefig(path, dpi=110, bbox_inches='tight')

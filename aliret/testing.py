@@ -196,7 +196,8 @@ def _img_bytes(kind: str, rng: np.random.Generator) -> bytes:
     return b.getvalue()
 
 # %% ../nbs/00c_testing.ipynb #19744361
-GOOD_IMAGES = ('rgb_jpg', 'cmyk_jpg', 'gray_jpg', 'rgba_png', 'gray16_png', 'palette_gif', 'webp', 'tall_jpg', 'wide_png', 'png_as_jpg')
+GOOD_IMAGES = ('rgb_jpg', 'cmyk_jpg', 'gray_jpg', 'rgba_png', 'gray16_png', 'palette_gif', 'webp', 'tall_jpg',
+               'wide_png', 'png_as_jpg')
 BAD_IMAGES = {'zero_byte': 'zero-byte image', 'text_as_jpg': 'unreadable image', 'cut_jpg': 'truncated image', 'cut_header_jpg': 'truncated image',
               'no_iend_png': 'truncated image', 'cut_gif': 'truncated image', 'cut_webp': 'truncated image'}
 FULL_ONLY_BAD = {'corrupt_idat_png': 'unreadable image'}   # passes header checks, fails a full decode
@@ -207,11 +208,16 @@ def make_test_images(folder: str | Path, # where to write the files
     "Write one image per good, bad and full-decode-only-bad kind into `folder`; return {file name: expected reason ('' = good)}."
     import numpy as np
     from PIL import Image
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True); rng = np.random.default_rng(seed)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
     ext = lambda k: '.jpg' if 'jpg' in k or k in ('zero_byte',) else '.png' if 'png' in k else '.gif' if 'gif' in k else '.webp' if 'webp' in k else '.jpg'
     files = {k: _img_bytes(k, rng) for k in GOOD_IMAGES if k != 'png_as_jpg'}
     files['png_as_jpg'] = _img_bytes('rgba_png', rng)
-    jpg = _img_bytes('rgb_jpg', rng); b = io.BytesIO(); Image.open(io.BytesIO(jpg)).save(b, 'PNG'); png = b.getvalue()
+    jpg = _img_bytes('rgb_jpg', rng)
+    b = io.BytesIO()
+    Image.open(io.BytesIO(jpg)).save(b, 'PNG')
+    png = b.getvalue()
     gif, webp = _img_bytes('palette_gif', rng), _img_bytes('webp', rng)
     i = png.find(b'IDAT') + 40
     files.update(zero_byte=b'', text_as_jpg=b'<html>404 not found</html>', cut_jpg=jpg[:len(jpg) * 2 // 3], cut_header_jpg=jpg[:120],
@@ -257,7 +263,7 @@ def _messy_train_rows(out: Path, # the messy folder
         ({'product': 'café crème.jpg', 'caption': 'NFC name, NFD file'}, ''),
         ({'product': 'dup.jpg', 'caption': 'Men&#39;s T-shirt &amp; cap &lt;b&gt;'}, ''),
         ({'product': 'dup.jpg', 'caption': 'second row, same image'}, 'duplicate product'),
-        ({'product': 'cap.jpg', 'caption': ''}, 'empty caption'),            # the first row with cap.jpg is rejected ...
+        ({'product': 'cap.jpg', 'caption': ''}, 'empty caption'),   # the first row with cap.jpg is rejected ...
         ({'product': 'cap.jpg', 'caption': 'Ã©tÃ© dress â€” mojibake'}, ''),  # ... so this one is kept, not a duplicate
         ({'product': 'cap.jpg', 'caption': 'and a third'}, 'duplicate product'),
         ({'product': 'missing.jpg', 'caption': 'no such file'}, 'missing image'),
@@ -284,7 +290,8 @@ def _messy_train_rows(out: Path, # the messy folder
 # %% ../nbs/00c_testing.ipynb #687f5541
 def _messy_val(out: Path, jpg: Callable) -> list[tuple]:
     "Write val images and val.json (captions that look dangerous but are valid, and three bad rows); (row, reason) pairs."
-    odd_caps = ['cute cat mug 🐱☕', 'broken \ud83d escape', 'NA', 'null', '  lead\u00a0and trail  ', 'multi\nline\r\ncaption, with "quotes"', '$5 off $10']
+    odd_caps = ['cute cat mug 🐱☕', 'broken \ud83d escape', 'NA', 'null', '  lead\u00a0and trail  ',
+                'multi\nline\r\ncaption, with "quotes"', '$5 off $10']
     for i, cap in enumerate(odd_caps): (out/'val_imgs'/f'v{i}.jpg').write_bytes(jpg())
     val = [({'product': f'v{i}.jpg', 'caption': cap}, '') for i, cap in enumerate(odd_caps)]
     (out/'val_imgs'/'v_zero.jpg').write_bytes(b'')
@@ -296,11 +303,15 @@ def _messy_val(out: Path, jpg: Callable) -> list[tuple]:
 # %% ../nbs/00c_testing.ipynb #9ddf5f69
 def _messy_test_gallery(out: Path, jpg: Callable, rng) -> dict:
     "Write test gallery images, good and bad (zero bytes, text, truncated, a non-UTF-8 name where allowed); name -> reason."
-    gal = {'g0.jpg': '', 'g1.png': '', 'g2 space.jpg': '', 'g3_zero.jpg': 'zero-byte image', 'g4_text.jpg': 'unreadable image'}
+    gal = {'g0.jpg': '', 'g1.png': '', 'g2 space.jpg': '', 'g3_zero.jpg': 'zero-byte image',
+           'g4_text.jpg': 'unreadable image'}
     for n in ('g0.jpg', 'g2 space.jpg'): (out/'test_imgs'/n).write_bytes(jpg())
     (out/'test_imgs'/'g1.png').write_bytes(_img_bytes('rgba_png', rng))
-    (out/'test_imgs'/'g3_zero.jpg').write_bytes(b''); (out/'test_imgs'/'g4_text.jpg').write_bytes(b'not an image')
-    cut = jpg(); (out/'test_imgs'/'g6_cut.jpg').write_bytes(cut[:len(cut) // 2]); gal['g6_cut.jpg'] = 'truncated image'
+    (out/'test_imgs'/'g3_zero.jpg').write_bytes(b'')
+    (out/'test_imgs'/'g4_text.jpg').write_bytes(b'not an image')
+    cut = jpg()
+    (out/'test_imgs'/'g6_cut.jpg').write_bytes(cut[:len(cut) // 2])
+    gal['g6_cut.jpg'] = 'truncated image'
     try:   # a file name that is not UTF-8 (Latin-1 byte 0xe9); skipped where the file system refuses it
         with open(os.path.join(os.fsencode(out/'test_imgs'), b'g5_\xe9.jpg'), 'wb') as f: f.write(jpg())
         gal['g5_\udce9.jpg'] = 'invalid product name'
@@ -313,11 +324,13 @@ def make_messy_dir(out: str | Path, # folder to create (AliProducts layout)
                   ) -> dict:
     "Write a messy AliProducts-layout folder; return {split: [expected reason per row ('' = kept)]} plus the expected `ambiguous` and `unreferenced` train image counts."
     import numpy as np
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     jpg = lambda: _img_bytes('rgb_jpg', rng)
     train = _messy_train_rows(out, _messy_train_files(out, seed, jpg))
-    train_json = json.dumps([r for r, _ in train], ensure_ascii=True)   # ensure_ascii keeps the lone surrogate as an escape
+    # ensure_ascii keeps the lone surrogate as an escape
+    train_json = json.dumps([r for r, _ in train], ensure_ascii=True)
     (out/'train.json').write_text(train_json, encoding='utf-8')
     val = _messy_val(out, jpg)
     tc = [({'caption': 'red dress'}, ''), ({'caption': 'red dress'}, ''), ({'caption': '\u3000'}, 'empty caption'), ({}, 'missing caption'),
@@ -349,7 +362,9 @@ def colour_pairs(folder: str | Path, # where the images go (existing folder)
         c = names[i % colours]
         p = Path(folder)/f'{i:03d}{ext}'
         if i in bad: p.write_bytes(b'not an image')
-        else: Image.fromarray(np.clip(np.array(PALETTE[c]) + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(np.uint8)).save(p)
+        else:
+            Image.fromarray(np.clip(np.array(PALETTE[c]) + rng.normal(0, 20, (size, size, 3)), 0,
+                                    255).astype(np.uint8)).save(p)
         rows.append(dict(product=p.name, caption=caption.format(colour=c, k=i % variants), image_path=str(p)))
     return pd.DataFrame(rows)
 
