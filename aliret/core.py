@@ -22,7 +22,7 @@ __all__ = ['Precision', 'DeviceName', 'PRESETS', 'BACKENDS', 'SUCCESS', 'VERSION
 # %% ../nbs/00_core.ipynb #34897f9a
 def project_root(start: str | Path | None = None, # where to start looking (default: the working directory)
                 ) -> Path:
-    "The aliret project root: `$ALIRET_HOME`, else the nearest parent holding `settings.ini`, else the working directory."
+    "The project root: `$ALIRET_HOME`, else the nearest parent holding `settings.ini`, else the working directory."
     if os.environ.get('ALIRET_HOME'): return Path(os.environ['ALIRET_HOME']).resolve()
     here = Path(start or Path.cwd()).resolve()
     for p in [here, *here.parents]:
@@ -193,7 +193,7 @@ BACKENDS: dict[str, type] = {}   # backend name -> its class, filled by `aliret.
 
 # %% ../nbs/00_core.ipynb #a1e77e01
 class AliretError(Exception):
-    "Base of every error aliret raises on purpose: `except AliretError` catches them all (each also keeps its builtin base)."
+    "Base of every error aliret raises on purpose: `except AliretError` catches all (each keeps its builtin base too)."
 
 # %% ../nbs/00_core.ipynb #4f143862
 class ConfigError(AliretError, ValueError):
@@ -270,7 +270,8 @@ def _read_yaml(path: str) -> dict:
     import yaml
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file {path} does not exist: pass a preset name ({', '.join(PRESETS)}) or a path to a YAML file")
+        raise ConfigError(f"config file {path} does not exist: pass a preset name ({', '.join(PRESETS)}) or a path to "
+                          "a YAML file")
     try: d = yaml.safe_load(p.read_text(encoding='utf-8')) or {}
     except yaml.YAMLError as e: raise ConfigError(f'{path}: not valid YAML: {e}') from None
     if not isinstance(d, dict): raise ConfigError(f'{path}: expected a mapping of config keys, got {type(d).__name__}')
@@ -593,7 +594,7 @@ INJECTED_MARK = '# Parameters'
 
 def notebook_params(g: dict, # the notebook's `globals()`
                    ) -> dict:
-    "Validated parameters of the running notebook: defaults from its `parameters` cell, papermill's injected values checked against them."
+    "The running notebook's parameters: its `parameters` cell's defaults, papermill's injected values checked."
     hist = [h for h in g.get('In', g.get('_ih', [])) if h and h.strip()]
     inj = [i for i, h in enumerate(hist) if h.lstrip().startswith(INJECTED_MARK)]
     if inj:   # run by papermill with -p: defaults are the cell before the injected one

@@ -210,7 +210,7 @@ POOL_KINDS = ('none', 'zscore', 'minmax', 'rrf')
 
 @dataclass
 class Pool:
-    "Candidate images per caption with each model's score on them, for fast weight search; `rows` are the captions' val rows."
+    "Candidate images per caption with each model's score on them, for fast weight search (`rows`: captions' val rows)."
     ids: np.ndarray # [Q, P] gallery ids of the candidates, ascending in each row, -1 padding last
     feats: np.ndarray # [M, Q, P] per model: normalised score, or for 'rrf' the 1-based rank (0 = not in its list)
     rows: np.ndarray # [Q] row of each caption in the full split
@@ -248,7 +248,7 @@ def build_pool(queries: Sequence, # per model [Q, D_i]
                query_chunk: int = 256, # captions per block
                device: str | None = None, # where the blocks are computed
               ) -> Pool:
-    "Candidate pool: union of every model's top `depth` per caption (ascending ids, -1 padding last), with each model's normalised score (or rank) on each."
+    "Union of every model's top `depth` per caption (ascending ids, -1 padding last), each model's normalised score."
     if kind not in POOL_KINDS: raise ValueError(f"kind must be one of {', '.join(POOL_KINDS)}, got {kind!r}")
     dev = torch.device(device or 'cpu')
     g = _tensors(galleries, dev)
@@ -400,7 +400,7 @@ def evaluate_fusion(strategy: str, # strategy name
                     index: str = 'flat', # feature fusion index
                     device: str | None = None, # where to compute
                    ) -> list[dict]:
-    "Rows for the strategy table (metrics and the val `ids`): equal weights on all val, and (with folds) the cross-fitted tuned result."
+    "Strategy-table rows (metrics, val `ids`): equal weights on all val and, with folds, the cross-fitted tuned result."
     kw = dict(rrf_depth=rrf_depth, k_rrf=k_rrf, index=index, device=device)
     M = len(queries)
     ids = fuse(strategy, queries, galleries, None, **kw)[1]

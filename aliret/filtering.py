@@ -25,7 +25,7 @@ def threshold_curve(scores, # score per pair (NaN = not scored: always rejected)
                     thresholds=None, # thresholds to evaluate (default: `points` quantiles of the scores)
                     points: int = 201, # number of default thresholds
                    ) -> pd.DataFrame:
-    "Per threshold t (keep score >= t): kept, kept_fraction, rejected; with known noise also precision, recall, F1 and the noise left."
+    "Per threshold t (keep score >= t): kept, kept_fraction, rejected; with known noise precision, recall, F1, noise."
     s = np.asarray(scores, np.float64)
     n = len(s)
     ok = np.isfinite(s)
@@ -146,7 +146,7 @@ def val_ranks(model, # a model from `aliret.models`
               workers: int = 0, # image-decoding workers
               k: int = 10, # search depth
              ) -> np.ndarray:
-    "0-based rank of each val caption's first correct image (k = not in the top k), by exact search over the val gallery."
+    "0-based rank of each val caption's first correct image (k = not in the top k), exact search over the val gallery."
     txt, img, gal = val_embeddings(model, val_table, batch_size=batch_size, workers=workers)
     return hit_rank(topk_search(txt, img, k=k)[1],
                     truth_from_ids(val_table['product'].tolist(), gal['product'].tolist()))

@@ -207,7 +207,7 @@ def train_rows(rows: list, # rows so far (appended to)
                s: dict, # `check_sizes`
                runs: Sequence[tuple] = (('clip', 1), ('blip', 4)), # (backend, batch divisor); the first one's bf16 run is the throughput row
               ):
-    "Throughput and MFU of the first backend in bf16; bf16 and fp16-with-scaler runs of each, whose loss must stay finite."
+    "Throughput and MFU of the first backend in bf16; bf16 and fp16-with-scaler runs of each (loss must stay finite)."
     peak = matmul_rate(dev, 'bfloat16' if dev.type == 'cuda' else 'float32', n=8192 if dev.type == 'cuda' else 512)
     for i, (backend, div) in enumerate(runs):
         batch = max(8, s['train_batch'] // div)

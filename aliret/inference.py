@@ -135,7 +135,7 @@ def ensure_store(d: str | Path, # store folder for this model and split
                  workers: int = 0, # image-decoding workers
                  log: Callable = print, # where set-aside lines go
                 ) -> tuple[Path, bool]:
-    "Make `d` hold `spec`'s embeddings of `split`: (folder, reused?) -- a matching sound store is reused, anything else recomputed."
+    "Make `d` hold `spec`'s embeddings of `split`: (folder, reused?); a sound matching store is reused."
     want = dict(fingerprint=spec.fingerprint, table_hash=table_hash(split.queries, split.gallery))
     if is_complete(d) and (why := store_problem(d)): set_aside(d, why, log=log)
     if store_matches(d, want): return Path(d), True
@@ -192,7 +192,8 @@ class Predictions:
         if self.ids.ndim != 2 or self.ids.shape != self.scores.shape:
             raise ValueError(f'ids {self.ids.shape} and scores {self.scores.shape} must be the same [Q, k] shape')
         if not (len(self.ids) == len(self.caption_ids) == len(self.captions)):
-            raise ValueError(f'{len(self.ids)} rows but {len(self.caption_ids)} caption ids and {len(self.captions)} captions')
+            raise ValueError(f'{len(self.ids)} rows but {len(self.caption_ids)} caption ids and {len(self.captions)} '
+                             'captions')
         if self.ids.size and self.ids.max() >= len(self.gallery):
             raise ValueError(f'ids reach {self.ids.max()} but the gallery has {len(self.gallery)} names')
         for n, a in self.extras.items():
@@ -208,7 +209,8 @@ class Predictions:
         ids = self.ids[:, :k]
         if ids.shape[1] < k or (ids < 0).any():
             bad = int(np.flatnonzero((ids < 0).any(1))[0]) if ids.shape[1] == k else 0
-            raise ValueError(f'caption row {bad} has fewer than {k} results (gallery of {len(self.gallery)}, k={self.k})')
+            raise ValueError(f'caption row {bad} has fewer than {k} results (gallery of {len(self.gallery)}, '
+                             f'k={self.k})')
         return self.gallery[ids].tolist()
 
 # %% ../nbs/10_test_inference.ipynb #00c734bd
@@ -235,7 +237,7 @@ def _read_npz(path: str | Path) -> Predictions:
 def load_predictions(path: str | Path, # a `.npz` written by `save_predictions`
                      log: Callable = print, # where the set-aside line goes
                     ) -> Predictions:
-    "Read predictions written by `save_predictions` (no pickle); a damaged file is set aside, with an error naming it and the fix."
+    "Predictions written by `save_predictions` (no pickle); a damaged file is set aside, the error naming the fix."
     if not Path(path).is_file():
         raise FileNotFoundError(f'{path}: no such predictions file (written by save_predictions as '
                                 '<model>/<split>_<scoring>.npz)')
@@ -278,7 +280,7 @@ def itm_score_fn(model, # a BLIP (or any) aliret model with `image_features` / `
                  captions: Sequence[str], # query texts, indexed by query_idx
                  image_paths: Sequence[str | Path], # gallery image files, indexed by gallery_idx
                 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    "`score_fn(query_idx, gallery_idx)` for `itm_rerank`: ITM of aligned pairs, image features computed once per distinct image in a batch."
+    "`score_fn(query_idx, gallery_idx)` for `itm_rerank`: ITM of aligned pairs, each image's features once a batch."
     tokens = model.tokenize([str(c) for c in captions])
     images = model.image_files(image_paths)
     def score(q: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -334,7 +336,7 @@ def _load_logged(s: ModelSpec, device: str, log: Callable):
 # %% ../nbs/10_test_inference.ipynb #88cb6b99
 def _itc_predictions(out: Path, s: ModelSpec, name: str, sp: Split, d: Path, want: dict,
                      log: Callable) -> tuple[Path, bool]:
-    "Split `name`'s ITC predictions of model `s` (its store `d` searched at `want`'s depth): reused if they match, else computed."
+    "ITC predictions of model `s` on split `name` (store `d` searched to `want`'s depth): reused when they match."
     f = out/'predictions'/s.name/f'{name}_itc.npz'
     if _pred_ok(f, want, log): return f, True
     e = read_store(d)
@@ -371,7 +373,7 @@ def run_inference(specs: Sequence[ModelSpec], # models to run
                   device: str = 'auto', # where models run
                   log: Callable = print, # progress messages
                  ) -> pd.DataFrame:
-    "Embed, search, re-rank and score every model on every split; one row per model x split x scoring; writes `models.json`."
+    "Embed, search, re-rank, score every model on every split (a row per model x split x scoring); write `models.json`."
     if k < 10: raise ValueError(f'k must be at least 10 (the submission needs a top 10), got {k}')
     out = Path(out_dir)
     rows, models = [], []

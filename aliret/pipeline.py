@@ -77,7 +77,8 @@ def run_step(step: Step, # the step to run
     except pm.PapermillExecutionError as e:
         raise PipelineError(f'step {step.name} failed: {e.ename}: {e.evalue}\n  executed notebook: {executed}') from None
     if not is_complete(out):
-        raise PipelineError(f'step {step.name} ran but wrote no {SUCCESS} marker in {out}: its last cell must call rec.finish()')
+        raise PipelineError(f'step {step.name} ran but wrote no {SUCCESS} marker in {out}: its last cell must call '
+                            'rec.finish()')
     return out
 
 # %% ../nbs/00b_pipeline.ipynb #7edecfc1
@@ -131,14 +132,14 @@ def step_records(run_path: Path, steps: list[Step]) -> list[dict]:
 METRICS = ('r1', 'r5', 'r10', 'ali_score')
 
 def val_metrics(res: dict) -> list | None:
-    "Val R@1/5/10 and `ali_score` of a step's results (plain, `val_`-prefixed, or a sweep's `best`); None if it has none."
+    "Val R@1/5/10 and `ali_score` of a step's results (plain, `val_`-prefixed or a sweep's `best`); None if none."
     src = res['best'] if isinstance(res.get('best'), dict) else res
     vals = [src.get(k, src.get(f'val_{k}')) for k in METRICS]
     return vals if all(isinstance(v, (int, float)) for v in vals) else None
 
 # %% ../nbs/00b_pipeline.ipynb #0d3f54a2
 def result_label(res: dict) -> str:
-    "What a step's val numbers belong to: the sweep's best pick, the ensemble, the submitted model or the trained backend."
+    "What a step's val numbers belong to: the sweep's best pick, the ensemble, the submitted model or the backend."
     if isinstance(b := res.get('best'), dict): return f"best checkpoint {b.get('checkpoint')} x {b.get('variant')}"
     if 'chosen' in res: return f"ensemble {res['chosen']} ({res.get('chosen_models', '')})"
     if 'submission_from' in res: return f"single model {res['submission_from']}"
@@ -158,7 +159,7 @@ def ablations_section(outputs: str | Path, # the outputs folder holding runs
 
 # %% ../nbs/00b_pipeline.ipynb #116be1b4
 def write_summary(run_path: Path, steps: list[Step]) -> str:
-    "Write `summary.md` for the run (steps, val recall per model and ensemble, verdicts, the submission, raw results) and return its text."
+    "Write and return the run's `summary.md`: steps, val recall per model and ensemble, verdicts, submission, results."
     rows = step_records(run_path, steps)
     steps_md = markdown_table(['step', 'status', 'seconds'], [(r['step'], r['status'], r['seconds']) for r in rows],
                               '{:g}')
@@ -202,7 +203,8 @@ def check_pipeline_notebook(nb_path: str | Path) -> dict:
     cell = next(c for c in nbformat.read(str(nb_path), as_version=4).cells if 'parameters' in c.metadata.get('tags', []))
     seen = {p.name for p in PythonTranslator.inspect(cell)}
     if missing := sorted(set(defaults) - seen):
-        raise PipelineError(f'{nb_path}: papermill cannot read parameter(s) {missing}: remove = and quotes from their comments')
+        raise PipelineError(f'{nb_path}: papermill cannot read parameter(s) {missing}: remove = and quotes from their '
+                            'comments')
     if 'output_dir' not in defaults: raise PipelineError(f'{nb_path}: pipeline notebooks need an output_dir parameter')
     return defaults
 

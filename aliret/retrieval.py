@@ -22,7 +22,7 @@ __all__ = ['Empty', 'Truth', 'truth_from_pairs', 'truth_from_ids', 'hit_matrix',
 # %% ../nbs/07_retrieval.ipynb #984d5dc5
 @dataclass(frozen=True, eq=False)
 class Truth:
-    "Correct gallery items per query, CSR-style: query `i`'s items are `indices[offsets[i]:offsets[i+1]]`, sorted ascending."
+    "Correct gallery items per query, CSR-style: query `i`'s are `indices[offsets[i]:offsets[i+1]]`, ascending."
     indices: np.ndarray # int64 gallery indices of all queries, concatenated
     offsets: np.ndarray # int64 [n_queries + 1], where each query's run starts
     n_items: int # gallery size (valid items are 0..n_items-1)
@@ -65,7 +65,7 @@ def truth_from_pairs(query_idx, # query index of each correct pair
 def truth_from_ids(query_products: Sequence, # per query: one product key, or a list of keys (any of them is correct)
                    gallery_products: Sequence, # product key of each gallery item (keys may repeat)
                   ) -> Truth:
-    "Text->image truth by product key: gallery item `j` is correct for query `i` when its key is among query `i`'s keys."
+    "Text->image truth by product key: gallery item `j` is correct for query `i` when its key is one of query `i`'s."
     qs = pd.Series(list(query_products), dtype=object).explode().dropna()
     q = pd.DataFrame({'key': qs.to_numpy(dtype=object), 'q': qs.index.to_numpy(dtype=np.int64)})
     g = pd.DataFrame({'key': np.asarray(list(gallery_products), dtype=object),
@@ -133,7 +133,8 @@ def recall_at_k(topk_ids, # [Q, k] retrieved gallery ids, best first
     "Fraction of queries with a correct item among their first k results, for each k in `ks`."
     ids = _ids_array(topk_ids, truth)
     if max(ks) > ids.shape[1]:
-        raise ValueError(f'topk_ids has {ids.shape[1]} columns but recall@{max(ks)} was asked for: search with k >= {max(ks)}')
+        raise ValueError(f'topk_ids has {ids.shape[1]} columns but recall@{max(ks)} was asked for: search with k >= '
+                         f'{max(ks)}')
     r, m = hit_rank(ids, truth), _scored(truth, empty)
     return {int(k): float((r[m] < k).mean()) for k in ks}
 
@@ -245,7 +246,8 @@ def _as_f32(x, # embeddings: numpy array, torch tensor or nested list
 def _check_dims(q: torch.Tensor, g: torch.Tensor):
     "Queries and gallery must live in the same space."
     if q.shape[1] != g.shape[1]:
-        raise ValueError(f'queries have dimension {q.shape[1]} but the gallery has {g.shape[1]}: embed both with the same model')
+        raise ValueError(f'queries have dimension {q.shape[1]} but the gallery has {g.shape[1]}: embed both with the '
+                         'same model')
     if not len(g): raise ValueError('the gallery is empty')
 
 # %% ../nbs/07_retrieval.ipynb #465919f3
@@ -310,7 +312,7 @@ def topk_search(queries, # [Q, D] query embeddings (numpy or torch)
                 device: str | None = None, # where to compute ('cpu', 'cuda', ...); None = the queries' device
                 half: bool | None = None, # fp16 products (CUDA only); None = for an fp16 gallery on CUDA
                ) -> tuple[np.ndarray, np.ndarray]:
-    "Exact inner-product top-k: (scores float32 [Q, k], ids int64 [Q, k]), ties by lower gallery index, -1/-inf padding."
+    "Exact inner-product top-k: (scores float32 [Q, k], ids int64 [Q, k]), ties by lower index, -1/-inf padding."
     if k < 1: raise ValueError(f'k must be >= 1, got {k}')
     q, g = _as_2d(queries, 'queries'), _as_2d(gallery, 'gallery')
     _check_dims(q, g)
@@ -498,7 +500,8 @@ def itm_rerank(itc_scores, # [Q, k] ITC scores from `topk_search` / `search`, be
     if itc.shape != ids.shape or itc.ndim != 2:
         raise ValueError(f'itc_scores {itc.shape} and itc_ids {ids.shape} must be the same [Q, k] shape')
     if k_test > ids.shape[1]:
-        raise ValueError(f'k_test={k_test} but only {ids.shape[1]} ITC candidates per query were given: search with k >= k_test')
+        raise ValueError(f'k_test={k_test} but only {ids.shape[1]} ITC candidates per query were given: search with k '
+                         '>= k_test')
     itc, ids = itc[:, :k_test], ids[:, :k_test]
     qi, ci = np.nonzero(ids >= 0)
     gi = ids[qi, ci]

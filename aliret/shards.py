@@ -63,7 +63,7 @@ def write_tar(path: str | Path, # final tar file
 
 # %% ../nbs/03a_shards.ipynb #e553b389
 def _tar_members(path: str | Path) -> Iterator[tuple[str, bytes]]:
-    "(name, content) of the regular files of a USTAR tar, parsed directly (Python's `tarfile` costs ~10x more per member)."
+    "(name, content) of a USTAR tar's regular files, parsed directly (Python's `tarfile` costs ~10x more per member)."
     with open(path, 'rb', buffering=1 << 20) as f:
         while len(h := f.read(512)) == 512 and h != bytes(512):
             kind, size = h[156:157], int(h[124:136].strip(b'\0 ') or b'0', 8)
@@ -93,7 +93,7 @@ def shard_plan(table: pd.DataFrame, # rows to write: `product`, the caption colu
                shard_size: int, # input rows per shard
                caption_col: str = 'caption', # caption column
               ) -> list[dict]:
-    "Which table positions go into which shard, with a fingerprint of each shard's rows (decides what a resume rewrites)."
+    "Which table positions go into which shard, with a fingerprint of each shard's rows (what a resume rewrites)."
     rows = table['row'].to_numpy() if 'row' in table else np.arange(len(table))
     cols = [rows.astype(str), table['product'].astype(str), table[caption_col].astype(str),
             table['image_path'].astype(str)]
@@ -206,7 +206,8 @@ def read_manifest(folder: str | Path, # shard folder, or its manifest.json
     p = Path(folder)
     d = p.parent if p.name == MANIFEST else p
     if not (d/MANIFEST).is_file():
-        raise ShardError(f'{d}: no {MANIFEST}, so it is not a complete shard folder; (re)run write_shards (03a_shards) on it')
+        raise ShardError(f'{d}: no {MANIFEST}, so it is not a complete shard folder; (re)run write_shards '
+                         '(03a_shards) on it')
     man = json.loads((d/MANIFEST).read_text(encoding='utf-8'))
     missing = [s['name'] for s in man['shards'] if not (d/s['name']).is_file()]
     if missing: raise ShardError(f'{d}: {len(missing)} shard(s) listed in {MANIFEST} are missing, e.g. {missing[:3]}')
@@ -253,7 +254,7 @@ def reader_split(n_shards: int, # shards in the set
 
 # %% ../nbs/03a_shards.ipynb #5c3524a5
 class ShardPairs(torch.utils.data.IterableDataset):
-    "Training images from shards: `(tensor, position in shard_table)`, split across ranks and workers, full batches only."
+    "Training images from shards: `(tensor, position in shard_table)`, split over ranks and workers, full batches only."
     def __init__(self, folder: str | Path, # shard folder
                  transform: Callable, # PIL image -> tensor (the model's training transform)
                  batch_size: int, # per-rank batch

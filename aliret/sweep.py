@@ -44,7 +44,7 @@ class CheckpointSpec:
 # %% ../nbs/09_checkpoint_sweep.ipynb #4a6c4ea4
 def checkpoint_spec(path: str | Path, # aliret checkpoint folder or original BLIP .pth file
                    ) -> CheckpointSpec:
-    "Describe one checkpoint; a clear error naming `path` for anything that is not one (`expand_checkpoints` checks it)."
+    "Describe one checkpoint; an error naming `path` for anything that is not one (`expand_checkpoints` checks it)."
     p = Path(path)
     if p.is_file() or not checkpoint_complete(p):
         expand_checkpoints(p)   # raises unless an original file (or a run folder)
@@ -68,7 +68,7 @@ def _unique_labels(paths: Sequence[Path]) -> list[str]:
 def find_checkpoints(checkpoints: str | Sequence[str | Path] = '', # glob, comma-separated list, run folder, checkpoint, .pth ('' = newest 08_train run)
                      root: str | Path | None = None, # where '' looks for 08_train runs (default `outputs/`)
                     ) -> list[CheckpointSpec]:
-    "Every checkpoint the `checkpoints` parameter names (`resolve_checkpoints`, all of a run's) as specs with unique labels."
+    "Every checkpoint `checkpoints` names (`resolve_checkpoints`, all of a run's) as specs with unique labels."
     given = [x for x in checkpoints.split(',') if x.strip()] if isinstance(checkpoints, str) else list(checkpoints)
     if not given and newest_train_run(root) is None:
         raise NoCheckpoints(f'no complete 08_train run under {Path(root or outputs_root())}: train one first with '
@@ -148,7 +148,8 @@ def check_variants(val: pd.DataFrame, # val pairs with caption variant columns
     avail = [c for c in val.columns if c not in ID_COLUMNS]
     names = _names(variants) or [c for c in avail if c in VARIANTS]
     if bad := [n for n in names if n not in val.columns]:
-        raise ValueError(f"caption variant column(s) {', '.join(bad)} not in the val table; available: {', '.join(avail)}")
+        raise ValueError(f"caption variant column(s) {', '.join(bad)} not in the val table; available: "
+                         f"{', '.join(avail)}")
     if not names: raise ValueError(f"no caption variant column in the val table; its columns: {', '.join(val.columns)}")
     return names
 
@@ -243,7 +244,7 @@ class _SweepVal:
 # %% ../nbs/09_checkpoint_sweep.ipynb #47d86cad
 def _sweep_gallery(cache: EmbeddingStore, group: str, sv: _SweepVal, model: LazyModel, batch_size: int | None,
                    workers: int, label: str, stats: Counter) -> tuple[np.ndarray, list, int]:
-    "(fp16 embeddings as stored, ids, unreadable count) of the val gallery for one checkpoint: cached, else embedded once."
+    "(fp16 embeddings as stored, ids, unreadable count) of one checkpoint's val gallery: cached, else embedded once."
     key = f'gallery-{sv.ghash[:24]}'
     hit = cache.get(group, key)
     if hit is None:
@@ -362,7 +363,7 @@ def plot_sweep_heatmap(df: pd.DataFrame, # a sweep table
                        metric: str = 'ali_score', # the value in each cell
                        path: str | Path | None = None, # save the figure here too
                       ):
-    "Heatmap of `metric` per checkpoint x variant, values written in the cells, the best pick framed; returns the figure."
+    "Heatmap of `metric` per checkpoint x variant, values in the cells, the best pick framed; returns the figure."
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
     m = sweep_matrix(df, metric)

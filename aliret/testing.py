@@ -205,7 +205,7 @@ FULL_ONLY_BAD = {'corrupt_idat_png': 'unreadable image'}   # passes header check
 def make_test_images(folder: str | Path, # where to write the files
                      seed: int = 0, # pixel seed
                     ) -> dict:
-    "Write one image per good, bad and full-decode-only-bad kind into `folder`; return {file name: expected reason ('' = good)}."
+    "One image per good, bad and full-decode-only-bad kind in `folder`; {file name: expected reason ('' = good)}."
     import numpy as np
     from PIL import Image
     folder = Path(folder)
@@ -234,7 +234,7 @@ def _messy_train_files(out: Path, # the messy folder
                        seed: int, # pixel seed of the test images
                        jpg: Callable, # () -> bytes of a small JPEG
                       ) -> dict:
-    "Train image folders as AliProducts ships them (nested, '10' after '2', a name in two folders, odd names); image -> reason."
+    "Train image folders as AliProducts ships them (nested, '10' after '2', a name twice, odd names); image -> reason."
     import unicodedata
     t = [out/'train_text_img_pairs_0_compressed', out/'train_text_img_pairs_1'/'train_text_img_pairs_1_compressed',
          out/'train_text_img_pairs_2_compressed', out/'train_text_img_pairs_10_compressed']
@@ -289,7 +289,7 @@ def _messy_train_rows(out: Path, # the messy folder
 
 # %% ../nbs/00c_testing.ipynb #687f5541
 def _messy_val(out: Path, jpg: Callable) -> list[tuple]:
-    "Write val images and val.json (captions that look dangerous but are valid, and three bad rows); (row, reason) pairs."
+    "Val images and val.json (captions that look dangerous but are valid, three bad rows); (row, reason) pairs."
     odd_caps = ['cute cat mug 🐱☕', 'broken \ud83d escape', 'NA', 'null', '  lead\u00a0and trail  ',
                 'multi\nline\r\ncaption, with "quotes"', '$5 off $10']
     for i, cap in enumerate(odd_caps): (out/'val_imgs'/f'v{i}.jpg').write_bytes(jpg())
@@ -302,7 +302,7 @@ def _messy_val(out: Path, jpg: Callable) -> list[tuple]:
 
 # %% ../nbs/00c_testing.ipynb #9ddf5f69
 def _messy_test_gallery(out: Path, jpg: Callable, rng) -> dict:
-    "Write test gallery images, good and bad (zero bytes, text, truncated, a non-UTF-8 name where allowed); name -> reason."
+    "Test gallery images, good and bad (zero bytes, text, truncated, a non-UTF-8 name where allowed); name -> reason."
     gal = {'g0.jpg': '', 'g1.png': '', 'g2 space.jpg': '', 'g3_zero.jpg': 'zero-byte image',
            'g4_text.jpg': 'unreadable image'}
     for n in ('g0.jpg', 'g2 space.jpg'): (out/'test_imgs'/n).write_bytes(jpg())
@@ -322,7 +322,7 @@ def _messy_test_gallery(out: Path, jpg: Callable, rng) -> dict:
 def make_messy_dir(out: str | Path, # folder to create (AliProducts layout)
                    seed: int = 0, # pixel seed
                   ) -> dict:
-    "Write a messy AliProducts-layout folder; return {split: [expected reason per row ('' = kept)]} plus the expected `ambiguous` and `unreferenced` train image counts."
+    "A messy AliProducts-layout folder; {split: [expected reason per row ('' = kept)]}, two expected image counts."
     import numpy as np
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -400,7 +400,7 @@ def lab_pre_save(model: dict, # the contents model JupyterLab saves
 # %% ../nbs/00c_testing.ipynb #8ee47e8a
 def lab_resave(path: str | Path, # a notebook file
               ) -> str:
-    "What JupyterLab (`make lab`) writes for `path` after Run All Cells and a save: outputs, counts, language_info, then `lab_pre_save`."
+    "What `make lab` writes for `path` after Run All Cells and a save: outputs, counts, language_info, `lab_pre_save`."
     import nbformat
     nb = json.loads(Path(path).read_text(encoding='utf-8'))
     nb['metadata']['language_info'] = dict(name='python', version=sys.version.split()[0])
