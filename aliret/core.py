@@ -121,7 +121,7 @@ class Config:
     "Every knob of the pipeline; build with `get_config`, never by hand-editing a preset."
     name: str = 'tiny' # preset this config started from
     backend: str = 'clip' # model family: a registered backend (`backend_names()`), e.g. `clip`, `blip`
-    model: str = 'aliret-tiny' # what to build: architecture name, hub id, local folder or original checkpoint (per backend)
+    model: str = 'aliret-tiny' # architecture, hub id, local folder or original checkpoint
     pretrained: str = '' # weights, for backends that keep them apart from `model` (open_clip tags); '' = none
     image_size: int = 64 # input resolution; 0 = the pretrained model's own
     text_len: int = 32 # text tokens per caption (truncation and padding)
@@ -229,7 +229,8 @@ def check_overrides(overrides: dict, # key -> value to apply
     types = _field_types()
     for k, v in overrides.items():
         if k in (renamed := renamed_keys()):
-            raise ConfigError(f"{source}: config key {k!r} is now {renamed[k]!r} (config fields are the same for every backend): "
+            raise ConfigError(f"{source}: config key {k!r} is now {renamed[k]!r} (config fields are the same for "
+                              "every backend): "
                               f"write {renamed[k]}: {v!r}")
         if k not in types:
             close = difflib.get_close_matches(k, types, n=3)
@@ -314,7 +315,7 @@ def pick_device(pref: str = 'auto', # `auto`, `cuda`, `mps` or `cpu` (or `cuda:N
 
 # %% ../nbs/00_core.ipynb #1b273c7c
 def child_env(nproc: int, # processes sharing this machine
-              threads: int = 0, # CPU threads per process (0 = `$OMP_NUM_THREADS` if set, else cores // nproc, at least 1)
+              threads: int = 0, # CPU threads a process (0 = `$OMP_NUM_THREADS`, else cores // nproc)
              ) -> dict:
     "This process's environment for one of `nproc` child processes: its OMP thread count set, output unbuffered."
     env = os.environ.get('OMP_NUM_THREADS', '')
@@ -326,7 +327,7 @@ def stream_process(cmd: list[str], # the command line
                    log_file: str | Path | None = None, # append every line here too (None = no log file)
                    env: dict | None = None, # the child's whole environment (None = this process's)
                    echo: bool = True, # print each line as it arrives
-                   on_line: typing.Callable[[str], Any] | None = None, # called with every line (e.g. to count progress markers)
+                   on_line: typing.Callable[[str], Any] | None = None, # called with every line (e.g. to count markers)
                    timeout: float | None = None, # seconds before the child is killed (None = never)
                    tail: int = 30, # how many last lines to return
                   ) -> tuple[int, list[str]]:

@@ -421,7 +421,7 @@ def evaluate_fusion(strategy: str, # strategy name
 def tune_itm(rr, # `itm_candidates` result on val
              truth: Truth, # val truth
              folds: np.ndarray, # fold per caption
-             grid: Sequence[float] = (1.0, 0.0, 0.1, 0.3, 3.0, 10.0, 100.0), # ITC weights tried, BLIP's 1 first (it wins ties)
+             grid: Sequence[float] = (1.0, 0.0, 0.1, 0.3, 3.0, 10.0, 100.0), # ITC weights, BLIP's 1 first (wins ties)
             ) -> dict:
     "Cross-fitted ITM + w * ITC: honest metrics, the weight refit on all val, and the in-sample score."
     sub = lambda r, w: reweight_itm(rr.itm[r], rr.itc[r], rr.ids[r], w)[1]
@@ -475,7 +475,7 @@ def plot_recall_vs_models(table: pd.DataFrame, # strategy table (strategy, n_mod
     return fig
 
 # %% ../nbs/11_ensemble_strategies.ipynb #42bbc4b5
-def apply_choice(row, # a strategy-table row (dict or Series): strategy, base, combo, weights, model_index / itm_model, k_test
+def apply_choice(row, # a strategy-table row (dict or Series)
                  queries: Sequence, # per model test [Q, D_i]
                  galleries: Sequence, # per model test [G, D_i]
                  caption_ids, # [Q] caption ids

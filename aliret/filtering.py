@@ -169,7 +169,7 @@ def rank_scores(ranks: np.ndarray, # per-query ranks `[Q]`, or `[S, Q]` for S tr
 # %% ../nbs/06_threshold_testing.ipynb #79d5faef
 def plot_threshold_curves(curve: pd.DataFrame, # from `threshold_curve`
                           chosen: float | None = None, # the threshold used (solid line)
-                          reference: float | None = None, # a yardstick threshold, e.g. best F1 against known noise (dashed)
+                          reference: float | None = None, # a yardstick threshold, e.g. best F1 on known noise (dashed)
                           scores=None, # scores for a histogram panel (optional)
                           noisy=None, # known noise, to split that histogram
                          ):

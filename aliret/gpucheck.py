@@ -195,17 +195,18 @@ def _guarded(rows: list, section: str, case: str, metric: str, device, f) -> dic
 # %% ../nbs/12a_gpu_check.ipynb #758f839f
 def check_sizes(quick: bool) -> dict:
     "Workload sizes: the real ones, or toy ones for a CPU smoke run."
-    if quick: return dict(preset='tiny', batch=8, jpegs=32, jpeg_side=128, itm_images=2, queries=64, gallery=2000, dim=32,
+    if quick:
+        return dict(preset='tiny', batch=8, jpegs=32, jpeg_side=128, itm_images=2, queries=64, gallery=2000, dim=32,
                           train_steps=4, train_batch=8, workers=0)
-    return dict(preset='base', batch=256, jpegs=8192, jpeg_side=800, itm_images=64, queries=20000, gallery=1_000_000, dim=512,
-                train_steps=300, train_batch=128, workers=min(12, max(1, (os.cpu_count() or 2) - 2)))
+    return dict(preset='base', batch=256, jpegs=8192, jpeg_side=800, itm_images=64, queries=20000, gallery=1_000_000,
+                dim=512, train_steps=300, train_batch=128, workers=min(12, max(1, (os.cpu_count() or 2) - 2)))
 
 # %% ../nbs/12a_gpu_check.ipynb #1dde88f3
 def train_rows(rows: list, # rows so far (appended to)
                table: pd.DataFrame, # training pairs
                dev: torch.device, # where to train
                s: dict, # `check_sizes`
-               runs: Sequence[tuple] = (('clip', 1), ('blip', 4)), # (backend, batch divisor); the first one's bf16 run is the throughput row
+               runs: Sequence[tuple] = (('clip', 1), ('blip', 4)), # (backend, batch divisor); first bf16 = throughput
               ):
     "Throughput and MFU of the first backend in bf16; bf16 and fp16-with-scaler runs of each (loss must stay finite)."
     peak = matmul_rate(dev, 'bfloat16' if dev.type == 'cuda' else 'float32', n=8192 if dev.type == 'cuda' else 512)
@@ -225,7 +226,8 @@ def train_rows(rows: list, # rows so far (appended to)
             if done and headline:
                 mfu = done[0]['samples_per_s'] * done[0]['gflop_per_sample'] * 1e9 / peak
                 rows.append(_row('train', f'{backend}-mfu', 'MFU (fraction)', round(mfu, 4), dev, 'matmul peak '
-                                                                                                  f'{peak / 1e12:.1f} TFLOP/s'))
+                                                                                                  f'{peak / 1e12:.1f} '
+                                                                                                  'TFLOP/s'))
 
 # %% ../nbs/12a_gpu_check.ipynb #3ec66066
 def measure_rows(dev, # the device to measure

@@ -9,15 +9,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 import numpy as np, pandas as pd, torch
-from .core import (SUCCESS, DamagedState, is_complete, outputs_root, write_json, atomic_open, atomic_write, get_config, pick_device,
-                         set_aside)
+from .core import (SUCCESS, DamagedState, is_complete, outputs_root, write_json, atomic_open, atomic_write,
+                         get_config, pick_device, set_aside)
 from .retrieval import (Truth, truth_from_ids, retrieval_metrics, topk_search, build_index, search, itm_rerank,
                               load_eval_split, faiss_gpu_available)
 from .formats import write_submission, validate_submission
 from .data import DataError, load_tables, read_rejected, resolve_data_dir, read_annotations, tables_cache_dir
 from .models import read_checkpoint_meta, ImageFiles, load_checkpoint, backend_class, build_model, save_checkpoint
 from .train import fit
-from .checkpoints import (PICKS, complete_runs, pick_checkpoints, resolve_checkpoints, latest_checkpoint, checkpoint_fingerprint,
+from .checkpoints import (PICKS, complete_runs, pick_checkpoints, resolve_checkpoints, latest_checkpoint,
+                                checkpoint_fingerprint,
                                 fingerprint_key, STORE_FILES, Embeddings, _unit_rows, write_store, read_store, store_matches,
                                 store_problem, LazyModel)
 
@@ -149,9 +150,11 @@ def ensure_store(d: str | Path, # store folder for this model and split
     t1 = time.perf_counter()
     txt = model.embed_texts(split.captions, batch_size=bs)
     t2 = time.perf_counter()
-    man = dict(**want, model=spec.name, checkpoint=str(spec.checkpoint), backend=spec.backend, config=spec.config, split=split.name,
+    man = dict(**want, model=spec.name, checkpoint=str(spec.checkpoint), backend=spec.backend, config=spec.config,
+               split=split.name,
                failed_images=[dict(row=r, path=p, reason=e) for r, p, e in failed], image_s=round(t1 - t0, 3), text_s=round(t2 - t1, 3),
-               images_per_s=round(len(img) / max(t1 - t0, 1e-9), 1), texts_per_s=round(len(txt) / max(t2 - t1, 1e-9), 1))
+               images_per_s=round(len(img) / max(t1 - t0, 1e-9), 1),
+               texts_per_s=round(len(txt) / max(t2 - t1, 1e-9), 1))
     return write_store(d, img, split.gallery['product'].tolist(), txt, split.queries['caption_id'].tolist(), man), False
 
 # %% ../nbs/10_test_inference.ipynb #60fdcfd7
@@ -228,8 +231,8 @@ def _read_npz(path: str | Path) -> Predictions:
     "Predictions from a `save_predictions` file; `DamagedState` with the reason when it does not read."
     try:
         with np.load(path, allow_pickle=False) as z:
-            return Predictions(z['ids'], z['scores'], z['caption_ids'], z['captions'], z['gallery'], json.loads(str(z['meta'])),
-                               {n[2:]: z[n] for n in z.files if n.startswith('x_')})
+            return Predictions(z['ids'], z['scores'], z['caption_ids'], z['captions'], z['gallery'],
+                               json.loads(str(z['meta'])), {n[2:]: z[n] for n in z.files if n.startswith('x_')})
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise DamagedState(f'predictions unreadable ({type(e).__name__}: {e})') from None
 
@@ -267,7 +270,7 @@ def write_checked_submission(path: str | Path, # final submission JSON
 # %% ../nbs/10_test_inference.ipynb #fd4c8389
 def rebuild_submission(pred_file: str | Path, # predictions `.npz` written by `save_predictions`
                        path: str | Path, # submission JSON to write
-                       expected_captions: Sequence[str] | None = None, # captions to validate against (default: those in the file)
+                       expected_captions: Sequence[str] | None = None, # captions to check against (default: the file's)
                        gallery_names: Sequence[str] | None = None, # gallery to validate against (default: the file's)
                       ) -> dict:
     "Recreate a submission from saved predictions alone (no model), validated like the original."
@@ -301,7 +304,8 @@ def rerank_predictions(p: Predictions, # ITC predictions with at least `k_test` 
     if k_test < 10:
         raise ValueError(f'k_test must be at least 10 so that the submitted top 10 is re-ranked, got {k_test}')
     rr = itm_rerank(p.scores, p.ids, score_fn, k_test=k_test, weight=weight, batch_size=batch_size, group_by_item=True)
-    return Predictions(rr.ids, rr.score, p.caption_ids, p.captions, p.gallery, {**p.meta, 'scoring': 'itm', 'k_test': k_test, 'itc_weight': weight},
+    return Predictions(rr.ids, rr.score, p.caption_ids, p.captions, p.gallery,
+                       {**p.meta, 'scoring': 'itm', 'k_test': k_test, 'itc_weight': weight},
                        {'itm': rr.itm, 'itc': rr.itc})
 
 # %% ../nbs/10_test_inference.ipynb #7c9600c9
@@ -388,14 +392,15 @@ def run_inference(specs: Sequence[ModelSpec], # models to run
             d, reused = ensure_store(out/'embeddings'/s.name/name, s, sp, model, batch_size, workers, log)
             entry['stores'][name] = str(d.relative_to(out))
             entry['predictions'][name] = {}
-            want = dict(fingerprint=s.fingerprint, table_hash=table_hash(sp.queries, sp.gallery), split=name, index=index,
-                        k=max(k, kt) if do_itm else k, scoring='itc')
+            want = dict(fingerprint=s.fingerprint, table_hash=table_hash(sp.queries, sp.gallery), split=name,
+                        index=index, k=max(k, kt) if do_itm else k, scoring='itc')
             t0 = time.perf_counter()
             f, pred_reused = _itc_predictions(out, s, name, sp, d, want, log)
             p = load_predictions(f)
             entry['predictions'][name]['itc'] = str(f.relative_to(out))
             man = json.loads((d/'manifest.json').read_text(encoding='utf-8'))
-            rows.append(dict(model=s.name, backend=s.backend, split=name, scoring='itc', **prediction_metrics(p, sp.truth),
+            rows.append(dict(model=s.name, backend=s.backend, split=name, scoring='itc',
+                             **prediction_metrics(p, sp.truth),
                              embeddings_reused=reused, predictions_reused=pred_reused, seconds=round(time.perf_counter() - t0, 3),
                              images_per_s=man.get('images_per_s'), texts_per_s=man.get('texts_per_s')))
             if not do_itm: continue
@@ -405,13 +410,15 @@ def run_inference(specs: Sequence[ModelSpec], # models to run
             rp = load_predictions(f2)
             entry['predictions'][name]['itm'] = str(f2.relative_to(out))
             secs = time.perf_counter() - t0
-            rows.append(dict(model=s.name, backend=s.backend, split=name, scoring='itm', **prediction_metrics(rp, sp.truth),
+            rows.append(dict(model=s.name, backend=s.backend, split=name, scoring='itm',
+                             **prediction_metrics(rp, sp.truth),
                              embeddings_reused=reused, predictions_reused=itm_reused, seconds=round(secs, 3),
                              pairs_per_s=None if itm_reused else round(rp.ids.size / max(secs, 1e-9), 1)))
         models.append(entry)
         model.release()
     write_json(out/'models.json', dict(models=models, k=k, index=index,
-                                       splits={n: dict(queries=len(sp.queries), gallery=len(sp.gallery), truth=sp.truth is not None,
+                                       splits={n: dict(queries=len(sp.queries), gallery=len(sp.gallery),
+                                                       truth=sp.truth is not None,
                                                        table_hash=table_hash(sp.queries, sp.gallery)) for n, sp in splits.items()}))
     return pd.DataFrame(rows)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from PIL import Image
 from .core import atomic_open
-from .data import (DataError, _rejected_frame, has_text, ingest, ingest_test_captions, ingest_gallery, find_image_dirs,
-                         resolve_data_dir)
+from .data import (DataError, _rejected_frame, has_text, ingest, ingest_test_captions, ingest_gallery,
+                         find_image_dirs, resolve_data_dir)
 
 # %% auto #0
 __all__ = ['MUGE_SPLITS', 'MUGE_REASONS', 'muge_files', 'read_queries', 'check_image_line', 'read_images', 'read_muge',

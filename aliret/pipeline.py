@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse, json, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
-from .core import (AliretError, SUCCESS, is_complete, latest_run, outputs_root, project_root, atomic_write, RunLock, _assignments,
-                         markdown_table)
+from .core import (AliretError, SUCCESS, is_complete, latest_run, outputs_root, project_root, atomic_write,
+                         RunLock, _assignments, markdown_table)
 from .testing import job_env
 
 # %% auto #0
@@ -41,7 +41,8 @@ DEMO_STEPS = [
                                                  'train_table': '{run}/06_threshold_testing/train_filtered.csv'}),
     Step('08_train_blip', 'nbs/08_train.ipynb', {'tables_dir': '{run}/01_eda', 'backend': 'blip', 'epochs': 12,
                                                  'train_table': '{run}/06_threshold_testing/train_filtered.csv'}),
-    Step('09_checkpoint_sweep', 'nbs/09_checkpoint_sweep.ipynb', {'tables_dir': '{run}/01_eda', 'captions_dir': '{run}/02_caption_augmentation',
+    Step('09_checkpoint_sweep', 'nbs/09_checkpoint_sweep.ipynb',
+         {'tables_dir': '{run}/01_eda', 'captions_dir': '{run}/02_caption_augmentation',
                                                                   'checkpoints': '{run}/08_train_clip,{run}/08_train_blip'}),
     Step('10_test_inference', 'nbs/10_test_inference.ipynb',
          {'tables_dir': '{run}/01_eda', 'checkpoints': '{run}/08_train_clip,{run}/08_train_blip'}),
@@ -84,7 +85,7 @@ def run_step(step: Step, # the step to run
 # %% ../nbs/00b_pipeline.ipynb #7edecfc1
 def run_pipeline(run: str = 'demo', # run name: results go to `outputs/<run>/`
                  steps: list[Step] | None = None, # steps to run (default `DEMO_STEPS`)
-                 only: list[str] | None = None, # run just these step names (others must be complete already or are skipped)
+                 only: list[str] | None = None, # just these steps (others must be complete, or are skipped)
                  restart: bool = False, # ignore completed steps and run everything again
                  root: str | Path | None = None, # project root (default: found from the working directory)
                  outputs: str | Path | None = None, # where run folders go (default `<root>/outputs`)

@@ -443,7 +443,7 @@ def search(index, # a Faiss index from `build_index`
 # %% ../nbs/07_retrieval.ipynb #d4c8e320
 def recall_vs_flat(gallery, # [G, D] gallery embeddings
                    queries, # [Q, D] query embeddings
-                   configs: Sequence[dict] | None = None, # dicts of build_index/search params (kind, nlist, nprobe, M, ef_construction, ef_search)
+                   configs: Sequence[dict] | None = None, # build_index/search params (kind, nlist, nprobe, M, ef_*)
                    k: int = 10, # depth compared
                    gpu: bool | Literal['auto'] = False, # index placement (see `build_index`)
                   ) -> pd.DataFrame:
@@ -489,11 +489,11 @@ class Reranked:
 # %% ../nbs/07_retrieval.ipynb #660bcb43
 def itm_rerank(itc_scores, # [Q, k] ITC scores from `topk_search` / `search`, best first
                itc_ids, # [Q, k] gallery ids of those scores (-1 = none)
-               score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], # (query_idx, gallery_idx) -> ITM score per aligned pair
+               score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], # (query_idx, gallery_idx) -> ITM scores
                k_test: int = 16, # candidates re-scored per query (BLIP's `k_test`)
                weight: float = 1.0, # final score = ITM + weight * ITC
                batch_size: int = 1024, # pairs per `score_fn` call
-               group_by_item: bool = False, # hand pairs over sorted by gallery item (reuse of on-the-fly image features)
+               group_by_item: bool = False, # pairs sorted by gallery item (reuses image features)
               ) -> Reranked:
     "Re-score each query's top `k_test` ITC candidates with ITM (batched) and re-order them by ITM + weight * ITC."
     itc, ids = np.asarray(itc_scores, dtype=np.float32), np.asarray(itc_ids, dtype=np.int64)
@@ -586,7 +586,7 @@ def plot_topk_grid(captions: Sequence[str], # query texts, one per row of `topk_
                 sp.set_linewidth(4)
             ax.set_xlabel(f'{c + 1}. {Path(str(gallery_paths[j])).name}', fontsize=6)
         axes[r, 0].text(0, 1.06, textwrap.shorten(str(captions[q]), 110), transform=axes[r, 0].transAxes,
-                        ha='left', va='bottom', fontsize=8).set_in_layout(False)   # spans the row without widening column 0
+                        ha='left', va='bottom', fontsize=8).set_in_layout(False)   # spans the row, not column 0
     fig.tight_layout(h_pad=1.6, w_pad=.4)
     return fig
 

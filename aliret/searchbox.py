@@ -84,7 +84,7 @@ def rank_title(ix: SearchIndex, # models and gallery embeddings
                title: str, # the typed title
                k: int = 10, # images returned
                model: str = '', # one model's name, or '' for all of them (an ensemble when several)
-               rerank: bool = False, # re-rank the top `k_test` with the ITM head (of the first picked model that has one)
+               rerank: bool = False, # re-rank the top `k_test` with the first ITM head picked
                k_test: int = 0, # candidates re-ranked (0 = that model's config `k_test`)
                itc_weight: float = -1.0, # re-ranked score = ITM + itc_weight * ITC (negative = the config's)
               ) -> pd.DataFrame:
@@ -107,7 +107,8 @@ def rank_title(ix: SearchIndex, # models and gallery embeddings
     truth = known_answers(ix.split, title)
     correct = pd.array(np.isin(rows, truth) if truth is not None else [pd.NA] * n, dtype='boolean')
     g = ix.split.gallery.iloc[rows]
-    return pd.DataFrame(dict(rank=np.arange(1, n + 1), product=g['product'].to_numpy(), image_path=g['image_path'].to_numpy(),
+    return pd.DataFrame(dict(rank=np.arange(1, n + 1), product=g['product'].to_numpy(),
+                             image_path=g['image_path'].to_numpy(),
                              score=score[:n], itc=itc[:n], itm=itm_s[:n], correct=correct, row=rows))
 
 # %% ../nbs/10a_search.ipynb #6b5cabc6
@@ -198,7 +199,8 @@ def search_widget(ix: SearchIndex, # models and gallery embeddings
         t = rank_title(ix, text.value, k, model=name, rerank=itm.value)
         known = not t['correct'].isna().any()
         status.value = (f"{len(t)} images from {choice.value}{' + ITM' if itm.value else ''}; "
-                        + ('the correct image is framed green.' if known else 'no known answer for this title (a val caption has one).'))
+                        + ('the correct image is framed green.' if known else 'no known answer for this title (a val '
+                                                                              'caption has one).'))
         tiles.children = tuple(result_tiles(t))
     for w in (text, choice, itm): w.observe(update, 'value')
     update()

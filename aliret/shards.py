@@ -358,7 +358,7 @@ def read_throughput(table: pd.DataFrame, # the rows the shards were written from
                     folder: str | Path, # their shard folder
                     repeats: int = 3, # rounds (each reads everything once per reader, cache state and decode choice)
                     label: str = '', # name of the data set in the rows
-                    caches: Sequence[str] = ('warm', 'cold'), # page cache states: cold evicts the files before each read
+                    caches: Sequence[str] = ('warm', 'cold'), # page cache: cold evicts the files before each read
                    ) -> pd.DataFrame:
     "Samples/s of loose files and shards, decode excluded and included, in interleaved rounds (median)."
     paths = table['image_path'].tolist()

@@ -15,8 +15,10 @@ from .core import (SUCCESS, ConfigError, atomic_open, write_json, is_complete, o
 from .models import (CHECKPOINT_JSON, CHECKPOINT_WEIGHTS, read_checkpoint_meta, load_checkpoint, build_model,
                            stored_config)
 from .train import val_gallery
-from .checkpoints import (_CKPT_RE, NoCheckpoints, checkpoint_complete, original_backend, newest_train_run, expand_checkpoints,
-                                resolve_checkpoints, file_sha256, content_hash, checkpoint_fingerprint, EmbeddingStore, LazyModel)
+from .checkpoints import (_CKPT_RE, NoCheckpoints, checkpoint_complete, original_backend, newest_train_run,
+                                expand_checkpoints,
+                                resolve_checkpoints, file_sha256, content_hash, checkpoint_fingerprint, EmbeddingStore,
+                                LazyModel)
 from .retrieval import truth_from_ids, evaluate_embeddings
 from .captions import VARIANTS, DEFAULT_VARIANTS, CAPTION_FILES, caption_variants
 from .data import load_tables
@@ -65,7 +67,7 @@ def _unique_labels(paths: Sequence[Path]) -> list[str]:
     return [str(p) for p in paths]
 
 # %% ../nbs/09_checkpoint_sweep.ipynb #6d5f0b77
-def find_checkpoints(checkpoints: str | Sequence[str | Path] = '', # glob, comma-separated list, run folder, checkpoint, .pth ('' = newest 08_train run)
+def find_checkpoints(checkpoints: str | Sequence[str | Path] = '', # glob, list, run, checkpoint, .pth ('' = newest)
                      root: str | Path | None = None, # where '' looks for 08_train runs (default `outputs/`)
                     ) -> list[CheckpointSpec]:
     "Every checkpoint `checkpoints` names (`resolve_checkpoints`, all of a run's) as specs with unique labels."
@@ -74,7 +76,8 @@ def find_checkpoints(checkpoints: str | Sequence[str | Path] = '', # glob, comma
         raise NoCheckpoints(f'no complete 08_train run under {Path(root or outputs_root())}: train one first with '
                             '`papermill nbs/08_train.ipynb out.ipynb` (or `make demo`), then pass -p checkpoints '
                             '<that run folder>, '
-                            "a glob such as 'outputs/08_train/*/checkpoints/ckpt-*', or a comma-separated list (original BLIP .pth files work too)")
+                            "a glob such as 'outputs/08_train/*/checkpoints/ckpt-*', or a comma-separated list "
+                            "(original BLIP .pth files work too)")
     specs = [checkpoint_spec(p.absolute()) for p in resolve_checkpoints(checkpoints, pick='all', root=root,
                                                                         per_backend=False)]
     if not specs: raise FileNotFoundError(f'checkpoints={checkpoints!r}: nothing complete to sweep')
@@ -181,8 +184,8 @@ def load_val_variants(captions_dir: str = '', # a finished 02 run ('' = compute 
     return caption_variants(val[['row', 'product', 'caption', 'image_path']], _names(variants) or DEFAULT_VARIANTS)
 
 # %% ../nbs/09_checkpoint_sweep.ipynb #25390290
-SWEEP_COLUMNS = ['checkpoint', 'step', 'epoch', 'backend', 'variant', 'r1', 'r5', 'r10', 'mean_recall', 'ali_score', 'n_queries',
-                 'n_without_truth', 'gallery_size', 'gallery_failed', 'run', 'path']
+SWEEP_COLUMNS = ['checkpoint', 'step', 'epoch', 'backend', 'variant', 'r1', 'r5', 'r10', 'mean_recall', 'ali_score',
+                 'n_queries', 'n_without_truth', 'gallery_size', 'gallery_failed', 'run', 'path']
 
 def _embed_texts_unique(model, texts: Sequence[str], batch_size: int | None) -> np.ndarray:
     "Embed each distinct text once and expand to the input order."

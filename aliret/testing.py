@@ -198,7 +198,8 @@ def _img_bytes(kind: str, rng: np.random.Generator) -> bytes:
 # %% ../nbs/00c_testing.ipynb #19744361
 GOOD_IMAGES = ('rgb_jpg', 'cmyk_jpg', 'gray_jpg', 'rgba_png', 'gray16_png', 'palette_gif', 'webp', 'tall_jpg',
                'wide_png', 'png_as_jpg')
-BAD_IMAGES = {'zero_byte': 'zero-byte image', 'text_as_jpg': 'unreadable image', 'cut_jpg': 'truncated image', 'cut_header_jpg': 'truncated image',
+BAD_IMAGES = {'zero_byte': 'zero-byte image', 'text_as_jpg': 'unreadable image', 'cut_jpg': 'truncated image',
+              'cut_header_jpg': 'truncated image',
               'no_iend_png': 'truncated image', 'cut_gif': 'truncated image', 'cut_webp': 'truncated image'}
 FULL_ONLY_BAD = {'corrupt_idat_png': 'unreadable image'}   # passes header checks, fails a full decode
 
@@ -220,7 +221,8 @@ def make_test_images(folder: str | Path, # where to write the files
     png = b.getvalue()
     gif, webp = _img_bytes('palette_gif', rng), _img_bytes('webp', rng)
     i = png.find(b'IDAT') + 40
-    files.update(zero_byte=b'', text_as_jpg=b'<html>404 not found</html>', cut_jpg=jpg[:len(jpg) * 2 // 3], cut_header_jpg=jpg[:120],
+    files.update(zero_byte=b'', text_as_jpg=b'<html>404 not found</html>', cut_jpg=jpg[:len(jpg) * 2 // 3],
+                 cut_header_jpg=jpg[:120],
                  no_iend_png=png[:-12], cut_gif=gif[:len(gif) // 2], cut_webp=webp[:len(webp) - 10],
                  corrupt_idat_png=png[:i] + bytes(60) + png[i + 60:])
     out = {}
@@ -243,7 +245,8 @@ def _messy_train_files(out: Path, # the messy folder
     for n in FULL_ONLY_BAD: (t[0]/f'{n}.png').unlink()  # header-mode run keeps it; keep the folder mode-independent
     nfd = unicodedata.normalize('NFD', 'café crème.jpg')
     for d, name in [(t[1], 'nested.jpg'), (t[3], 'in_ten.jpg'), (t[2], 'both.jpg'), (t[3], 'both.jpg'), (t[0], 'my image 1.jpg'),
-                    (t[0], '商品_ü.jpg'), (t[0], nfd), (t[0], 'dup.jpg'), (out, 'outside.jpg'), (t[0], 'cap.jpg'), (t[2], 'orphan.jpg')]:
+                    (t[0], '商品_ü.jpg'), (t[0], nfd), (t[0], 'dup.jpg'), (out, 'outside.jpg'), (t[0], 'cap.jpg'),
+                    (t[2], 'orphan.jpg')]:
         (d/name).write_bytes(jpg())
     (t[0]/'adir.jpg').mkdir()
     return {n: r for n, r in imgs.items() if n.rsplit('.', 1)[0] not in FULL_ONLY_BAD}
@@ -295,7 +298,8 @@ def _messy_val(out: Path, jpg: Callable) -> list[tuple]:
     for i, cap in enumerate(odd_caps): (out/'val_imgs'/f'v{i}.jpg').write_bytes(jpg())
     val = [({'product': f'v{i}.jpg', 'caption': cap}, '') for i, cap in enumerate(odd_caps)]
     (out/'val_imgs'/'v_zero.jpg').write_bytes(b'')
-    val += [({'product': 'v_zero.jpg', 'caption': 'zero bytes'}, 'zero-byte image'), ({'product': 'v_none.jpg', 'caption': 'x'}, 'missing image'),
+    val += [({'product': 'v_zero.jpg', 'caption': 'zero bytes'}, 'zero-byte image'),
+            ({'product': 'v_none.jpg', 'caption': 'x'}, 'missing image'),
             ({'product': 'v0.jpg', 'caption': 'again'}, 'duplicate product')]
     (out/'val.json').write_text(json.dumps([r for r, _ in val], ensure_ascii=True), encoding='utf-8')
     return val
@@ -333,7 +337,8 @@ def make_messy_dir(out: str | Path, # folder to create (AliProducts layout)
     train_json = json.dumps([r for r, _ in train], ensure_ascii=True)
     (out/'train.json').write_text(train_json, encoding='utf-8')
     val = _messy_val(out, jpg)
-    tc = [({'caption': 'red dress'}, ''), ({'caption': 'red dress'}, ''), ({'caption': '\u3000'}, 'empty caption'), ({}, 'missing caption'),
+    tc = [({'caption': 'red dress'}, ''), ({'caption': 'red dress'}, ''), ({'caption': '\u3000'}, 'empty caption'),
+          ({}, 'missing caption'),
           ({'caption': 7}, 'caption not a string'), ('text', 'row not an object'), ({'caption': 'émoji 🐱'}, '')]
     (out/'test_captions.json').write_text(json.dumps([r for r, _ in tc], ensure_ascii=False), encoding='utf-8')
     gal = _messy_test_gallery(out, jpg, rng)
