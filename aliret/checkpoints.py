@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 import numpy as np
-from .core import (SUCCESS, AliretError, DamagedState, atomic_open, atomic_write, write_json, is_complete, outputs_root,
-                         get_config, model_configs, set_aside)
+from .core import (SUCCESS, AliretError, DamagedState, atomic_open, atomic_write, write_json, is_complete,
+                         outputs_root, get_config, model_configs, set_aside)
 from fastcore.basics import patch
 from typing import Callable
-from .models import CHECKPOINT_JSON, CHECKPOINT_WEIGHTS, MODEL_FIELDS, read_checkpoint_meta, stored_config, model_mismatch
+from .models import (CHECKPOINT_JSON, CHECKPOINT_WEIGHTS, MODEL_FIELDS, read_checkpoint_meta, stored_config,
+                           model_mismatch)
 
 # %% auto #0
 __all__ = ['CKPT_PREFIX', 'PICKS', 'ORIGINAL_SIDECARS', 'STORE_FILES', 'original_backend', 'original_suffixes', 'checkpoint_dirs',
@@ -45,12 +46,13 @@ def checkpoint_dirs(root: str | Path, # the run's checkpoint folder
     "Checkpoint folders under `root`, oldest first (by step)."
     root = Path(root)
     if not root.is_dir(): return []
-    ds = [d for d in root.iterdir() if d.is_dir() and _CKPT_RE.match(d.name) and (is_complete(d) or not complete_only)]   # not `.damaged` ones
+    ds = [d for d in root.iterdir() if d.is_dir() and _CKPT_RE.match(d.name)   # not `.damaged` ones
+          and (is_complete(d) or not complete_only)]
     return sorted(ds, key=lambda d: int(d.name.rsplit('-s', 1)[1]))
 
 # %% ../nbs/04b_checkpoints.ipynb #7551029c
 def checkpoint_complete(p: Path) -> bool:
-    "Is aliret checkpoint folder `p` finished? (training's `ckpt-e*-s*` folders need their `_SUCCESS`; others their `aliret.json`.)"
+    "Is checkpoint folder `p` finished? (training's `ckpt-e*-s*` folders need `_SUCCESS`; others their `aliret.json`.)"
     return (p/CHECKPOINT_JSON).is_file() and (is_complete(p) or not _CKPT_RE.match(p.name))
 
 # %% ../nbs/04b_checkpoints.ipynb #054a63fc
@@ -65,7 +67,8 @@ def prune_checkpoints(root: str | Path, # the run's checkpoint folder
     return gone
 
 # %% ../nbs/04b_checkpoints.ipynb #bb25a78f
-_DTYPE_BYTES = dict(F64=8, F32=4, F16=2, BF16=2, I64=8, I32=4, I16=2, I8=1, U8=1, BOOL=1, U16=2, U32=4, U64=8, F8_E4M3=1, F8_E5M2=1)
+_DTYPE_BYTES = dict(F64=8, F32=4, F16=2, BF16=2, I64=8, I32=4, I16=2, I8=1, U8=1, BOOL=1, U16=2, U32=4, U64=8,
+                    F8_E4M3=1, F8_E5M2=1)
 
 def safetensors_problem(path: str | Path) -> str | None:
     "Why a safetensors file is damaged (missing, header unreadable, tensor or file sizes off), or None."
@@ -90,7 +93,7 @@ def safetensors_problem(path: str | Path) -> str | None:
 
 # %% ../nbs/04b_checkpoints.ipynb #a3db5f0a
 def verify_checkpoint(folder: str | Path, # checkpoint folder
-                      expect: 'Config | None' = None, # also refuse a checkpoint whose backend or model fields differ from this config's
+                      expect: 'Config | None' = None, # also refuse one whose backend/model fields differ from it
                      ) -> str | None:
     "Why checkpoint `folder` cannot be resumed (damaged weights, `aliret.json` or train state; another model), or None."
     import torch
@@ -103,7 +106,8 @@ def verify_checkpoint(folder: str | Path, # checkpoint folder
     for f in [d/'train_state.pt', *sorted(d.glob('rng-*.pt'))]:
         if not f.is_file(): continue
         try: torch.load(f, map_location='cpu', weights_only=True)
-        except Exception as e: return f'{f.name} does not load with weights_only=True: {type(e).__name__}: {str(e)[:200]}'
+        except Exception as e:
+            return f'{f.name} does not load with weights_only=True: {type(e).__name__}: {str(e)[:200]}'
     return None
 
 # %% ../nbs/04b_checkpoints.ipynb #f8158d65
@@ -119,7 +123,7 @@ def newest_verified(root: str | Path, # the run's checkpoint folder
 
 # %% ../nbs/04b_checkpoints.ipynb #e09af32e
 def latest_checkpoint(root: str | Path, # the run's checkpoint folder
-                      verify: bool = False, # also skip checkpoints that fail `verify_checkpoint` (see `newest_verified`)
+                      verify: bool = False, # also skip those failing `verify_checkpoint` (see `newest_verified`)
                      ) -> Path | None:
     "The newest complete checkpoint under `root`, or None."
     if verify: return newest_verified(root)[0]
@@ -129,7 +133,7 @@ def latest_checkpoint(root: str | Path, # the run's checkpoint folder
 # %% ../nbs/04b_checkpoints.ipynb #5909d516
 def run_checkpoints(run: str | Path, # an 08_train run folder
                    ) -> Path:
-    "The checkpoint folder of a training run: its `checkpoints/`, or a multi-phase run's last phase's (`phase<i>-<size>/checkpoints`)."
+    "A training run's checkpoint folder: its `checkpoints/`, or a multi-phase run's last `phase<i>-<size>/checkpoints`."
     p = Path(run)
     if (p/'checkpoints').is_dir(): return p/'checkpoints'
     phases = sorted(p.glob('phase*-*/checkpoints'), key=lambda d: int(re.match(r'phase(\d+)', d.parent.name)[1]))
@@ -140,17 +144,18 @@ def complete_runs(step: str = '08_train', # step whose runs to look for
                   has: str = 'checkpoints', # a file or folder the run must hold (checked with `exists`)
                   root: str | Path | None = None, # default `outputs/`
                  ) -> list[Path]:
-    "Finished runs of `step` (`outputs/<step>/<ts>` or a main job's `outputs/<run>/<step>*`) holding `has`, newest first."
+    "Finished runs of `step` (`outputs/<step>/<ts>` or a main job's `outputs/<run>/<step>*`) with `has`, newest first."
     root = Path(root or outputs_root())
     cands = {p.parent for p in [*root.glob(f'{step}*/*/{SUCCESS}'), *root.glob(f'*/{step}*/{SUCCESS}')]}
-    holds = (lambda r: bool(checkpoint_dirs(run_checkpoints(r)))) if has == 'checkpoints' else (lambda r: (r/has).exists())
+    holds = ((lambda r: bool(checkpoint_dirs(run_checkpoints(r)))) if has == 'checkpoints'
+             else (lambda r: (r/has).exists()))
     runs = [r for r in cands if holds(r)]
     return sorted(runs, key=lambda r: (r/SUCCESS).stat().st_mtime, reverse=True)
 
 # %% ../nbs/04b_checkpoints.ipynb #7d807421
 def newest_train_run(root: str | Path | None = None, # where run folders live (default `outputs/`)
                     ) -> Path | None:
-    "The newest complete `08_train` run folder holding a complete checkpoint (standalone or inside a main-job run), or None."
+    "The newest complete `08_train` run folder with a complete checkpoint (standalone or in a main-job run), or None."
     runs = complete_runs('08_train', root=root)
     return runs[0] if runs else None
 
@@ -164,13 +169,16 @@ def pick_checkpoints(run: str | Path, # an 08_train run folder (or its `checkpoi
     if pick not in PICKS: raise ValueError(f"pick must be one of {', '.join(PICKS)}, got {pick!r}")
     root = run_checkpoints(run)
     ds = checkpoint_dirs(root)
-    if not ds: raise FileNotFoundError(f'{run}: no complete checkpoint under {root}; is it an 08_train run folder that finished an epoch?')
+    if not ds:
+        raise FileNotFoundError(f'{run}: no complete checkpoint under {root}; '
+                                'is it an 08_train run folder that finished an epoch?')
     if pick == 'last': return [ds[-1]]
     if pick == 'all': return ds
     scored = [(float(m['ali_score']), i) for i, d in enumerate(ds)
               if (m := read_checkpoint_meta(d).get('metrics') or {}).get('ali_score') is not None]
     if not scored:
-        warnings.warn(f"{run}: no checkpoint recorded a val ali_score (trained without val?); pick='best' falls back to the last one")
+        warnings.warn(f"{run}: no checkpoint recorded a val ali_score (trained without val?); "
+                      "pick='best' falls back to the last one")
         return [ds[-1]]
     return [ds[max(scored)[1]]]
 
@@ -188,26 +196,30 @@ def _expand_glob(entry: str, pick: str, skipped: list) -> list[Path]:
     if not hits: raise FileNotFoundError(f'checkpoint glob {entry!r} matches nothing')
     out = []
     for h in hits:
-        if h.is_dir() and (h/CHECKPOINT_JSON).is_file() and not checkpoint_complete(h): skipped.append((h, f'incomplete: no {SUCCESS}'))
+        if h.is_dir() and (h/CHECKPOINT_JSON).is_file() and not checkpoint_complete(h):
+            skipped.append((h, f'incomplete: no {SUCCESS}'))
         else: out += expand_checkpoints(h, pick, skipped)
     return out
 
 # %% ../nbs/04b_checkpoints.ipynb #f7c2a14e
 def _expand_run(p: Path, pick: str, skipped: list) -> list[Path]:
-    "Checkpoints of a run folder (or its `checkpoints/` folder) that `pick` selects; incomplete ones listed in `skipped`."
+    "Checkpoints of a run folder (or its `checkpoints/` folder) that `pick` selects; incomplete ones go to `skipped`."
     root = run_checkpoints(p)
     every = checkpoint_dirs(root, complete_only=False)
     if not every:
-        raise FileNotFoundError(f'{p} is neither a checkpoint folder ({CHECKPOINT_JSON}), an 08_train run folder (checkpoints/{CKPT_PREFIX}*), '
+        raise FileNotFoundError(f'{p} is neither a checkpoint folder ({CHECKPOINT_JSON}), '
+                                f'an 08_train run folder (checkpoints/{CKPT_PREFIX}*), '
                                 'nor an original BLIP .pth: pass one of those or a glob')
     skipped += [(d, f'incomplete: no {SUCCESS}') for d in every if not is_complete(d)]
     if not any(is_complete(d) for d in every):
-        raise FileNotFoundError(f'{p}: none of its {len(every)} checkpoint folder(s) is complete yet (no {SUCCESS}); wait for 08_train or resume it')
-    if root != p and not is_complete(p): warnings.warn(f'{p}: the training run did not finish ({SUCCESS} missing); using its complete checkpoints')
+        raise FileNotFoundError(f'{p}: none of its {len(every)} checkpoint folder(s) is complete yet (no {SUCCESS}); '
+                                'wait for 08_train or resume it')
+    if root != p and not is_complete(p):
+        warnings.warn(f'{p}: the training run did not finish ({SUCCESS} missing); using its complete checkpoints')
     return pick_checkpoints(root, pick)
 
 # %% ../nbs/04b_checkpoints.ipynb #b65ea1e7
-def expand_checkpoints(entry: str | Path, # a checkpoint folder, run folder, `checkpoints/` folder, original file, or glob
+def expand_checkpoints(entry: str | Path, # checkpoint folder, run folder, `checkpoints/` folder, original file or glob
                        pick: str = 'all', # which checkpoint(s) of a run folder: 'last', 'best', 'all'
                        skipped: list | None = None, # collects `(path, reason)` of incomplete checkpoints passed over
                       ) -> list[Path]:
@@ -218,13 +230,16 @@ def expand_checkpoints(entry: str | Path, # a checkpoint folder, run folder, `ch
     p = Path(s)
     if p.is_file():
         if original_backend(p): return [p]
-        raise ValueError(f'checkpoint {p} is a file but not an original BLIP/LAVIS checkpoint ({", ".join(original_suffixes())}): '
+        raise ValueError(f'checkpoint {p} is a file but not an original BLIP/LAVIS checkpoint '
+                         f'({", ".join(original_suffixes())}): '
                          'pass an aliret checkpoint folder, an 08_train run folder, a glob, or a BLIP .pth')
     if not p.exists():
-        raise FileNotFoundError(f'checkpoint {p} does not exist: pass an aliret checkpoint folder (ckpt-*), an 08_train run folder, a glob, or an original BLIP .pth')
+        raise FileNotFoundError(f'checkpoint {p} does not exist: pass an aliret checkpoint folder (ckpt-*), '
+                                'an 08_train run folder, a glob, or an original BLIP .pth')
     if (p/CHECKPOINT_JSON).is_file():
         if checkpoint_complete(p): return [p]
-        raise FileNotFoundError(f'checkpoint {p} is incomplete (no {SUCCESS}): training was killed while writing it; pick another or resume 08_train')
+        raise FileNotFoundError(f'checkpoint {p} is incomplete (no {SUCCESS}): training was killed while writing it; '
+                                'pick another or resume 08_train')
     return _expand_run(p, pick, skipped)
 
 # %% ../nbs/04b_checkpoints.ipynb #d65304ec
@@ -237,7 +252,7 @@ def _newest_runs(step: str, root, per_backend: bool) -> list[Path]:
     return [newest[b] for b in sorted(newest)]
 
 # %% ../nbs/04b_checkpoints.ipynb #182274d8
-def resolve_checkpoints(spec: str | Sequence[str | Path] = '', # comma list (or list) of checkpoints, run folders, original files, globs
+def resolve_checkpoints(spec: str | Sequence[str | Path] = '', # list/comma list of checkpoints, runs, originals, globs
                         pick: str = 'last', # which checkpoint(s) of a run folder: 'last', 'best', 'all'
                         step: str = '08_train', # training step searched when `spec` is empty
                         root: str | Path | None = None, # where runs are searched (default `outputs/`)
@@ -248,10 +263,14 @@ def resolve_checkpoints(spec: str | Sequence[str | Path] = '', # comma list (or 
     if not items: items = [str(r) for r in _newest_runs(step, root, per_backend)]
     skipped = []
     paths = [p for it in items for p in expand_checkpoints(it, pick, skipped)]
-    if skipped: warnings.warn(f'skipped {len(skipped)} incomplete checkpoint(s): ' + '; '.join(f'{p} ({why})' for p, why in skipped))
+    if skipped:
+        warnings.warn(f'skipped {len(skipped)} incomplete checkpoint(s): '
+                      + '; '.join(f'{p} ({why})' for p, why in skipped))
     seen, uniq = set(), []
     for p in paths:
-        if (r := p.resolve()) not in seen: seen.add(r); uniq.append(p)
+        if (r := p.resolve()) not in seen:
+            seen.add(r)
+            uniq.append(p)
     return uniq
 
 # %% ../nbs/04b_checkpoints.ipynb #c03b302a
@@ -268,7 +287,9 @@ def file_sha256(path: str | Path, # file to hash
 def content_hash(*parts) -> str:
     "Hex sha256 of JSON-able parts (lists of strings, dicts, numbers)."
     h = hashlib.sha256()
-    for p in parts: h.update(json.dumps(p, sort_keys=True, default=str).encode()); h.update(b'\x1e')
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True, default=str).encode())
+        h.update(b'\x1e')
     return h.hexdigest()
 
 # %% ../nbs/04b_checkpoints.ipynb #c1fadbe3
@@ -280,7 +301,8 @@ def model_files(path: str | Path, # checkpoint folder or original checkpoint fil
     "The weights file of a checkpoint and its other model files (tokenizer; config/vocab beside an original file)."
     p = Path(path)
     if p.is_file() or original_backend(p): return p, [p.parent/f for f in ORIGINAL_SIDECARS if (p.parent/f).is_file()]
-    side = [f for f in p.rglob('*') if f.is_file() and f.name not in _NOT_MODEL and not f.name.startswith(('rng-', '.'))]
+    side = [f for f in p.rglob('*')
+            if f.is_file() and f.name not in _NOT_MODEL and not f.name.startswith(('rng-', '.'))]
     return p/CHECKPOINT_WEIGHTS, sorted(side)
 
 # %% ../nbs/04b_checkpoints.ipynb #a373928b
@@ -288,7 +310,8 @@ def _model_fields(p: Path, cfg) -> dict:
     "Backend, architecture and model fields of a checkpoint folder, or of an original file loaded with `cfg`."
     if not p.is_dir():
         c = cfg or get_config('base', backend=original_backend(p), model=str(p))
-        return dict(backend=c.backend, arch=None, **{k: getattr(c, k) for k in MODEL_FIELDS if k not in ('backend', 'model')})
+        return dict(backend=c.backend, arch=None,
+                    **{k: getattr(c, k) for k in MODEL_FIELDS if k not in ('backend', 'model')})
     meta = read_checkpoint_meta(p)
     c = stored_config(p, meta) if 'config' in meta else {}
     return dict(backend=meta['backend'], arch=meta.get('arch'), **{k: c.get(k) for k in MODEL_FIELDS if k != 'backend'})
@@ -298,7 +321,7 @@ def checkpoint_fingerprint(path: str | Path, # checkpoint folder or original che
                            mode: str = 'hash', # 'hash' (sha256 of the weights) or 'stat' (path, size, mtime, step)
                            cfg=None, # config an original file is loaded with (default: `base` with its backend)
                           ) -> dict:
-    "What identifies a checkpoint's outputs: its weights (by content or by stat), its other model files and its model fields."
+    "What identifies a checkpoint's outputs: its weights (by content or stat), other model files and model fields."
     if mode not in ('hash', 'stat'): raise ValueError(f"fingerprint must be 'hash' or 'stat', got {mode!r}")
     p = Path(path)
     w, side = model_files(p)
@@ -306,7 +329,8 @@ def checkpoint_fingerprint(path: str | Path, # checkpoint folder or original che
     if mode == 'hash': fp = dict(sha256=file_sha256(w))
     else:
         s = w.stat()
-        fp = dict(path=str(w.resolve()), size=s.st_size, mtime_ns=s.st_mtime_ns, step=read_checkpoint_meta(p).get('step') if p.is_dir() else None)
+        fp = dict(path=str(w.resolve()), size=s.st_size, mtime_ns=s.st_mtime_ns,
+                  step=read_checkpoint_meta(p).get('step') if p.is_dir() else None)
     base = p if p.is_dir() else p.parent
     return dict(**fp, sidecars={f.relative_to(base).as_posix(): file_sha256(f) for f in side}, **_model_fields(p, cfg))
 
@@ -323,28 +347,33 @@ def load_entry(npy: Path, # an array file
               ) -> tuple[np.ndarray, dict]:
     "An array and its marker, checked against each other; `DamagedState` naming the file and what is wrong."
     try: meta = json.loads(marker.read_text(encoding='utf-8'))
-    except (OSError, ValueError) as e: raise DamagedState(f'{marker}: marker unreadable ({type(e).__name__}: {e})') from None
+    except (OSError, ValueError) as e:
+        raise DamagedState(f'{marker}: marker unreadable ({type(e).__name__}: {e})') from None
     try: arr = np.load(npy, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e: raise DamagedState(f'{npy}: array unreadable ({type(e).__name__}: {e})') from None
+    except (OSError, ValueError, EOFError) as e:
+        raise DamagedState(f'{npy}: array unreadable ({type(e).__name__}: {e})') from None
     if list(arr.shape) != meta.get('shape') or arr.dtype.name != meta.get('dtype'):
-        raise DamagedState(f"{npy}: holds {arr.dtype.name} {list(arr.shape)}, its marker says {meta.get('dtype')} {meta.get('shape')}")
-    if 'ids' in meta and len(meta['ids']) != len(arr): raise DamagedState(f"{npy}: {len(arr)} rows for {len(meta['ids'])} ids")
+        raise DamagedState(f"{npy}: holds {arr.dtype.name} {list(arr.shape)}, "
+                           f"its marker says {meta.get('dtype')} {meta.get('shape')}")
+    if 'ids' in meta and len(meta['ids']) != len(arr):
+        raise DamagedState(f"{npy}: {len(arr)} rows for {len(meta['ids'])} ids")
     return arr, meta
 
 # %% ../nbs/04b_checkpoints.ipynb #ab521d9c
 class EmbeddingStore:
-    "Arrays on disk as fp16 (or fp32) `.npy`, each with a JSON marker (shape, dtype, ids, ...) written last; small JSON results."
+    "fp16/fp32 `.npy` arrays on disk, each with a JSON marker (shape, dtype, ids...) written last; small JSON results."
     def __init__(self, root: str | Path, # the store's folder
                  log: Callable = print, # where set-aside lines go
                 ):
         self.root, self.log = Path(root), log
 
-    def _files(self, group: str, name: str) -> tuple[Path, Path]: return self.root/group/f'{name}.npy', self.root/group/f'{name}.json'
+    def _files(self, group: str, name: str) -> tuple[Path, Path]:
+        return self.root/group/f'{name}.npy', self.root/group/f'{name}.json'
 
     def get(self, group: str, # a group of entries ('' = the root)
             name: str, # entry name, e.g. gallery-<hash>
            ) -> tuple[np.ndarray, dict] | None:
-        "The array (in its stored dtype) and its marker; None if missing or torn, and also (after setting it aside) if damaged."
+        "The array (stored dtype) and its marker; None if missing or torn, or (after setting it aside) if damaged."
         npy, mk = self._files(group, name)
         if not mk.is_file(): return None   # never written, or killed before its marker: recomputed
         try: return load_entry(npy, mk)
@@ -420,12 +449,14 @@ def _unit_rows(x: np.ndarray, # [N, D] rows
                inplace: bool = False, # overwrite `x` (a writable fp16 or fp32 array) instead of returning a new one
                chunk: int = 65536, # rows normalised at a time
               ) -> np.ndarray:
-    "Rows scaled to unit length in their dtype (fp16/fp32, else fp32), in fp32 a chunk at a time; unit and zero rows stay."
-    x = np.asarray(x); dt = x.dtype if x.dtype in (np.float16, np.float32) else np.dtype(np.float32)
+    "Rows scaled to unit length in their dtype (fp16/fp32, else fp32), chunkwise in fp32; unit and zero rows stay."
+    x = np.asarray(x)
+    dt = x.dtype if x.dtype in (np.float16, np.float32) else np.dtype(np.float32)
     out = x if inplace and x.dtype == dt else np.empty(x.shape, dt)
     tol = 1e-3 if dt == np.float16 else 1e-6   # a row already unit to its dtype's rounding is not rounded twice
     for a in range(0, len(x), chunk):
-        b = x[a:a + chunk].astype(np.float32); n = np.linalg.norm(b, axis=1, keepdims=True)
+        b = x[a:a + chunk].astype(np.float32)
+        n = np.linalg.norm(b, axis=1, keepdims=True)
         n[(np.abs(n - 1) <= tol) | (n == 0)] = 1
         out[a:a + chunk] = b / n
     return out
@@ -439,18 +470,22 @@ def write_store(d: str | Path, # store folder (created; an old store there is in
                 manifest: dict, # what made them
                 dtype: str = 'float16', # on-disk dtype
                ) -> Path:
-    "Write one model's embeddings of one split as unit rows (`EmbeddingStore` entries `images`, `texts`), manifest, `_SUCCESS` last."
-    d = Path(d); d.mkdir(parents=True, exist_ok=True); (d/SUCCESS).unlink(missing_ok=True)
+    "Write a model's embeddings of a split: unit rows (`EmbeddingStore` `images`, `texts`), manifest, `_SUCCESS` last."
+    d = Path(d)
+    d.mkdir(parents=True, exist_ok=True)
+    (d/SUCCESS).unlink(missing_ok=True)
     images, texts = np.asarray(images), np.asarray(texts)
     if len(images) != len(image_ids) or len(texts) != len(text_ids):
-        raise ValueError(f'{d}: {len(images)} image rows for {len(image_ids)} ids, {len(texts)} text rows for {len(text_ids)} ids')
+        raise ValueError(f'{d}: {len(images)} image rows for {len(image_ids)} ids, '
+                         f'{len(texts)} text rows for {len(text_ids)} ids')
     bad = ~np.isfinite(images).all(1)
     if bad.any(): images = np.where(bad[:, None], 0, images)   # unreadable images: zero rows, listed in the manifest
     images, texts = _unit_rows(images), _unit_rows(texts)   # unit in fp32, then rounded once to the store's dtype
     st = EmbeddingStore(d)
     st.put('', 'images', images, dtype, ids=[str(i) for i in image_ids])
     st.put('', 'texts', texts, dtype, ids=np.asarray(text_ids).tolist())
-    write_json(d/'manifest.json', {**manifest, 'n_images': len(images), 'n_texts': len(texts), 'dim': int(images.shape[1]),
+    write_json(d/'manifest.json', {**manifest, 'n_images': len(images), 'n_texts': len(texts),
+                                   'dim': int(images.shape[1]),
                                    'zero_rows': [str(image_ids[i]) for i in np.flatnonzero(bad)]})
     atomic_write(d/SUCCESS, 'ok\n')
     return d
@@ -461,7 +496,8 @@ def _store_parts(d: Path) -> tuple:
     st = EmbeddingStore(d)
     img, txt = load_entry(*st._files('', 'images')), load_entry(*st._files('', 'texts'))
     try: man = json.loads((d/'manifest.json').read_text(encoding='utf-8'))
-    except (OSError, ValueError) as e: raise DamagedState(f"{d/'manifest.json'}: unreadable ({type(e).__name__}: {e})") from None
+    except (OSError, ValueError) as e:
+        raise DamagedState(f"{d/'manifest.json'}: unreadable ({type(e).__name__}: {e})") from None
     return img, txt, man
 
 # %% ../nbs/04b_checkpoints.ipynb #a84ccd4e
@@ -470,7 +506,9 @@ def read_store(d: str | Path, # a store folder
               ) -> Embeddings:
     "A complete store as unit rows in its stored dtype; a damaged one is set aside, the error naming file and fix."
     d = Path(d)
-    if not is_complete(d): raise FileNotFoundError(f'{d}: embedding store incomplete ({SUCCESS} missing); run the inference again to recompute it')
+    if not is_complete(d):
+        raise FileNotFoundError(f'{d}: embedding store incomplete ({SUCCESS} missing); '
+                                'run the inference again to recompute it')
     try: (img, im), (txt, tm), man = _store_parts(d)
     except DamagedState as e:
         fix = 're-run the step that wrote it to recompute it'
@@ -504,7 +542,8 @@ def module_order(nbs: str | Path, # the notebooks folder
     rx = re.compile(r'^#\|\s*default_exp\s+(\S+)', re.M)
     out = []
     for f in sorted(Path(nbs).glob('*.ipynb')):
-        src = '\n'.join(''.join(c['source']) for c in json.loads(f.read_text(encoding='utf-8'))['cells'] if c['cell_type'] == 'code')
+        src = '\n'.join(''.join(c['source']) for c in json.loads(f.read_text(encoding='utf-8'))['cells']
+                        if c['cell_type'] == 'code')
         out += [m for m in rx.findall(src) if m not in out]
     return out
 

@@ -118,7 +118,8 @@ def write_cnclip_folder(net, # a transformers ChineseCLIPModel
                         folder: str | Path, # output folder
                        ) -> Path:
     "Write a Chinese-CLIP in the hub repo's layout (config, weights, vocab.txt, tokenizer and preprocessor configs)."
-    d = Path(folder); d.mkdir(parents=True, exist_ok=True)
+    d = Path(folder)
+    d.mkdir(parents=True, exist_ok=True)
     net.save_pretrained(str(d))
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
     (d/'vocab.txt').write_text(''.join(t + '\n' for t, _ in vocab), encoding='utf-8')
@@ -193,8 +194,9 @@ class CnClipRetrieval(RetrievalModel):
 # %% ../nbs/04a_cnclip.ipynb #732b94b2
 @patch
 def tokenize(self: CnClipRetrieval, texts: Sequence[str] | str, fixed: bool = False) -> dict:
-    "BERT tokens `{'input_ids', 'attention_mask'}`, padded to the longest (`fixed`: to `cfg.text_len`), truncated to it."
-    enc = self.tokenizer([texts] if isinstance(texts, str) else list(texts), padding='max_length' if fixed else 'longest', truncation=True,
+    "BERT tokens `{'input_ids', 'attention_mask'}`, padded to the longest (`fixed`: to `cfg.text_len`), cut to it."
+    enc = self.tokenizer([texts] if isinstance(texts, str) else list(texts),
+                         padding='max_length' if fixed else 'longest', truncation=True,
                          max_length=self.cfg.text_len, return_tensors='pt')
     return {'input_ids': enc['input_ids'], 'attention_mask': enc['attention_mask']}
 

@@ -83,13 +83,14 @@ def tower_module(model: RetrievalModel, # the retrieval model
 # %% ../nbs/10b_export.ipynb #a2a5f792
 def sample_inputs(model: RetrievalModel, # the retrieval model
                   n: int = 16, # images and captions
-                  tables_dir: str = '', # a finished 01_eda run folder; '' = the sample catalogue in the model's language
+                  tables_dir: str = '', # a finished 01_eda run folder; '' = sample catalogue in the model's language
                   uint8: bool = True, # images as uint8 (else normalised float32)
                  ) -> dict:
     "Val images (the model's eval preprocessing) and captions (tokenised): `{tower: {name: tensor}}`."
     val = load_tables(tables_dir, progress=False, lang=model.caption_language)['val'].iloc[:n]
     px = torch.stack([model.pixels.to_uint8(Image.open(p).convert('RGB')) for p in val.image_path])
-    return dict(vision={'pixels': px if uint8 else model.normalize(px)}, text=dict(model.tokenize(val.caption.tolist())))
+    return dict(vision={'pixels': px if uint8 else model.normalize(px)},
+                text=dict(model.tokenize(val.caption.tolist())))
 
 # %% ../nbs/10b_export.ipynb #7651741a
 @contextlib.contextmanager
@@ -199,12 +200,15 @@ def time_tower(model: RetrievalModel, # the retrieval model
         run = onnx_runner(path, threads or was) if fmt == 'onnx' else RUNNERS[fmt](path)
         def eager():
             with torch.inference_mode(): return module(*feeds.values())
-        for _ in range(3): run(feeds); eager()   # warm-up (TorchScript's profiling executor optimises after a few runs)
+        for _ in range(3):   # warm-up (TorchScript's profiling executor optimises after a few runs)
+            run(feeds)
+            eager()
         r = round_robin(dict(eager=eager, exported=lambda: run(feeds)), repeats=repeats, max_s=max_s)
     finally: torch.set_num_threads(was)
     e, x = r['eager']['median'], r['exported']['median']
     return dict(batch=len(next(iter(feeds.values()))), threads=threads or was, eager_ms=round(e * 1e3, 3),
-                exported_ms=round(x * 1e3, 3), speedup=round(e / x, 3), runs=min(r['eager']['runs'], r['exported']['runs']))
+                exported_ms=round(x * 1e3, 3), speedup=round(e / x, 3),
+                runs=min(r['eager']['runs'], r['exported']['runs']))
 
 # %% ../nbs/10b_export.ipynb #6d596447
 def serving_manifest(model: RetrievalModel, # the exported model
@@ -241,8 +245,10 @@ def export_model(model: RetrievalModel, # the retrieval model (moved to the CPU,
             try: r = export_tower(model, tower, fmt, folder, feeds[tower], tol, uint8)
             except (ExportRefused, ParityError) as e:
                 what = 'refused' if isinstance(e, ExportRefused) else 'parity failed'
-                rows.append(dict(backend=model.backend, tower=tower, format=fmt, status=f'{what}: {e}')); continue
-            if repeats: r.update(time_tower(model, tower, fmt, r['path'], feeds[tower], repeats, uint8=uint8, threads=threads))
+                rows.append(dict(backend=model.backend, tower=tower, format=fmt, status=f'{what}: {e}'))
+                continue
+            if repeats:
+                r.update(time_tower(model, tower, fmt, r['path'], feeds[tower], repeats, uint8=uint8, threads=threads))
             rows.append(dict(r, status='ok'))
     model.save_extras(Path(folder))
     write_json(Path(folder)/'export.json', serving_manifest(model, [r for r in rows if r['status'] == 'ok'], uint8))

@@ -46,7 +46,8 @@ def _load_json(path_or_obj, # a path to a JSON file, or the already-loaded objec
 # %% ../nbs/03_blip_format.ipynb #67ac3ef2
 def _short(x, n: int = 60) -> str:
     "A short repr for messages."
-    r = repr(x); return r if len(r) <= n else r[:n - 3] + '...'
+    r = repr(x)
+    return r if len(r) <= n else r[:n - 3] + '...'
 
 # %% ../nbs/03_blip_format.ipynb #17344ca7
 def _as_text(s) -> pd.Series:
@@ -81,7 +82,8 @@ def _check_rows(df: pd.DataFrame, image_root, caption_col: str, need_path: bool 
         if c not in df: raise KeyError(f"table has no {c!r} column (columns: {', '.join(map(str, df.columns))})")
     rel, reason = relative_paths(df['image_path'], image_root)
     if len(df) and reason.ne('').all() and reason.str.startswith('image path is outside').all():
-        raise FormatError(f"none of the {len(df)} image paths lie under image_root {image_root} (first: {df['image_path'].iloc[0]}); "
+        raise FormatError(f"none of the {len(df)} image paths lie under image_root {image_root} "
+                          f"(first: {df['image_path'].iloc[0]}); "
                           'pass the folder the image paths are relative to (the AliProducts data folder)')
     cap = df[caption_col]
     is_str = cap.map(lambda x: isinstance(x, str))
@@ -98,7 +100,8 @@ def _stream_json_list(path: str | Path, # output file
     with atomic_open(path) as f:
         f.write('[')
         for e in entries:
-            f.write((',\n' if n else '\n') + json.dumps(e, ensure_ascii=False)); n += 1
+            f.write((',\n' if n else '\n') + json.dumps(e, ensure_ascii=False))
+            n += 1
         f.write('\n]\n')
     return n
 
@@ -107,7 +110,7 @@ def blip_train_entries(df: pd.DataFrame, # table with `image_path` and the capti
                        image_root: str | Path, # root the image paths are made relative to
                        caption_col: str = 'caption', # column holding the caption to train on
                       ) -> tuple[list[dict], pd.DataFrame]:
-    "`(entries, rejected)`: BLIP train entries `{image, caption, image_id}` in row order, and the rows left out with a `reason`."
+    "`(entries, rejected)`: BLIP train entries `{image, caption, image_id}` in row order; rejected rows get a `reason`."
     rel, reason = _check_rows(df, image_root, caption_col)
     ok = reason.eq('')
     entries = [{'image': i, 'caption': c, 'image_id': i} for i, c in zip(rel[ok], df.loc[ok, caption_col])]
@@ -153,7 +156,8 @@ def _path_problem(x) -> str:
     "Why `x` is not a usable relative POSIX image path ('' if it is)."
     if not isinstance(x, str): return f"'image' must be str, got {type(x).__name__}"
     if not x.strip(): return "'image' is empty"
-    if x.startswith('/') or (len(x) > 1 and x[1] == ':') or '\\' in x: return f"'image' must be a relative POSIX path, got {_short(x)}"
+    if x.startswith('/') or (len(x) > 1 and x[1] == ':') or '\\' in x:
+        return f"'image' must be a relative POSIX path, got {_short(x)}"
     if '..' in PurePosixPath(x).parts: return f"'image' must stay inside the image root, got {_short(x)}"
     return ''
 
@@ -165,13 +169,18 @@ def _check_entry(i: int, e, keys: Mapping[str, type]) -> list[str]:
     for k, tp in keys.items():
         if k not in e: continue
         v = e[k]
-        if k == 'image': p = _path_problem(v); out += [f'entry {i}: {p}'] if p else []
+        if k == 'image':
+            p = _path_problem(v)
+            out += [f'entry {i}: {p}'] if p else []
         elif tp is str:
             if not isinstance(v, str): out.append(f'entry {i}: {k!r} must be str, got {type(v).__name__} {_short(v)}')
             elif not v.strip(): out.append(f'entry {i}: {k!r} is empty')
         elif tp is list:
-            if not isinstance(v, list): out.append(f'entry {i}: {k!r} must be a list of str, got {type(v).__name__} {_short(v)}')
-            else: out += [f'entry {i}: {k!r}[{j}] must be a non-empty str, got {_short(c)}' for j, c in enumerate(v) if not isinstance(c, str) or not c.strip()]
+            if not isinstance(v, list):
+                out.append(f'entry {i}: {k!r} must be a list of str, got {type(v).__name__} {_short(v)}')
+            else:
+                out += [f'entry {i}: {k!r}[{j}] must be a non-empty str, got {_short(c)}'
+                        for j, c in enumerate(v) if not isinstance(c, str) or not c.strip()]
     return out
 
 # %% ../nbs/03_blip_format.ipynb #cafa2457
@@ -191,8 +200,10 @@ def validate_blip_train(ann, # path to a train annotation JSON, or the loaded li
 # %% ../nbs/03_blip_format.ipynb #713dd4ff
 def _check_train(data, where: str, image_root=None, check_files: bool = False) -> dict:
     "`validate_blip_train` on loaded data; `where` names the source in messages."
-    if not isinstance(data, list): raise FormatError(f'{where}: must be a JSON list of entries, got {type(data).__name__}')
-    problems = [p for i, e in enumerate(data) for p in _check_entry(i, e, {'image': str, 'caption': str, 'image_id': str})]
+    if not isinstance(data, list):
+        raise FormatError(f'{where}: must be a JSON list of entries, got {type(data).__name__}')
+    problems = [p for i, e in enumerate(data)
+                for p in _check_entry(i, e, {'image': str, 'caption': str, 'image_id': str})]
     good = [(i, e['image'], e['image_id']) for i, e in enumerate(data)
             if isinstance(e, dict) and isinstance(e.get('image'), str) and isinstance(e.get('image_id'), str)]
     if good:
@@ -220,12 +231,15 @@ def validate_blip_eval(ann, # path to a val/test annotation JSON, or the loaded 
 # %% ../nbs/03_blip_format.ipynb #0cc2153c
 def _check_eval(data, where: str, image_root=None, check_files: bool = False) -> dict:
     "`validate_blip_eval` on loaded data; `where` names the source in messages."
-    if not isinstance(data, list): raise FormatError(f'{where}: must be a JSON list of entries, got {type(data).__name__}')
+    if not isinstance(data, list):
+        raise FormatError(f'{where}: must be a JSON list of entries, got {type(data).__name__}')
     problems = [p for i, e in enumerate(data) for p in _check_entry(i, e, {'image': str, 'caption': list})]
     seen: dict[str, int] = {}
     for i, e in enumerate(data):
         if isinstance(e, dict) and isinstance(e.get('image'), str):
-            if e['image'] in seen: problems.append(f"entry {i}: image {_short(e['image'])} already listed in entry {seen[e['image']]} (one entry per image)")
+            if e['image'] in seen:
+                problems.append(f"entry {i}: image {_short(e['image'])} already listed in entry {seen[e['image']]} "
+                                "(one entry per image)")
             else: seen[e['image']] = i
     if check_files and not problems:
         if image_root is None: raise ValueError('check_files=True needs image_root')
@@ -249,7 +263,8 @@ def read_blip_train(path: str | Path, # train annotation JSON
                     image_root: str | Path, # the root its image paths are relative to
                    ) -> pd.DataFrame:
     "Validate and read BLIP train annotations into a table (`row, product, caption, image_path, image_id`)."
-    data, where = _load_json(path); _check_train(data, where)
+    data, where = _load_json(path)
+    _check_train(data, where)
     t = pd.DataFrame(data, columns=['image', 'caption', 'image_id']).astype(object)
     return pd.DataFrame({'row': np.arange(len(t)), 'product': _products(t['image']), 'caption': t['caption'],
                          'image_path': _abs_paths(t['image'], image_root), 'image_id': t['image_id']})
@@ -259,12 +274,14 @@ def read_blip_eval(path: str | Path, # val/test annotation JSON
                    image_root: str | Path, # the root its image paths are relative to
                   ) -> pd.DataFrame:
     "Validate and read BLIP val/test annotations into one row per caption (`row, product, caption, image_path`)."
-    data, where = _load_json(path); _check_eval(data, where)
+    data, where = _load_json(path)
+    _check_eval(data, where)
     t = pd.DataFrame({'row': np.arange(len(data)), 'image': [e['image'] for e in data],
                       'caption': [e['caption'] for e in data]}).astype(object).explode('caption')
     t = t[t['caption'].notna()]   # an image listed with no captions is a gallery-only image
     return pd.DataFrame({'row': t['row'].astype(np.int64).to_numpy(), 'product': _products(t['image']).to_numpy(object),
-                         'caption': t['caption'].to_numpy(object), 'image_path': _abs_paths(t['image'], image_root).to_numpy(object)})
+                         'caption': t['caption'].to_numpy(object),
+                         'image_path': _abs_paths(t['image'], image_root).to_numpy(object)})
 
 # %% ../nbs/03_blip_format.ipynb #b743b73a
 def _pandas_na_strings() -> frozenset:
@@ -273,8 +290,8 @@ def _pandas_na_strings() -> frozenset:
         from pandas._libs.parsers import STR_NA_VALUES
         return frozenset(STR_NA_VALUES)
     except ImportError:
-        return frozenset(['', '#N/A', '#N/A N/A', '#NA', '-1.#IND', '-1.#QNAN', '-NaN', '-nan', '1.#IND', '1.#QNAN', '<NA>',
-                          'N/A', 'NA', 'NULL', 'NaN', 'None', 'n/a', 'nan', 'null'])
+        return frozenset(['', '#N/A', '#N/A N/A', '#NA', '-1.#IND', '-1.#QNAN', '-NaN', '-nan', '1.#IND', '1.#QNAN',
+                          '<NA>', 'N/A', 'NA', 'NULL', 'NaN', 'None', 'n/a', 'nan', 'null'])
 
 # %% ../nbs/03_blip_format.ipynb #ae8d8816
 OPENCLIP_COLUMNS = ('filepath', 'title')
@@ -289,7 +306,8 @@ def write_openclip_csv(df: pd.DataFrame, # table with `image_path` and the capti
     rel, reason = _check_rows(df, image_root, caption_col)
     na = _pandas_na_strings()
     cap = _as_text(df[caption_col])
-    reason = reason.where(reason.ne('') | ~cap.str.strip().isin(na), 'title reads as a missing value in pandas (open_clip would train on "nan")')
+    reason = reason.where(reason.ne('') | ~cap.str.strip().isin(na),
+                          'title reads as a missing value in pandas (open_clip would train on "nan")')
     ok = reason.eq('')
     fp = _abs_paths(rel[ok], image_root) if absolute else rel[ok]
     out = pd.DataFrame({'filepath': fp.to_numpy(object), 'title': cap[ok].to_numpy(object)})
@@ -301,23 +319,26 @@ def validate_openclip_csv(path: str | Path, # the CSV
                           image_root: str | Path | None = None, # root for relative paths (for `check_files`)
                           check_files: bool = False, # also check that every image exists
                          ) -> dict:
-    "Check an open_clip CSV (columns, empty or NA-like titles, paths); return counts or raise `FormatError` naming lines."
+    "Check an open_clip CSV (columns, empty/NA-like titles, paths); return counts or raise `FormatError` naming lines."
     p = Path(path)
     if not p.is_file(): raise FormatError(f'{p}: file does not exist')
     try: t = pd.read_csv(p, sep='\t', dtype=str, keep_default_na=False, na_filter=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e: raise FormatError(f'{p}: not a readable tab-separated file ({e})') from None
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+        raise FormatError(f'{p}: not a readable tab-separated file ({e})') from None
     if tuple(t.columns) != OPENCLIP_COLUMNS:
         raise FormatError(f"{p}: columns must be {list(OPENCLIP_COLUMNS)} (tab-separated), got {list(t.columns)}")
     title = t['title'].str.strip()
     flags = {'empty filepath': t['filepath'].str.strip().eq(''), 'empty title': title.eq(''),
              'reads as a missing value in pandas': title.isin(_pandas_na_strings()) & title.ne('')}
-    problems = [f"line {i + 2} (row {i}): " + (f"title {t['title'].iat[i]!r} {what}" if what.startswith('reads') else what)
+    problems = [f"line {i + 2} (row {i}): "
+                + (f"title {t['title'].iat[i]!r} {what}" if what.startswith('reads') else what)
                 for i in np.flatnonzero(np.logical_or.reduce([m.to_numpy() for m in flags.values()]))
                 for what, m in flags.items() if m.iat[i]]
     if check_files and not problems:
         if image_root is None: raise ValueError('check_files=True needs image_root')
         root = Path(image_root)
-        problems += [f'image {f!r} not found' for f in dict.fromkeys(t['filepath']) if not (Path(f) if os.path.isabs(f) else root/f).is_file()]
+        problems += [f'image {f!r} not found' for f in dict.fromkeys(t['filepath'])
+                     if not (Path(f) if os.path.isabs(f) else root/f).is_file()]
     _raise_problems(str(p), problems)
     return dict(rows=len(t), images=t['filepath'].nunique())
 
@@ -331,14 +352,16 @@ def read_openclip_csv(path: str | Path, # the CSV
     fp = t['filepath']
     isabs = fp.map(os.path.isabs)
     ip = fp.where(isabs, _abs_paths(fp, image_root)).map(os.path.normpath)
-    return pd.DataFrame({'row': np.arange(len(t)), 'product': fp.str.rsplit('/', n=1).str[-1], 'caption': t['title'], 'image_path': ip})
+    return pd.DataFrame({'row': np.arange(len(t)), 'product': fp.str.rsplit('/', n=1).str[-1], 'caption': t['title'],
+                         'image_path': ip})
 
 # %% ../nbs/03_blip_format.ipynb #7019050a
 def openclip_csv_dataset_class() -> type:
     "open_clip_train's `CsvDataset` class, with an actionable error if the trainer's data module cannot be imported."
     try: from open_clip_train.data import CsvDataset
     except ImportError as e:
-        raise ImportError(f'open_clip_train.data could not be imported ({e}); it ships in the open_clip_torch wheel and needs webdataset and braceexpand: pip install webdataset braceexpand') from e
+        raise ImportError(f'open_clip_train.data could not be imported ({e}); it ships in the open_clip_torch wheel '
+                          'and needs webdataset and braceexpand: pip install webdataset braceexpand') from e
     return CsvDataset
 
 # %% ../nbs/03_blip_format.ipynb #69a90f44
@@ -346,14 +369,19 @@ def _submission_entry_problems(i: int, e, gallery: set | None) -> list[str]:
     "Problems of one submission entry."
     if not isinstance(e, dict): return [f'entry {i}: must be an object, got {type(e).__name__}']
     out = [f'entry {i}: missing key {k!r}' for k in ('caption', 'top5', 'top10') if k not in e]
-    if 'caption' in e and not isinstance(e['caption'], str): out.append(f"entry {i}: 'caption' must be str, got {type(e['caption']).__name__}")
+    if 'caption' in e and not isinstance(e['caption'], str):
+        out.append(f"entry {i}: 'caption' must be str, got {type(e['caption']).__name__}")
     for k, n in (('top5', 5), ('top10', 10)):
         if k not in e: continue
         v = e[k]
-        if not isinstance(v, list) or not all(isinstance(x, str) for x in v): out.append(f'entry {i}: {k!r} must be a list of str, got {_short(v)}'); continue
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            out.append(f'entry {i}: {k!r} must be a list of str, got {_short(v)}')
+            continue
         if len(v) != n: out.append(f'entry {i}: {k!r} must have {n} names, got {len(v)}')
-        if len(set(v)) != len(v): out.append(f'entry {i}: {k!r} repeats a name: {sorted(x for x, c in Counter(v).items() if c > 1)[:3]}')
-        if gallery is not None and (unk := [x for x in v if x not in gallery]): out.append(f'entry {i}: {k!r} names images not in the gallery: {unk[:3]}')
+        if len(set(v)) != len(v):
+            out.append(f'entry {i}: {k!r} repeats a name: {sorted(x for x, c in Counter(v).items() if c > 1)[:3]}')
+        if gallery is not None and (unk := [x for x in v if x not in gallery]):
+            out.append(f'entry {i}: {k!r} names images not in the gallery: {unk[:3]}')
     if isinstance(e.get('top5'), list) and isinstance(e.get('top10'), list) and e['top5'] != e['top10'][:5]:
         out.append(f"entry {i}: 'top5' is not the first 5 of 'top10'")
     return out
@@ -364,7 +392,8 @@ def write_submission(path: str | Path, # output JSON
                      top10_names: Sequence[Sequence[str]], # per caption, gallery image names ranked best first (>= 10)
                     ) -> Path:
     "Write the AliProducts submission JSON `[{caption, top5, top10}]`; top5 is the first 5 of top10."
-    captions = list(captions); ranked = [[str(x) for x in list(r)[:10]] for r in top10_names]
+    captions = list(captions)
+    ranked = [[str(x) for x in list(r)[:10]] for r in top10_names]
     if len(captions) != len(ranked): raise FormatError(f'{path}: {len(captions)} captions but {len(ranked)} rankings')
     entries = [{'caption': c, 'top5': r[:5], 'top10': r} for c, r in zip(captions, ranked)]
     _raise_problems(str(path), [p for i, e in enumerate(entries) for p in _submission_entry_problems(i, e, None)])
@@ -378,7 +407,8 @@ def validate_submission(path_or_obj, # submission JSON path, or the loaded list
                        ) -> dict:
     "Check a submission against the test captions and gallery; return counts or raise `FormatError` naming the entries."
     data, where = _load_json(path_or_obj)
-    if not isinstance(data, list): raise FormatError(f'{where}: must be a JSON list of entries, got {type(data).__name__}')
+    if not isinstance(data, list):
+        raise FormatError(f'{where}: must be a JSON list of entries, got {type(data).__name__}')
     gallery = set(gallery_names)
     problems = [p for i, e in enumerate(data) for p in _submission_entry_problems(i, e, gallery)]
     want = Counter(test_captions)
@@ -388,9 +418,12 @@ def validate_submission(path_or_obj, # submission JSON path, or the loaded list
         if isinstance(e, dict) and isinstance(e.get('caption'), str): first.setdefault(e['caption'], i)
     for c in sorted(got, key=first.get):
         if c not in want: problems.append(f'entry {first[c]}: caption {_short(c)} is not a test caption')
-        elif got[c] > want[c]: problems.append(f'entry {first[c]}: caption {_short(c)} appears {got[c]} times, the test set has it {want[c]} time(s)')
+        elif got[c] > want[c]:
+            problems.append(f'entry {first[c]}: caption {_short(c)} appears {got[c]} times, '
+                            f'the test set has it {want[c]} time(s)')
     missing = [c for c in want if got[c] < want[c]]
-    if missing: problems.append(f"{len(missing)} test caption(s) missing, e.g. {', '.join(_short(c, 40) for c in missing[:3])}")
+    if missing:
+        problems.append(f"{len(missing)} test caption(s) missing, e.g. {', '.join(_short(c, 40) for c in missing[:3])}")
     _raise_problems(where, problems)
     return dict(entries=len(data), captions=len(want), gallery=len(gallery))
 
@@ -399,6 +432,8 @@ def read_submission(path: str | Path, # submission JSON
                    ) -> pd.DataFrame:
     "Read a submission (structure checked, not the caption set) into a table (`caption, top5, top10`)."
     data, where = _load_json(path)
-    if not isinstance(data, list): raise FormatError(f'{where}: must be a JSON list of entries, got {type(data).__name__}')
+    if not isinstance(data, list):
+        raise FormatError(f'{where}: must be a JSON list of entries, got {type(data).__name__}')
     _raise_problems(where, [p for i, e in enumerate(data) for p in _submission_entry_problems(i, e, None)])
-    return pd.DataFrame({'caption': [e['caption'] for e in data], 'top5': [e['top5'] for e in data], 'top10': [e['top10'] for e in data]})
+    return pd.DataFrame({'caption': [e['caption'] for e in data], 'top5': [e['top5'] for e in data],
+                         'top10': [e['top10'] for e in data]})

@@ -4,7 +4,8 @@
 
 # %% ../nbs/04_models.ipynb #bae7d214
 from __future__ import annotations
-import contextlib, copy, functools, hashlib, importlib, json, math, os, re, shutil, string, tempfile, time, warnings, logging
+import contextlib, copy, functools, hashlib, importlib, json, math, os, re, shutil, string
+import tempfile, time, warnings, logging
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -18,8 +19,9 @@ from PIL import Image
 
 from fastcore.basics import patch
 
-from .core import (AliretError, Config, ConfigError, DamagedState, PRESETS, check_overrides, get_config, pick_device, atomic_write, write_json,
-                         model_configs, backend_names, migrate_config, package_versions, BACKENDS)
+from .core import (AliretError, Config, ConfigError, DamagedState, PRESETS, check_overrides, get_config,
+                         pick_device, atomic_write, write_json, model_configs, backend_names, migrate_config,
+                         package_versions, BACKENDS)
 
 # %% auto #0
 __all__ = ['CLIP_CUSTOM_ARCHS', 'BERT_SPECIALS', 'BLIP_MEAN', 'BLIP_STD', 'BLIP_VISION', 'MOMENTUM_PARTS', 'BLIP_KEY_MAP',
@@ -40,11 +42,12 @@ __all__ = ['CLIP_CUSTOM_ARCHS', 'BERT_SPECIALS', 'BLIP_MEAN', 'BLIP_STD', 'BLIP_
 def _offline(offline: bool | None = None) -> bool:
     "Resolve the offline flag: explicit value, else `HF_HUB_OFFLINE` / `TRANSFORMERS_OFFLINE` in the environment."
     if offline is not None: return bool(offline)
-    return any(os.environ.get(k, '').strip().lower() in ('1', 'true', 'yes', 'on') for k in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE'))
+    return any(os.environ.get(k, '').strip().lower() in ('1', 'true', 'yes', 'on')
+               for k in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE'))
 
 # %% ../nbs/04_models.ipynb #69db234c
 class WeightsNotFound(AliretError, FileNotFoundError):
-    "Pretrained weights are not on this machine (and may not be downloaded); the message says how to point at local ones."
+    "Pretrained weights are not on this machine (and may not be downloaded); the message says how to use local ones."
 
 # %% ../nbs/04_models.ipynb #360dffbd
 def _inference(f):
@@ -53,7 +56,8 @@ def _inference(f):
     if cls is not None: f.__qualname__ = f"{getattr(cls, '__name__', cls)}.{f.__name__}"
     @functools.wraps(f)
     def _f(self, *args, **kw):
-        was = self.training; self.eval()
+        was = self.training
+        self.eval()
         try:
             with torch.inference_mode(), self.autocast():
                 return f(self, *(self._to_device(a) for a in args), **{k: self._to_device(v) for k, v in kw.items()})
@@ -142,7 +146,8 @@ def embed_images(self: RetrievalModel, paths: Sequence[str | Path], # image file
                 ):
     "ITC embeddings of image files, float32 numpy `[N, D]` in `paths` order; unreadable images give NaN rows (warned)."
     paths = [str(p) for p in paths]
-    out = np.zeros((len(paths), self.embed_dim), np.float32); failed = []
+    out = np.zeros((len(paths), self.embed_dim), np.float32)
+    failed = []
     if paths:
         dl = torch.utils.data.DataLoader(self.image_files(paths), batch_size=batch_size or self.cfg.eval_batch_size,
                                          num_workers=self.cfg.workers if workers is None else workers,
@@ -150,9 +155,12 @@ def embed_images(self: RetrievalModel, paths: Sequence[str | Path], # image file
         for px, idx, ok, err in dl:
             out[idx.numpy()] = self._embed_uint8(px).cpu().numpy()
             for i in (~ok).nonzero().flatten().tolist():
-                r = int(idx[i]); out[r] = np.nan; failed.append((r, paths[r], err[i]))
+                r = int(idx[i])
+                out[r] = np.nan
+                failed.append((r, paths[r], err[i]))
     if failed:
-        warnings.warn(f'{len(failed)} of {len(paths)} images could not be read; their embedding rows are NaN. First: {failed[:3]}')
+        warnings.warn(f'{len(failed)} of {len(paths)} images could not be read; their embedding rows are NaN. '
+                      f'First: {failed[:3]}')
     return (out, failed) if return_failed else out
 
 # %% ../nbs/04_models.ipynb #d9c16040
@@ -161,7 +169,8 @@ def embed_texts(self: RetrievalModel, texts: Sequence[str], # texts to embed
                 batch_size: int | None = None, # texts per batch (default `cfg.eval_batch_size`)
                ) -> np.ndarray:
     "ITC embeddings of texts, float32 numpy `[N, D]` in input order."
-    texts = [str(t) for t in texts]; bs = batch_size or self.cfg.eval_batch_size
+    texts = [str(t) for t in texts]
+    bs = batch_size or self.cfg.eval_batch_size
     out = np.zeros((len(texts), self.embed_dim), np.float32)
     for i in range(0, len(texts), bs):
         out[i:i+bs] = self._embed_tokens(self.tokenize(texts[i:i+bs])).cpu().numpy()
@@ -171,7 +180,7 @@ def embed_texts(self: RetrievalModel, texts: Sequence[str], # texts to embed
 @patch
 def embedding_from_features(self: RetrievalModel, image_feats: torch.Tensor, # from `image_features`
                            ) -> torch.Tensor:
-    "The normalised ITC image embedding from cached image features (they already are the embedding, unless a backend says otherwise)."
+    "The normalised ITC image embedding from cached image features (by default the features themselves)."
     return image_feats
 
 # %% ../nbs/04_models.ipynb #b872dce2
@@ -184,7 +193,8 @@ def pair_scores(self: RetrievalModel, pixel_values: torch.Tensor, # [N, 3, H, W]
     "Scores of each aligned (image, text) pair for every head in `heads`, float32 `[N]` each, from one vision pass."
     feats, out = self.image_features(pixel_values), {}
     if 'itm' in heads: out['itm'] = self.itm_from_features(feats, tokens).float()
-    if 'itc' in heads: out['itc'] = (self.embedding_from_features(feats).float() * self.encode_texts(tokens).float()).sum(-1)
+    if 'itc' in heads:
+        out['itc'] = (self.embedding_from_features(feats).float() * self.encode_texts(tokens).float()).sum(-1)
     return out
 
 # %% ../nbs/04_models.ipynb #89077809
@@ -208,7 +218,7 @@ def after_step(self: RetrievalModel):
 # %% ../nbs/04_models.ipynb #9f61cdfc
 @patch
 def save_extras(self: RetrievalModel, folder: Path):
-    "Write what `from_arch` needs besides weights and `arch` (e.g. a tokenizer) into a checkpoint folder; nothing by default."
+    "Write what `from_arch` needs beyond weights and `arch` (e.g. a tokenizer) to a checkpoint folder; none by default."
 
 # %% ../nbs/04_models.ipynb #829db01b
 @patch(cls_method=True)
@@ -234,7 +244,8 @@ def standin_config(self: RetrievalModel, folder: str | Path, # where to write wh
 # %% ../nbs/04_models.ipynb #b8452233
 def register_backend(cls: type[RetrievalModel]) -> type[RetrievalModel]:
     "Class decorator: `cls` implements backend `cls.backend`, whose model config must exist."
-    if cls.backend not in model_configs(): raise ConfigError(f"backend {cls.backend!r} has no model config (aliret/model_configs/{cls.backend}.json)")
+    if cls.backend not in model_configs():
+        raise ConfigError(f"backend {cls.backend!r} has no model config (aliret/model_configs/{cls.backend}.json)")
     BACKENDS[cls.backend] = cls
     return cls
 
@@ -245,7 +256,8 @@ def backend_class(name: str, # a backend name
     mcs = model_configs()
     if name not in mcs: raise ConfigError(f"unknown backend {name!r}; registered backends: {', '.join(sorted(mcs))}")
     if name not in BACKENDS: importlib.import_module(mcs[name]['module'])
-    if name not in BACKENDS: raise ConfigError(f"{mcs[name]['module']} did not register backend {name!r} (@register_backend)")
+    if name not in BACKENDS:
+        raise ConfigError(f"{mcs[name]['module']} did not register backend {name!r} (@register_backend)")
     return BACKENDS[name]
 
 # %% ../nbs/04_models.ipynb #8dfdb445
@@ -339,15 +351,17 @@ RetrievalModel.image_transform = property(_image_transform, _set_image_transform
 def clip_tiny_config(cfg: Config) -> dict:
     "open_clip architecture dict of the tiny CLIP built from `cfg` (no download)."
     return dict(embed_dim=cfg.embed_dim,
-                vision_cfg=dict(image_size=cfg.image_size or 64, layers=2, width=64, head_width=32, patch_size=8, mlp_ratio=2.0),
-                text_cfg=dict(context_length=cfg.text_len, vocab_size=49408, width=64, heads=2, layers=2, mlp_ratio=2.0))
+                vision_cfg=dict(image_size=cfg.image_size or 64, layers=2, width=64, head_width=32, patch_size=8,
+                                mlp_ratio=2.0),
+                text_cfg=dict(context_length=cfg.text_len, vocab_size=49408, width=64, heads=2, layers=2,
+                              mlp_ratio=2.0))
 
 # %% ../nbs/04_models.ipynb #6f535d08
 CLIP_CUSTOM_ARCHS: dict[str, Callable[[Config], dict]] = {'aliret-tiny': clip_tiny_config}
 
 _OC_DIR = None
 def register_open_clip_config(model_cfg: dict) -> str:
-    "Register an open_clip architecture dict (via `open_clip.add_model_config`) under a content-hash name; return the name."
+    "Register an open_clip architecture dict (`open_clip.add_model_config`) under a content-hash name; return the name."
     global _OC_DIR
     import open_clip
     blob = json.dumps(model_cfg, sort_keys=True)
@@ -372,7 +386,8 @@ def _clip_tag_files(hf_hub: str) -> tuple[str, list[str]]:
     "Hub repo and candidate weight files (safetensors first) of an open_clip `hf_hub` entry."
     repo, fn = os.path.split(hf_hub)
     fn = fn or 'open_clip_pytorch_model.bin'
-    alts = ['open_clip_model.safetensors'] if fn == 'open_clip_pytorch_model.bin' else [re.sub(r'\.(bin|pth?)$', '.safetensors', fn)]
+    alts = (['open_clip_model.safetensors'] if fn == 'open_clip_pytorch_model.bin'
+            else [re.sub(r'\.(bin|pth?)$', '.safetensors', fn)])
     return repo, [*dict.fromkeys(alts + [fn])]
 
 # %% ../nbs/04_models.ipynb #f298ceb1
@@ -381,7 +396,7 @@ def resolve_clip_weights(arch: str, # open_clip architecture name
                          offline: bool | None = None, # never download (default: from HF_HUB_OFFLINE)
                          cache_dir: str | None = None, # HF cache override (tests)
                         ) -> tuple[str | None, dict]:
-    "Local weights path and the tag's preprocessing/quick_gelu settings for `pretrained`; raise a clear error on a miss."
+    "Local weights path and the tag's preprocessing/quick_gelu settings for `pretrained`; a clear error if missing."
     import open_clip
     if not pretrained: return None, {}
     pcfg = open_clip.get_pretrained_cfg(arch, pretrained)
@@ -389,9 +404,12 @@ def resolve_clip_weights(arch: str, # open_clip architecture name
         if Path(pretrained).is_file(): return pretrained, {}
         tags = open_clip.list_pretrained_tags_by_model(arch)
         if Path(pretrained).suffix or os.sep in pretrained:
-            raise WeightsNotFound(f"pretrained={pretrained!r}: no such weights file. Pass an existing .safetensors/.bin/.pt file, "
-                                  f"'local-dir:<folder>' (open_clip_config.json + weights), or a tag of {arch}: {', '.join(tags) or 'none'}")
-        raise ConfigError(f"pretrained={pretrained!r} is neither a file nor an open_clip tag of {arch!r}; tags: {', '.join(tags) or 'none'}")
+            raise WeightsNotFound(f"pretrained={pretrained!r}: no such weights file. "
+                                  "Pass an existing .safetensors/.bin/.pt file, "
+                                  "'local-dir:<folder>' (open_clip_config.json + weights), "
+                                  f"or a tag of {arch}: {', '.join(tags) or 'none'}")
+        raise ConfigError(f"pretrained={pretrained!r} is neither a file nor an open_clip tag of {arch!r}; "
+                          f"tags: {', '.join(tags) or 'none'}")
     extra = {k: pcfg[k] for k in ('mean', 'std', 'interpolation', 'resize_mode') if k in pcfg}
     extra['quick_gelu'] = pcfg.get('quick_gelu', False)
     if 'file' in pcfg: return pcfg['file'], extra
@@ -399,17 +417,22 @@ def resolve_clip_weights(arch: str, # open_clip architecture name
     repo, files = _clip_tag_files(hub) if hub else ('', ['<weights file>'])
     if hub and (p := _hf_cached(repo, files, cache_dir)): return p, extra
     if _offline(offline):
-        where = f'`huggingface-cli download {repo} {files[-1]} --local-dir X`' if hub else f"download {pcfg.get('url')} into a folder X"
-        raise WeightsNotFound(f"open_clip weights {arch}/{pretrained} are not on this machine and downloads are off (HF_HUB_OFFLINE). "
+        where = (f'`huggingface-cli download {repo} {files[-1]} --local-dir X`' if hub
+                 else f"download {pcfg.get('url')} into a folder X")
+        raise WeightsNotFound(f"open_clip weights {arch}/{pretrained} are not on this machine "
+                              "and downloads are off (HF_HUB_OFFLINE). "
                               f"On a machine with network run {where}, copy X here and pass pretrained='X/{files[-1]}' "
                               f"(or 'local-dir:X' if X holds open_clip_config.json).")
     try: return open_clip.download_pretrained(pcfg, cache_dir=cache_dir), extra
-    except Exception as e: raise WeightsNotFound(f'could not download open_clip weights {arch}/{pretrained}: {e}') from e
+    except Exception as e:
+        raise WeightsNotFound(f'could not download open_clip weights {arch}/{pretrained}: {e}') from e
 
 # %% ../nbs/04_models.ipynb #e97f1e54
 def _quiet_open_clip(f, *a, **kw):
     "Call an open_clip factory function without its 'initialized randomly' warning (expected for tiny models)."
-    lg = logging.getLogger(); lvl = lg.level; lg.setLevel(logging.ERROR)
+    lg = logging.getLogger()
+    lvl = lg.level
+    lg.setLevel(logging.ERROR)
     try: return f(*a, **kw)
     finally: lg.setLevel(lvl)
 
@@ -427,7 +450,8 @@ class ClipRetrieval(RetrievalModel):
         from open_clip.transform import image_transform_v2, PreprocessCfg
         self.net, self.tokenizer = net, tokenizer
         pp = PreprocessCfg(**{k: tuple(v) if isinstance(v, list) else v for k, v in arch['preprocess_cfg'].items()})
-        self.image_transform, self.train_transform = image_transform_v2(pp, is_train=False), image_transform_v2(pp, is_train=True)
+        self.image_transform, self.train_transform = (image_transform_v2(pp, is_train=False),
+                                                      image_transform_v2(pp, is_train=True))
         self.embed_dim = int(arch['open_clip_cfg']['embed_dim'])
 
     def tokenize(self, texts: Sequence[str] | str, fixed: bool = False) -> dict:
@@ -462,17 +486,23 @@ def from_config(cls: ClipRetrieval, cfg: Config, vocab_texts=None, offline: bool
         if src.startswith('local-dir:'):
             d = Path(src[len('local-dir:'):])
             if not (d/'open_clip_config.json').is_file():
-                raise WeightsNotFound(f"{src}: expected a folder with open_clip_config.json and weights (as export_open_clip writes, or a downloaded open_clip hub repo)")
+                raise WeightsNotFound(f"{src}: expected a folder with open_clip_config.json and weights "
+                                      "(as export_open_clip writes, or a downloaded open_clip hub repo)")
         try: net = open_clip.create_model(src, force_image_size=cfg.image_size or None)
         except Exception as e:
-            raise WeightsNotFound(f"could not load {src}: {e}. Offline, download the repo elsewhere (`huggingface-cli download <repo> --local-dir X`) and pass pretrained='local-dir:X'") from e
+            raise WeightsNotFound(f"could not load {src}: {e}. Offline, download the repo elsewhere "
+                                  "(`huggingface-cli download <repo> --local-dir X`) "
+                                  "and pass pretrained='local-dir:X'") from e
         model_cfg = open_clip.get_model_config(src)
         if cfg.image_size: model_cfg['vision_cfg']['image_size'] = cfg.image_size
-        return cls.from_arch(cfg, dict(open_clip_cfg=model_cfg, preprocess_cfg=open_clip.get_model_preprocess_cfg(net)), net=net)
+        return cls.from_arch(cfg, dict(open_clip_cfg=model_cfg, preprocess_cfg=open_clip.get_model_preprocess_cfg(net)),
+                             net=net)
     if arch in CLIP_CUSTOM_ARCHS: model_cfg, weights, extra = CLIP_CUSTOM_ARCHS[arch](cfg), (pre or None), {}
     else:
         model_cfg = open_clip.get_model_config(arch)
-        if model_cfg is None: raise ConfigError(f"model={arch!r} is not an open_clip architecture; known: {', '.join(CLIP_CUSTOM_ARCHS)}, {', '.join(open_clip.list_models())}")
+        if model_cfg is None:
+            raise ConfigError(f"model={arch!r} is not an open_clip architecture; "
+                              f"known: {', '.join(CLIP_CUSTOM_ARCHS)}, {', '.join(open_clip.list_models())}")
         weights, extra = resolve_clip_weights(arch, pre, offline)
         if extra.pop('quick_gelu', False): model_cfg['quick_gelu'] = True
         if cfg.image_size: model_cfg['vision_cfg']['image_size'] = cfg.image_size
@@ -482,17 +512,20 @@ def from_config(cls: ClipRetrieval, cfg: Config, vocab_texts=None, offline: bool
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         net = _quiet_open_clip(open_clip.create_model, name, pretrained=weights, force_preprocess_cfg=force or None)
-    return cls.from_arch(cfg, dict(open_clip_cfg=model_cfg, preprocess_cfg=open_clip.get_model_preprocess_cfg(net)), net=net)
+    return cls.from_arch(cfg, dict(open_clip_cfg=model_cfg, preprocess_cfg=open_clip.get_model_preprocess_cfg(net)),
+                         net=net)
 
 # %% ../nbs/04_models.ipynb #579617a2
 @patch(cls_method=True)
-def from_arch(cls: ClipRetrieval, cfg: Config, arch: dict, folder: Path | None = None, net: nn.Module | None = None) -> 'ClipRetrieval':
+def from_arch(cls: ClipRetrieval, cfg: Config, arch: dict, folder: Path | None = None,
+              net: nn.Module | None = None) -> 'ClipRetrieval':
     "Rebuild from a stored architecture description (random weights unless `net` is given); no download."
     import open_clip
     arch = json.loads(json.dumps(arch, default=list))   # plain JSON types, as stored in checkpoints
     name = register_open_clip_config(arch['open_clip_cfg'])
     if net is None:
-        net = _quiet_open_clip(open_clip.create_model, name, pretrained=None, force_preprocess_cfg=arch['preprocess_cfg'])
+        net = _quiet_open_clip(open_clip.create_model, name, pretrained=None,
+                               force_preprocess_cfg=arch['preprocess_cfg'])
     return cls(cfg, net, open_clip.get_tokenizer(name), arch)
 
 # %% ../nbs/04_models.ipynb #9a7b66ee
@@ -509,9 +542,11 @@ def export_open_clip(model: ClipRetrieval, # a clip-backend model
                     ) -> Path:
     "Write `model` as an open_clip `local-dir:` folder: open_clip_config.json + open_clip_model.safetensors."
     from safetensors.torch import save_model
-    d = Path(folder); d.mkdir(parents=True, exist_ok=True)
+    d = Path(folder)
+    d.mkdir(parents=True, exist_ok=True)
     save_model(model.net, str(d/'open_clip_model.safetensors'))
-    write_json(d/'open_clip_config.json', dict(model_cfg=model.arch['open_clip_cfg'], preprocess_cfg=model.arch['preprocess_cfg']))
+    write_json(d/'open_clip_config.json',
+               dict(model_cfg=model.arch['open_clip_cfg'], preprocess_cfg=model.arch['preprocess_cfg']))
     return d
 
 # %% ../nbs/04_models.ipynb #5357bb71
@@ -522,7 +557,8 @@ def tower_parameters(self: ClipRetrieval, tower: str) -> list[nn.Parameter]:
     if tower == 'vision': return list(net.visual.parameters())
     if hasattr(net, 'text'): return list(net.text.parameters())   # open_clip CustomTextCLIP
     mods = [m for m in (net.transformer, net.token_embedding, net.ln_final) if m is not None]
-    return [p for m in mods for p in m.parameters()] + [p for p in (getattr(net, 'positional_embedding', None),) if p is not None]
+    return ([p for m in mods for p in m.parameters()]
+            + [p for p in (getattr(net, 'positional_embedding', None),) if p is not None])
 
 # %% ../nbs/04_models.ipynb #50533c08
 @patch
@@ -604,7 +640,8 @@ def build_wordpiece_vocab(texts: Iterable[str] = (), # captions to learn words f
     "WordPiece vocabulary: BERT specials, every seen character (+ `##` form), then frequent words."
     counts = _bert_split(texts)
     chars = sorted(set(string.ascii_lowercase + string.digits + string.punctuation) | {c for w in counts for c in w})
-    words = [w for w, n in sorted(counts.items(), key=lambda x: (-x[1], x[0])) if n >= min_count and len(w) > 1][:max_words]
+    words = [w for w, n in sorted(counts.items(), key=lambda x: (-x[1], x[0]))
+             if n >= min_count and len(w) > 1][:max_words]
     return BERT_SPECIALS + chars + ['##' + c for c in chars] + words
 
 # %% ../nbs/04_models.ipynb #99e89a81
@@ -630,7 +667,8 @@ def blip_transforms(image_size: int) -> tuple[Callable, Callable]:
     from torchvision import transforms as T
     norm = [T.ToTensor(), T.Normalize(BLIP_MEAN, BLIP_STD)]
     ev = T.Compose([T.Resize((image_size, image_size), interpolation=T.InterpolationMode.BICUBIC), *norm])
-    tr = T.Compose([T.RandomResizedCrop(image_size, scale=(0.5, 1.0), interpolation=T.InterpolationMode.BICUBIC), T.RandomHorizontalFlip(), *norm])
+    tr = T.Compose([T.RandomResizedCrop(image_size, scale=(0.5, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+                    T.RandomHorizontalFlip(), *norm])
     return ev, tr
 
 # %% ../nbs/04_models.ipynb #75d3c259
@@ -639,10 +677,11 @@ def blip_tiny_config(cfg: Config, # image size and embedding size come from here
                     ):
     "`BlipConfig` of the tiny BLIP (random init, no download)."
     from transformers import BlipConfig
-    vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, image_size=cfg.image_size or 64,
-                  patch_size=8, layer_norm_eps=1e-6, initializer_range=0.02)
-    text = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                max_position_embeddings=max(64, cfg.text_len), bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id,
+    vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                  image_size=cfg.image_size or 64, patch_size=8, layer_norm_eps=1e-6, initializer_range=0.02)
+    text = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=2, max_position_embeddings=max(64, cfg.text_len),
+                bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id,
                 sep_token_id=tokenizer.sep_token_id, eos_token_id=tokenizer.sep_token_id)
     return BlipConfig(vision_config=vision, text_config=text, image_text_hidden_size=cfg.embed_dim)
 
@@ -650,13 +689,15 @@ def blip_tiny_config(cfg: Config, # image size and embedding size come from here
 def interpolate_pos_embed(pos: torch.Tensor, # [1, 1 + g*g, D] position table (class row first)
                           num_patches: int, # patches of the target grid (a square number)
                          ) -> torch.Tensor:
-    "Resize a ViT position table to a new square patch grid (bicubic, class row kept), as BLIP's `interpolate_pos_embed`."
+    "Resize a ViT position table to a square patch grid (bicubic, class row kept), as BLIP's `interpolate_pos_embed`."
     g0, g1 = math.isqrt(pos.shape[1] - 1), math.isqrt(num_patches)
-    if g0 * g0 != pos.shape[1] - 1 or g1 * g1 != num_patches: raise ValueError(f'position table {tuple(pos.shape)} / {num_patches} patches are not square grids')
+    if g0 * g0 != pos.shape[1] - 1 or g1 * g1 != num_patches:
+        raise ValueError(f'position table {tuple(pos.shape)} / {num_patches} patches are not square grids')
     if g0 == g1: return pos
     d = pos.shape[-1]
     grid = pos[:, 1:].reshape(1, g0, g0, d).permute(0, 3, 1, 2).float()
-    grid = F.interpolate(grid, size=(g1, g1), mode='bicubic', align_corners=False).permute(0, 2, 3, 1).reshape(1, g1 * g1, d)
+    grid = (F.interpolate(grid, size=(g1, g1), mode='bicubic', align_corners=False)
+            .permute(0, 2, 3, 1).reshape(1, g1 * g1, d))
     return torch.cat([pos[:, :1], grid.to(pos.dtype)], dim=1)
 
 # %% ../nbs/04_models.ipynb #33678f09
@@ -852,17 +893,20 @@ class BlipRetrieval(RetrievalModel):
         self.checkpointing = False
         self.enc_token_id = tokenizer.convert_tokens_to_ids('[ENC]')
         if not 0 <= self.enc_token_id < net.config.text_config.vocab_size:
-            raise ConfigError(f'tokenizer [ENC] id {self.enc_token_id} is outside the text embedding table ({net.config.text_config.vocab_size}): tokenizer and weights do not belong together')
+            raise ConfigError(f'tokenizer [ENC] id {self.enc_token_id} is outside the text embedding table '
+                              f'({net.config.text_config.vocab_size}): tokenizer and weights do not belong together')
         self.embed_dim = int(net.config.image_text_hidden_size)
         self.image_transform, self.train_transform = blip_transforms(net.config.vision_config.image_size)
         self.momentum = None
         if cfg.momentum_queue: self.momentum = BlipMomentum(net, cfg.momentum_queue, cfg.momentum, cfg.distill_alpha)
         if cfg.text_len > net.config.text_config.max_position_embeddings:
-            raise ConfigError(f'text_len={cfg.text_len} exceeds the text encoder\'s {net.config.text_config.max_position_embeddings} positions')
+            raise ConfigError(f'text_len={cfg.text_len} exceeds the text encoder\'s '
+                              f'{net.config.text_config.max_position_embeddings} positions')
 
     def tokenize(self, texts: Sequence[str] | str, fixed: bool = False) -> dict:
-        "BERT tokens `{'input_ids', 'attention_mask'}`, padded to the longest (`fixed`: to `cfg.text_len`), truncated to it."
-        enc = self.tokenizer([texts] if isinstance(texts, str) else list(texts), padding='max_length' if fixed else 'longest', truncation=True,
+        "BERT tokens `{'input_ids', 'attention_mask'}`, padded to the longest (`fixed`: to `cfg.text_len`), cut to it."
+        enc = self.tokenizer([texts] if isinstance(texts, str) else list(texts),
+                             padding='max_length' if fixed else 'longest', truncation=True,
                              max_length=self.cfg.text_len, return_tensors='pt')
         return {'input_ids': enc['input_ids'], 'attention_mask': enc['attention_mask']}
 
@@ -897,8 +941,9 @@ class BlipRetrieval(RetrievalModel):
 
 # %% ../nbs/04_models.ipynb #ba69caa3
 @patch(cls_method=True)
-def from_config(cls: BlipRetrieval, cfg: Config, vocab_texts: Iterable[str] | None = None, offline: bool | None = None) -> 'BlipRetrieval':
-    "Build from `cfg.model`: 'tiny' (vocabulary from `vocab_texts`), a hub id, a transformers folder, or an original BLIP/LAVIS .pth."
+def from_config(cls: BlipRetrieval, cfg: Config, vocab_texts: Iterable[str] | None = None,
+                offline: bool | None = None) -> 'BlipRetrieval':
+    "Build from `cfg.model`: 'tiny' (vocab: `vocab_texts`), hub id, transformers folder or original BLIP/LAVIS .pth."
     from transformers import BlipForImageTextRetrieval
     src = cfg.model
     if src == 'tiny':
@@ -933,7 +978,7 @@ def itm_logits(self: BlipRetrieval, image_embeds, tokens, image_index=None):
 # %% ../nbs/04_models.ipynb #ca9c57d0
 @patch
 def losses(self: BlipRetrieval, pixel_values, tokens, ids, gather: Callable | None = None, memory=None) -> dict:
-    "BLIP's training losses: ITC (same-id positives, `memory` columns too) + ITM on hard negatives drawn from ITC similarities."
+    "BLIP's training losses: ITC (same-id positives, `memory` columns too) + ITM on ITC-sampled hard negatives."
     with torch.no_grad(): self.temp.clamp_(0.001, 0.5)
     feats = self.vision(pixel_values)
     img, txt = self.project_images(feats), self.encode_texts(tokens)
@@ -1015,7 +1060,7 @@ def itc_loss(img: torch.Tensor, # [B, D] normalised image embeddings (this rank)
              temp: torch.Tensor | float, # temperature (logits = similarity / temp)
              ids: torch.Tensor, # [B] product/image ids: equal ids are positives
              gather: Callable | None = None, # all-gather (with grad) across ranks; None = this batch only
-             memory=None, # has `columns(img_all, txt_all, ids_all)` -> the columns to score against (e.g. 08's XBM); None = the batch
+             memory=None, # has `columns(img_all, txt_all, ids_all)` -> columns to score (08's XBM); None = the batch
             ) -> torch.Tensor:
     "Symmetric contrastive loss with soft targets over all same-id pairs."
     ids = ids.to(img.device).view(-1)
@@ -1027,13 +1072,13 @@ def itc_loss(img: torch.Tensor, # [B, D] normalised image embeddings (this rank)
     return (-(F.log_softmax(i2t, 1) * targets).sum(1).mean() - (F.log_softmax(t2i, 1) * targets).sum(1).mean()) / 2
 
 # %% ../nbs/04_models.ipynb #e334618a
-def sample_hard_negatives(sim: torch.Tensor, # [B, N] image-to-text similarities (rows: this rank's images; columns: the texts of every rank)
+def sample_hard_negatives(sim: torch.Tensor, # [B, N] image-to-text similarities, this rank's images x all ranks' texts
                           ids: torch.Tensor, # [B] ids of this rank's pairs: equal ids are never negatives
                           generator: torch.Generator | None = None, # RNG for reproducible draws
-                          sim_t2i: torch.Tensor | None = None, # [B, N] text-to-image similarities (rows: this rank's texts); None = `sim.T` (one rank)
+                          sim_t2i: torch.Tensor | None = None, # [B, N] text-to-image sims; None = `sim.T` (one rank)
                           ids_all: torch.Tensor | None = None, # [N] ids of the columns; None = `ids` (one rank)
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    "For each text a negative image and for each image a negative text (column indices), drawn ∝ softmax(sim) over other ids; plus validity masks."
+    "A negative image per text and text per image (columns), drawn ∝ softmax(sim) over other ids; plus validity masks."
     ids = ids.to(sim.device).view(-1)
     ids_all = ids if ids_all is None else ids_all.to(sim.device).view(-1)
     other = ids[:, None] != ids_all[None, :]
@@ -1041,7 +1086,7 @@ def sample_hard_negatives(sim: torch.Tensor, # [B, N] image-to-text similarities
         w = s.float().softmax(1) * other
         w = torch.where(w.sum(1, keepdim=True) > 0, w, other.float())   # underflow: uniform over the other ids
         valid = other.any(1)
-        w[~valid] = 1.                                                   # no negative exists: draw anything, mark invalid
+        w[~valid] = 1.                                                   # no negative: draw anything, mark invalid
         return torch.multinomial(w, 1, generator=generator).squeeze(1), valid
     neg_img_for_txt, valid_t = draw(sim.T if sim_t2i is None else sim_t2i)
     neg_txt_for_img, valid_i = draw(sim)
@@ -1063,12 +1108,13 @@ def itm_loss(itm_logits: Callable, # (vision states, tokens, image_index) -> [N,
              ids: torch.Tensor, # [B] ids
              temp: torch.Tensor | float, # ITC temperature
              generator: torch.Generator | None = None, # RNG for the negative draws
-             gather: Callable | None = None, # all-gather across ranks (with grad): negatives come from every rank's batch
+             gather: Callable | None = None, # all-gather across ranks (with grad): negatives from every rank's batch
             ) -> torch.Tensor:
     "BLIP's ITM loss: positives + one hard negative image per text + one hard negative text per image."
     ids = ids.to(feats.device).view(-1)
     if gather:   # as BLIP does: negatives drawn from the world batch, vision states gathered with their gradient
-        tokens = pad_tokens(tokens, int(gather(torch.tensor([tokens['input_ids'].shape[1]], device=feats.device)).max()))
+        tokens = pad_tokens(tokens,
+                            int(gather(torch.tensor([tokens['input_ids'].shape[1]], device=feats.device)).max()))
         feats_all, img_all, txt_all, ids_all = gather(feats), gather(img), gather(txt), gather(ids)
         tok_all = {k: gather(v) for k, v in tokens.items()}
     else: feats_all, img_all, txt_all, ids_all, tok_all = feats, img, txt, ids, tokens
@@ -1176,11 +1222,13 @@ BLIP_KEY_MAP = [
     ('visual_encoder.blocks.#.mlp.fc1.', 'vision_model.encoder.layers.#.mlp.fc1.'),
     ('visual_encoder.blocks.#.mlp.fc2.', 'vision_model.encoder.layers.#.mlp.fc2.'),
     ('visual_encoder.norm.', 'vision_model.post_layernorm.'),
-    ('text_encoder.', 'text_encoder.'), ('vision_proj.', 'vision_proj.'), ('text_proj.', 'text_proj.'), ('itm_head.', 'itm_head.'),
+    ('text_encoder.', 'text_encoder.'), ('vision_proj.', 'vision_proj.'), ('text_proj.', 'text_proj.'),
+    ('itm_head.', 'itm_head.'),
 ]
 # training-only state of the original model, dropped by name (with the reason reported)
 BLIP_IGNORED = [(r'^(visual_encoder_m|text_encoder_m|vision_proj_m|text_proj_m)\.', 'momentum encoder (training only)'),
-                (r'^(image_queue|text_queue|idx_queue|ptr_queue|queue_ptr)$', 'ITC queue (training only; BLIP: ptr_queue, LAVIS: queue_ptr)'),
+                (r'^(image_queue|text_queue|idx_queue|ptr_queue|queue_ptr)$',
+                 'ITC queue (training only; BLIP: ptr_queue, LAVIS: queue_ptr)'),
                 (r'^text_encoder\.embeddings\.position_ids$', 'position id buffer (rebuilt)')]
 
 def _key_rx(prefix: str):
@@ -1203,26 +1251,35 @@ def convert_original_blip(sd: dict, # original BLIP/LAVIS state dict (already un
                           target: dict, # the target model's state dict (`BlipRetrieval.state_dict()`): names and shapes
                           strict: bool = True, # refuse on any unexpected, missing or mismatched key
                          ) -> tuple[dict, dict]:
-    "Rename an original BLIP state dict onto `BlipRetrieval` keys; return `(state_dict, report)`; nothing dropped silently."
+    "Rename an original BLIP state dict onto `BlipRetrieval` keys; return `(state_dict, report)`; no silent drops."
     rep = dict(mapped=0, ignored={}, unexpected=[], missing=[], mismatched=[], resized=[], defaulted=[])
     out = {}
     for k, v in sd.items():
         why = next((r for p, r in BLIP_IGNORED if re.match(p, k)), None)
-        if why: rep['ignored'][k] = why; continue
+        if why:
+            rep['ignored'][k] = why
+            continue
         nk = 'temp' if k == 'temp' else (('net.' + m) if (m := _map_key(k)) else None)
-        if nk is None or nk not in target: rep['unexpected'].append(k if nk is None else f'{k} (-> {nk})'); continue
+        if nk is None or nk not in target:
+            rep['unexpected'].append(k if nk is None else f'{k} (-> {nk})')
+            continue
         v = v.reshape(target[nk].shape) if k == 'temp' else v
         if nk.endswith('position_embedding') and v.shape != target[nk].shape and v.shape[-1] == target[nk].shape[-1]:
-            v = interpolate_pos_embed(v, target[nk].shape[1] - 1); rep['resized'].append(f'{k}: {tuple(sd[k].shape)} -> {tuple(v.shape)}')
-        if v.shape != target[nk].shape: rep['mismatched'].append(f'{k}: {tuple(v.shape)} vs target {nk} {tuple(target[nk].shape)}'); continue
-        out[nk] = v; rep['mapped'] += 1
+            v = interpolate_pos_embed(v, target[nk].shape[1] - 1)
+            rep['resized'].append(f'{k}: {tuple(sd[k].shape)} -> {tuple(v.shape)}')
+        if v.shape != target[nk].shape:
+            rep['mismatched'].append(f'{k}: {tuple(v.shape)} vs target {nk} {tuple(target[nk].shape)}')
+            continue
+        out[nk] = v
+        rep['mapped'] += 1
     rep['missing'] = sorted(set(target) - set(out))
     if 'temp' in rep['missing']:   # BlipITM checkpoints carry no ITC temperature: it only scales ITC training logits
         rep['missing'].remove('temp')
         rep['defaulted'] = [f"temp = {float(target['temp']):g} (the checkpoint has none; only ITC training uses it)"]
     bad = {k: rep[k] for k in ('unexpected', 'missing', 'mismatched') if rep[k]}
     if bad and strict:
-        raise ConfigError('original BLIP checkpoint does not fit the target model; refusing to drop or invent weights:\n' +
+        raise ConfigError('original BLIP checkpoint does not fit the target model; '
+                          'refusing to drop or invent weights:\n' +
                           '\n'.join(f'  {k} ({len(v)}): ' + ', '.join(v) for k, v in bad.items()) +
                           '\nPass strict=False to load anyway and inspect the report.')
     return out, rep
@@ -1233,7 +1290,9 @@ def export_original_blip(model: BlipRetrieval, # a blip-backend model
     "`model`'s weights in the original BLIP key layout (for Salesforce's BLIP/LAVIS code)."
     sd = {}
     for k, v in model.state_dict().items():
-        if k == 'temp': sd[k] = v.detach().clone(); continue
+        if k == 'temp':
+            sd[k] = v.detach().clone()
+            continue
         ok = _map_key(k[len('net.'):], reverse=True)
         if ok is None: raise ConfigError(f'{k} has no original BLIP name')
         sd[ok] = v.detach().clone()
@@ -1241,13 +1300,15 @@ def export_original_blip(model: BlipRetrieval, # a blip-backend model
 
 # %% ../nbs/04_models.ipynb #91028917
 def read_original_blip(path: str | Path) -> dict:
-    "State dict of an original BLIP/LAVIS `.pth` (`{'model': sd}`, `{'state_dict': sd}` or bare; `module.` stripped), `weights_only`."
+    "State dict of a BLIP/LAVIS `.pth` (under 'model', 'state_dict' or bare; `module.` stripped), `weights_only`."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f'BLIP checkpoint {path} does not exist')
     try: ck = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
-        raise ConfigError(f'{path}: refusing to unpickle arbitrary objects (torch.load weights_only=True failed: {str(e).splitlines()[0]}). '
-                          "Where you trust the file, re-save just its weights: torch.save({'model': ck['model']}, 'clean.pth').") from None
+        raise ConfigError(f'{path}: refusing to unpickle arbitrary objects '
+                          f'(torch.load weights_only=True failed: {str(e).splitlines()[0]}). '
+                          "Where you trust the file, re-save just its weights: "
+                          "torch.save({'model': ck['model']}, 'clean.pth').") from None
     sd = ck.get('model', ck.get('state_dict', ck)) if isinstance(ck, dict) else None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ConfigError(f"{path}: expected a state dict of tensors (optionally under 'model' or 'state_dict')")
@@ -1261,15 +1322,20 @@ def blip_config_from_original(sd: dict, # original BLIP state dict
     "Infer a `BlipConfig` from an original BLIP state dict's shapes (heads from `head_dim`)."
     from transformers import BlipConfig
     def count(rx): return 1 + max(int(m.group(1)) for k in sd if (m := re.match(rx, k)))
-    vw = sd['visual_encoder.cls_token'].shape[-1]; patch = sd['visual_encoder.patch_embed.proj.weight'].shape[-1]
+    vw = sd['visual_encoder.cls_token'].shape[-1]
+    patch = sd['visual_encoder.patch_embed.proj.weight'].shape[-1]
     grid = math.isqrt(sd['visual_encoder.pos_embed'].shape[1] - 1)
-    we = sd['text_encoder.embeddings.word_embeddings.weight']; tw = we.shape[1]
-    vision = dict(hidden_size=vw, intermediate_size=sd['visual_encoder.blocks.0.mlp.fc1.weight'].shape[0], num_hidden_layers=count(r'visual_encoder\.blocks\.(\d+)\.'),
+    we = sd['text_encoder.embeddings.word_embeddings.weight']
+    tw = we.shape[1]
+    vision = dict(hidden_size=vw, intermediate_size=sd['visual_encoder.blocks.0.mlp.fc1.weight'].shape[0],
+                  num_hidden_layers=count(r'visual_encoder\.blocks\.(\d+)\.'),
                   num_attention_heads=vw // head_dim, image_size=grid * patch, patch_size=patch, layer_norm_eps=1e-6)
-    text = dict(vocab_size=we.shape[0], hidden_size=tw, intermediate_size=sd['text_encoder.encoder.layer.0.intermediate.dense.weight'].shape[0],
+    text = dict(vocab_size=we.shape[0], hidden_size=tw,
+                intermediate_size=sd['text_encoder.encoder.layer.0.intermediate.dense.weight'].shape[0],
                 num_hidden_layers=count(r'text_encoder\.encoder\.layer\.(\d+)\.'), num_attention_heads=tw // head_dim,
                 max_position_embeddings=sd['text_encoder.embeddings.position_embeddings.weight'].shape[0],
-                bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id, sep_token_id=tokenizer.sep_token_id, eos_token_id=tokenizer.sep_token_id)
+                bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id,
+                sep_token_id=tokenizer.sep_token_id, eos_token_id=tokenizer.sep_token_id)
     return BlipConfig(vision_config=vision, text_config=text, image_text_hidden_size=sd['vision_proj.weight'].shape[0])
 
 # %% ../nbs/04_models.ipynb #d3375312
@@ -1279,18 +1345,23 @@ def load_original_blip(path: str | Path, # original BLIP/LAVIS .pth
                        offline: bool | None = None, # never download the tokenizer (default: HF_HUB_OFFLINE)
                        head_dim: int = 64, # attention head width, when no config.json says otherwise
                       ) -> BlipRetrieval:
-    "Build a `BlipRetrieval` from an original BLIP/LAVIS checkpoint; `model.conversion_report` lists what was mapped, ignored, resized."
+    "A `BlipRetrieval` from an original BLIP/LAVIS .pth; its `conversion_report` lists mapped/ignored/resized keys."
     from transformers import BlipConfig, BlipForImageTextRetrieval
-    path = Path(path); cfg = cfg or get_config('tiny', backend='blip')
+    path = Path(path)
+    cfg = cfg or get_config('tiny', backend='blip')
     sd = read_original_blip(path)
-    if any((path.parent/f).is_file() for f in ('tokenizer.json', 'vocab.txt', 'tokenizer_config.json')): tok = blip_tokenizer(path.parent, offline)
+    if any((path.parent/f).is_file() for f in ('tokenizer.json', 'vocab.txt', 'tokenizer_config.json')):
+        tok = blip_tokenizer(path.parent, offline)
     else:
         try: tok = blip_tokenizer('bert-base-uncased', offline)
         except OSError as e:
-            raise WeightsNotFound(f'{path}: no tokenizer beside it and bert-base-uncased is not available offline. Put BLIP\'s vocab.txt '
-                                  f'(bert-base-uncased) in {path.parent}, or run `huggingface-cli download bert-base-uncased --local-dir X` elsewhere and copy X/vocab.txt there.') from e
+            raise WeightsNotFound(f'{path}: no tokenizer beside it and bert-base-uncased is not available offline. '
+                                  f'Put BLIP\'s vocab.txt (bert-base-uncased) in {path.parent}, '
+                                  'or run `huggingface-cli download bert-base-uncased --local-dir X` elsewhere '
+                                  'and copy X/vocab.txt there.') from e
     cj = path.parent/'config.json'
-    bc = BlipConfig.from_json_file(str(cj)) if cj.is_file() and json.loads(cj.read_text()).get('model_type') == 'blip' else blip_config_from_original(sd, tok, head_dim)
+    bc = (BlipConfig.from_json_file(str(cj)) if cj.is_file() and json.loads(cj.read_text()).get('model_type') == 'blip'
+          else blip_config_from_original(sd, tok, head_dim))
     bc.vision_config.layer_norm_eps = 1e-6
     if cfg.image_size: bc.vision_config.image_size = cfg.image_size
     model = BlipRetrieval(cfg, BlipForImageTextRetrieval(bc), tok)
@@ -1320,14 +1391,17 @@ def save_checkpoint(model: RetrievalModel, # the model to save
                    ) -> Path:
     "Write `model` as an aliret checkpoint folder (safetensors + aliret.json, tokenizer for BLIP); return the folder."
     from safetensors.torch import save_model
-    d = Path(folder); d.mkdir(parents=True, exist_ok=True)
+    d = Path(folder)
+    d.mkdir(parents=True, exist_ok=True)
     (d/CHECKPOINT_JSON).unlink(missing_ok=True)
     tmp = d/f'.{CHECKPOINT_WEIGHTS}.tmp'
-    save_model(model, str(tmp)); os.replace(tmp, d/CHECKPOINT_WEIGHTS)
+    save_model(model, str(tmp))
+    os.replace(tmp, d/CHECKPOINT_WEIGHTS)
     shutil.rmtree(d/'tokenizer', ignore_errors=True)   # never leave another model's tokenizer behind
     model.save_extras(d)
-    write_json(d/CHECKPOINT_JSON, dict(format=CHECKPOINT_FORMAT, backend=model.backend, config=asdict(model.cfg), arch=model.arch,
-                                       step=int(step), metrics=metrics or {}, versions=package_versions(), **extra))
+    write_json(d/CHECKPOINT_JSON, dict(format=CHECKPOINT_FORMAT, backend=model.backend, config=asdict(model.cfg),
+                                       arch=model.arch, step=int(step), metrics=metrics or {},
+                                       versions=package_versions(), **extra))
     return d
 
 # %% ../nbs/04_models.ipynb #2792bcdf
@@ -1336,9 +1410,11 @@ def read_checkpoint_meta(folder: str | Path) -> dict:
     p = Path(folder)/CHECKPOINT_JSON
     if not p.is_file():
         hint = ' (it looks like an original BLIP .pth: use model=<file>)' if Path(folder).is_file() else ''
-        raise FileNotFoundError(f'{folder} is not a complete aliret checkpoint: {CHECKPOINT_JSON} missing{hint}. Checkpoints are written by save_checkpoint.')
+        raise FileNotFoundError(f'{folder} is not a complete aliret checkpoint: {CHECKPOINT_JSON} missing{hint}. '
+                                'Checkpoints are written by save_checkpoint.')
     meta = json.loads(p.read_text(encoding='utf-8'))
-    if meta.get('format') != CHECKPOINT_FORMAT: raise ConfigError(f"{p}: checkpoint format {meta.get('format')!r}, this aliret reads {CHECKPOINT_FORMAT}")
+    if meta.get('format') != CHECKPOINT_FORMAT:
+        raise ConfigError(f"{p}: checkpoint format {meta.get('format')!r}, this aliret reads {CHECKPOINT_FORMAT}")
     return meta
 
 # %% ../nbs/04_models.ipynb #74c5ecde
@@ -1369,7 +1445,8 @@ def check_checkpoint_fits(folder: str | Path, # checkpoint folder
                          ):
     "Refuse a checkpoint whose backend or model fields differ from the run's, naming both."
     if said := model_mismatch(stored, expect):
-        raise ConfigError(f'{folder} does not belong to this run ({said}): move it out of the run folder or change the run config')
+        raise ConfigError(f'{folder} does not belong to this run ({said}): '
+                          'move it out of the run folder or change the run config')
 
 # %% ../nbs/04_models.ipynb #f37acdc8
 def load_checkpoint(folder: str | Path, # checkpoint folder written by `save_checkpoint`
@@ -1387,9 +1464,12 @@ def load_checkpoint(folder: str | Path, # checkpoint folder written by `save_che
     model = backend_class(meta['backend']).from_arch(cfg, meta['arch'], Path(folder))
     try: missing, unexpected = load_model(model, str(Path(folder)/CHECKPOINT_WEIGHTS), strict=False)
     except (SafetensorError, OSError) as e:
-        raise DamagedState(f'{Path(folder)/CHECKPOINT_WEIGHTS}: unreadable ({type(e).__name__}: {e}); use another checkpoint '
+        raise DamagedState(f'{Path(folder)/CHECKPOINT_WEIGHTS}: unreadable ({type(e).__name__}: {e}); '
+                           'use another checkpoint '
                            '(a resumed training run sets a damaged one aside by itself)') from None
-    if missing or unexpected: raise ConfigError(f'{folder}: weights do not fit the stored architecture; missing {missing}, unexpected {unexpected}')
+    if missing or unexpected:
+        raise ConfigError(f'{folder}: weights do not fit the stored architecture; '
+                          f'missing {missing}, unexpected {unexpected}')
     model.checkpoint = meta
     return model.to(device or pick_device(cfg.device)).eval()
 
@@ -1407,16 +1487,22 @@ def check_backend(cfg: Config, # what to build
                   device: str | None = None, # default `pick_device(cfg.device)`
                  ) -> dict:
     "Build, save, reload, embed and score with both models; return sizes, timings and the largest differences."
-    t0 = time.time(); m = build_model(cfg, vocab_texts, device=device, offline=True); t1 = time.time()
-    save_checkpoint(m, folder, step=0); m2 = load_checkpoint(folder, device=device); t2 = time.time()
+    t0 = time.time()
+    m = build_model(cfg, vocab_texts, device=device, offline=True)
+    t1 = time.time()
+    save_checkpoint(m, folder, step=0)
+    m2 = load_checkpoint(folder, device=device)
+    t2 = time.time()
     res = {}
     for name, x in (('orig', m), ('reloaded', m2)):
         px = torch.stack([x.image_transform(Image.open(p).convert('RGB')) for p in images])
-        res[name] = (x.embed_images(images, workers=0), x.embed_texts(texts), x.itm_scores(px, x.tokenize(texts)).cpu().numpy())
+        res[name] = (x.embed_images(images, workers=0), x.embed_texts(texts),
+                     x.itm_scores(px, x.tokenize(texts)).cpu().numpy())
     diff = [float(np.abs(a - b).max()) for a, b in zip(res['orig'], res['reloaded'])]
     return dict(backend=cfg.backend, preset=cfg.name, model=cfg.model,
                 params_m=round(sum(p.numel() for p in m.parameters()) / 1e6, 2), embed_dim=m.embed_dim,
-                build_s=round(t1 - t0, 2), save_load_s=round(t2 - t1, 2), max_diff_img=diff[0], max_diff_txt=diff[1], max_diff_itm=diff[2],
+                build_s=round(t1 - t0, 2), save_load_s=round(t2 - t1, 2),
+                max_diff_img=diff[0], max_diff_txt=diff[1], max_diff_itm=diff[2],
                 status='ok' if max(diff) == 0 else 'MISMATCH')
 
 # %% ../nbs/04_models.ipynb #254d36cd
@@ -1435,6 +1521,8 @@ def check_backends(folder: str | Path, # scratch folder for checkpoints
         for backend in backend_names():
             cfg = get_config(preset, backend=backend, **overrides)
             ok, why = weights_available(cfg)
-            if not ok: rows.append(dict(backend=backend, preset=preset, status=f'skipped: {why}')); continue
+            if not ok:
+                rows.append(dict(backend=backend, preset=preset, status=f'skipped: {why}'))
+                continue
             rows.append(check_backend(cfg, Path(folder)/f'{preset}-{backend}', images, texts, vocab_texts, device))
     return pd.DataFrame(rows)
