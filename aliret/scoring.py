@@ -8,8 +8,8 @@ import argparse, hashlib, json, os, re, signal, sys, time
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 import numpy as np, pandas as pd, torch
-from .core import (AliretError, DAMAGED, DamagedState, SUCCESS, set_aside, atomic_open, atomic_write, write_json, is_complete, ConfigError, get_config, pick_device, stream_process,
-                         child_env)
+from .core import (AliretError, DAMAGED, DamagedState, SUCCESS, set_aside, atomic_open, atomic_write, write_json,
+                         is_complete, ConfigError, get_config, pick_device, stream_process, child_env)
 from .models import ImageFiles, build_model, load_checkpoint
 from .train import dist_env, read_table
 from .data import resolve_data_dir
@@ -36,7 +36,8 @@ def resolve_head(model, # a model from `aliret.models`
     if head == 'auto': return 'itm' if model.has_itm else 'itc'
     if head not in HEADS: raise ConfigError(f"head must be 'auto', 'itm' or 'itc', got {head!r}")
     if head == 'itm' and not model.has_itm:
-        raise ConfigError(f"the {model.backend} backend has no ITM head (its itm_scores is the ITC cosine): use head='itc', or a model with an ITM head")
+        raise ConfigError(f"the {model.backend} backend has no ITM head (its itm_scores is the ITC cosine): use "
+                          "head='itc', or a model with an ITM head")
     return head
 
 # %% ../nbs/05_itm_distribution.ipynb #0548e635
@@ -54,13 +55,14 @@ def resolve_heads(model, # a model from `aliret.models`
 
 # %% ../nbs/05_itm_distribution.ipynb #23e81e9f
 def score_heads(model, # a model from `aliret.models`
-                pixel_values: torch.Tensor, # [N, 3, H, W] uint8 from `model.image_files`, or floats from `image_transform`
+                pixel_values: torch.Tensor, # [N, 3, H, W] uint8 (`model.image_files`) or floats (`image_transform`)
                 captions: Sequence[str], # N captions, aligned with the images
                 heads: Sequence[str], # 'itm' and/or 'itc' (see `resolve_heads`)
                ) -> dict:
-    "Scores of N aligned (image, caption) pairs per head (ITM match probability, ITC cosine), float32 `[N]`, one vision pass."
+    "Float32 `[N]` scores per head (ITM probability, ITC cosine) of N aligned (image, caption) pairs; one vision pass."
     tokens = model.tokenize([str(c) for c in captions])
-    if pixel_values.dtype == torch.uint8: pixel_values = model.normalize(pixel_values.to(model.device, non_blocking=True))
+    if pixel_values.dtype == torch.uint8:
+        pixel_values = model.normalize(pixel_values.to(model.device, non_blocking=True))
     return {h: s.cpu().numpy() for h, s in model.pair_scores(pixel_values, tokens, tuple(heads)).items()}
 
 # %% ../nbs/05_itm_distribution.ipynb #a768f225
@@ -80,7 +82,7 @@ def table_fingerprint(table: pd.DataFrame, # table with `image_path` and the cap
                       caption_col: str = 'caption', # the caption column being scored
                       block: int = 500_000, # rows hashed at a time
                      ) -> str:
-    "Short hash of the table's row ids, image paths and captions, in order (the same whatever pandas string dtype holds them)."
+    "Short hash of the table's row ids, image paths and captions, in order (the same for any pandas string dtype)."
     miss = [c for c in ('image_path', caption_col) if c not in table.columns]
     if miss: raise ValueError(f'table lacks column(s) {miss}; it has {list(table.columns)}')
     h = hashlib.sha1(f'{len(table)}'.encode())
@@ -89,7 +91,8 @@ def table_fingerprint(table: pd.DataFrame, # table with `image_path` and the cap
         col = table[c]
         for a in range(0, len(table), block):
             v = col.iloc[a:a + block].astype(str).to_numpy(dtype=object)
-            h.update(pd.util.hash_array(v, categorize=False).astype('<u8').tobytes())   # categorize=False: same hashes, 5x faster on unique strings
+            # categorize=False: same hashes, 5x faster on unique strings
+            h.update(pd.util.hash_array(v, categorize=False).astype('<u8').tobytes())
     return h.hexdigest()[:16]
 
 # %% ../nbs/05_itm_distribution.ipynb #d8b4a815
@@ -98,7 +101,8 @@ def weights_digest(model: torch.nn.Module) -> str:
     h = hashlib.sha1()
     for k, v in sorted(model.state_dict().items()):
         t = v.detach().cpu().contiguous().reshape(-1)
-        h.update(f'{k}|{t.dtype}|{tuple(v.shape)}|'.encode()); h.update(t.view(torch.uint8).numpy().tobytes())
+        h.update(f'{k}|{t.dtype}|{tuple(v.shape)}|'.encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
 
 # %% ../nbs/05_itm_distribution.ipynb #b488b834
@@ -147,7 +151,7 @@ def auto_chunk_size(n: int, # rows of the table
                     per_shard: int = 8, # chunks wanted per shard
                     max_rows: int = 50_000, # largest chunk
                    ) -> int:
-    "Rows per chunk: about `per_shard` chunks per shard, a multiple of `batch_size`, at most `max_rows` (rounded to batches)."
+    "Rows per chunk: ~`per_shard` chunks a shard, a multiple of `batch_size`, at most `max_rows` (rounded to batches)."
     want = -(-max(n, 1) // (world_size * per_shard))
     c = -(-want // batch_size) * batch_size
     return int(min(c, max(batch_size, max_rows // batch_size * batch_size)))
@@ -183,7 +187,8 @@ def list_chunks(d: str | Path) -> dict:
 def shard_dirs(out_dir: str | Path) -> list[Path]:
     "Shard folders under `out_dir`, by name (= by start row)."
     out = Path(out_dir)
-    return sorted(p for p in out.iterdir() if p.is_dir() and SHARD_RE.match(p.name)) if out.is_dir() else []   # not `.damaged` ones
+    # not `.damaged` ones
+    return sorted(p for p in out.iterdir() if p.is_dir() and SHARD_RE.match(p.name)) if out.is_dir() else []
 
 # %% ../nbs/05_itm_distribution.ipynb #f3cfa83f
 def read_manifest(d: str | Path) -> dict:
@@ -194,8 +199,9 @@ def read_manifest(d: str | Path) -> dict:
 def write_chunk(path: Path, pos, rows, score, status, reason) -> Path:
     "Write one chunk's columns as Parquet, atomically."
     import pyarrow as pa, pyarrow.parquet as pq
-    t = pa.table(dict(pos=pa.array(pos, pa.int64()), row=pa.array(rows, pa.int64()), score=pa.array(score, pa.float32()),
-                      status=pa.array(status, pa.string()), reason=pa.array(reason, pa.string())))
+    t = pa.table(dict(pos=pa.array(pos, pa.int64()), row=pa.array(rows, pa.int64()),
+                      score=pa.array(score, pa.float32()), status=pa.array(status, pa.string()),
+                      reason=pa.array(reason, pa.string())))
     with atomic_open(path, 'wb') as f: pq.write_table(t, f)
     return path
 
@@ -213,8 +219,10 @@ def _check_resume(d: Path, old: dict, new: dict):
     diff = [k for k in _JOB_KEYS + ('start', 'end') if old.get(k) != new.get(k)]
     diff += [f'scorer {k}' for k in scorer_mismatch(old['scorer'], new['scorer'])]
     if diff:
-        shown = '; '.join(f"{k}: {old.get(k, old['scorer'].get(k[7:]))!r} there, {new.get(k, new['scorer'].get(k[7:]))!r} now" for k in diff)
-        raise ShardError(f'{d} holds scores of another job ({shown}). Score into a new output folder, or delete {d} to redo it.')
+        shown = '; '.join(f"{k}: {old.get(k, old['scorer'].get(k[7:]))!r} there, "
+                          f"{new.get(k, new['scorer'].get(k[7:]))!r} now" for k in diff)
+        raise ShardError(f'{d} holds scores of another job ({shown}). Score into a new output folder, or delete {d} to '
+                         'redo it.')
 
 # %% ../nbs/05_itm_distribution.ipynb #b46f67dd
 def _check_siblings(out: Path, me: Path, new: dict):
@@ -224,8 +232,10 @@ def _check_siblings(out: Path, me: Path, new: dict):
         try: m = read_manifest(d)
         except (OSError, ValueError): continue
         if m.get('start', 0) < new['end'] and new['start'] < m.get('end', 0):
-            raise ShardError(f"{out} already holds {d.name} (rows [{m['start']}, {m['end']}), written by {m.get('world_size', '?')} rank(s)), "
-                             f"which overlaps this shard [{new['start']}, {new['end']}): resume with the same number of ranks and chunk size, or score into a new folder")
+            raise ShardError(f"{out} already holds {d.name} (rows [{m['start']}, {m['end']}), written by "
+                             f"{m.get('world_size', '?')} rank(s)), "
+                             f"which overlaps this shard [{new['start']}, {new['end']}): resume with the same number "
+                             "of ranks and chunk size, or score into a new folder")
 
 # %% ../nbs/05_itm_distribution.ipynb #997e589b
 CHUNK_COLUMNS = ('pos', 'row', 'score', 'status', 'reason')
@@ -236,7 +246,8 @@ def chunk_problem(path: str | Path, # a chunk file
     "Why chunk file `path` is damaged (footer unreadable, row count or columns wrong), or None; reads only the footer."
     import pyarrow as pa, pyarrow.parquet as pq
     try: md = pq.ParquetFile(path).metadata
-    except (OSError, ValueError, pa.ArrowException) as e: return f'not a readable Parquet file ({type(e).__name__}: {e})'
+    except (OSError, ValueError, pa.ArrowException) as e:
+        return f'not a readable Parquet file ({type(e).__name__}: {e})'
     if md.num_rows != n_rows: return f'{md.num_rows} rows, its range holds {n_rows}'
     if missing := [c for c in CHUNK_COLUMNS if c not in md.schema.names]: return f'columns {missing} missing'
     return None
@@ -256,7 +267,7 @@ def verified_chunks(d: str | Path, # a shard folder
 
 # %% ../nbs/05_itm_distribution.ipynb #ff48639c
 def manifest_problem(d: str | Path) -> str | None:
-    "Why shard folder `d`'s manifest is damaged (present but unreadable or incomplete), or None (also when it is absent)."
+    "Why shard folder `d`'s manifest is damaged (present but unreadable or incomplete), or None (also if absent)."
     f = Path(d)/MANIFEST
     if not f.is_file(): return None
     try: m = read_manifest(d)
@@ -271,12 +282,13 @@ def head_dirs(out_dir: str | Path, # the scores folder; with several heads it ho
     "The scores folder of each head (`{head}` in `out_dir` filled in)."
     s = str(out_dir)
     if len(heads) > 1 and '{head}' not in s:
-        raise ConfigError(f"scoring several heads ({', '.join(heads)}) at once needs an output folder with {{head}} in it, e.g. run/scores-{{head}}; got {s}")
+        raise ConfigError(f"scoring several heads ({', '.join(heads)}) at once needs an output folder with {{head}} in "
+                          f"it, e.g. run/scores-{{head}}; got {s}")
     return {h: Path(s.replace('{head}', h)) for h in heads}
 
 # %% ../nbs/05_itm_distribution.ipynb #64da10fe
 def _open_shard(out: Path, man: dict, log: Callable) -> Path:
-    "Shard folder of `man`'s rows under `out`: its manifest checked (or written first), damage set aside, temp files removed."
+    "Shard folder of `man`'s rows in `out`: manifest checked (or written first), damage set aside, temp files removed."
     d = shard_dir(out, man['start'], man['end'])
     if why := manifest_problem(d): set_aside(d, why, then='the shard is scored again', log=log)
     if (d/MANIFEST).is_file(): _check_resume(d, read_manifest(d), man)
@@ -301,7 +313,7 @@ def score_chunks(model, # a model from `aliret.models`
                  bs: int, # pairs per batch
                  workers: int, # image-decoding worker processes
                 ) -> Iterator:
-    "Yield `(a, b, {head: scores}, ok, reason)` per chunk of `todo`, from one loader whose workers prefetch across chunks."
+    "Yield `(a, b, {head: scores}, ok, reason)` per chunk of `todo` from one loader (workers prefetch across chunks)."
     from torch.utils.data import DataLoader
     if not todo: return
     dl = DataLoader(model.image_files(paths), batch_sampler=_chunk_batches(todo, start, bs), num_workers=workers,
@@ -321,15 +333,21 @@ def score_chunks(model, # a model from `aliret.models`
 # %% ../nbs/05_itm_distribution.ipynb #1a4fa09a
 def _shard_manifest(model, table: pd.DataFrame, caption_col: str, start: int, end: int | None, batch_size: int,
                     chunk_size: int, by_rank: bool) -> dict:
-    "The manifest of a shard of rows `[start, end)`, range and sizes checked: what a resume and the merge compare against."
-    n = len(table); end = n if end is None else int(end); start = int(start)
-    if not 0 <= start <= end <= n: raise ValueError(f'start/end must satisfy 0 <= start <= end <= {n} (rows of the table), got {start}, {end}')
-    bs = int(batch_size or model.cfg.eval_batch_size); cs = int(chunk_size or auto_chunk_size(n, bs))
-    if cs % bs: raise ConfigError(f'chunk_size {cs} must be a multiple of batch_size {bs}: batches then hold the same rows '
-                                  'in every run, so sharded scores equal single-process ones')
+    "Manifest of a shard of rows `[start, end)`, range and sizes checked: what a resume and the merge compare against."
+    n = len(table)
+    end = n if end is None else int(end)
+    start = int(start)
+    if not 0 <= start <= end <= n:
+        raise ValueError(f'start/end must satisfy 0 <= start <= end <= {n} (rows of the table), got {start}, {end}')
+    bs = int(batch_size or model.cfg.eval_batch_size)
+    cs = int(chunk_size or auto_chunk_size(n, bs))
+    if cs % bs:
+        raise ConfigError(f'chunk_size {cs} must be a multiple of batch_size {bs}: batches then hold the same rows '
+                          'in every run, so sharded scores equal single-process ones')
     env = dist_env()
-    return dict(format=SHARD_FORMAT, fingerprint=table_fingerprint(table, caption_col), n_rows=n, caption_col=caption_col,
-                start=start, end=end, chunk_size=cs, batch_size=bs, rank=env.rank, world_size=env.world_size, by_rank=by_rank)
+    return dict(format=SHARD_FORMAT, fingerprint=table_fingerprint(table, caption_col), n_rows=n,
+                caption_col=caption_col, start=start, end=end, chunk_size=cs, batch_size=bs, rank=env.rank,
+                world_size=env.world_size, by_rank=by_rank)
 
 # %% ../nbs/05_itm_distribution.ipynb #2e055d45
 def _finish_shard(dirs: dict, # head -> shard folder
@@ -340,15 +358,16 @@ def _finish_shard(dirs: dict, # head -> shard folder
     "Mark every head's shard folder complete (once) and say so; return `res`."
     for d in dirs.values():
         if not is_complete(d): atomic_write(d/SUCCESS, json.dumps(res) + '\n')
-    log(f"{name}: complete, {res['end'] - res['start']} rows x {len(res['heads'])} head(s) ({res['skipped_chunks']} chunks were already done)"
+    log(f"{name}: complete, {res['end'] - res['start']} rows x {len(res['heads'])} head(s) ({res['skipped_chunks']} "
+        "chunks were already done)"
         + (f", {res['pairs_per_s']:.0f} pairs/s" if res['rows'] else ''))
     return res
 
 # %% ../nbs/05_itm_distribution.ipynb #c72ff919
 def score_shard(model, # a model from `aliret.models`
                 table: pd.DataFrame, # the whole table (image_path + caption column; `row` ids if present)
-                out_dir: str | Path, # the run's scores folder (shard folders go inside); `{head}` in it for several heads
-                head: str = 'auto', # 'itm', 'itc', 'auto', 'all' or a comma list (see `resolve_heads`): one vision pass for all
+                out_dir: str | Path, # the run's scores folder (shard folders inside); `{head}` in it for several heads
+                head: str = 'auto', # 'itm', 'itc', 'auto', 'all' or a comma list (`resolve_heads`); one vision pass
                 start: int = 0, # first row position of this shard
                 end: int | None = None, # one past its last row (None = the table's end)
                 chunk_size: int = 0, # rows per chunk file (0 = `auto_chunk_size` for one rank)
@@ -356,16 +375,17 @@ def score_shard(model, # a model from `aliret.models`
                 workers: int | None = None, # image-decoding worker processes (None = `model.cfg.workers`)
                 caption_col: str = 'caption', # caption column to score
                 source: str = '', # where the model came from, recorded in the manifest
-                by_rank: bool = False, # the range was derived from the rank (recorded: the merge then names missing shards)
+                by_rank: bool = False, # range derived from the rank (recorded: the merge then names missing shards)
                 stop_after_chunks: int | None = None, # return (as if killed) after this many new chunks
-                kill_after_chunks: int | None = None, # SIGKILL this process after this many new chunks (subprocess tests only)
+                kill_after_chunks: int | None = None, # SIGKILL self after this many new chunks (subprocess tests only)
                 log: Callable = print, # where progress lines go
                ) -> dict:
     "Score rows `[start, end)` of `table` into a resumable shard folder per head; return its counts and rate."
     man = _shard_manifest(model, table, caption_col, start, end, batch_size, chunk_size, by_rank)
     start, end, bs, cs = man['start'], man['end'], man['batch_size'], man['chunk_size']
     heads = resolve_heads(model, head)
-    dirs = {h: _open_shard(o, {**man, 'scorer': describe_scorer(model, h, source)}, log) for h, o in head_dirs(out_dir, heads).items()}
+    dirs = {h: _open_shard(o, {**man, 'scorer': describe_scorer(model, h, source)}, log)
+            for h, o in head_dirs(out_dir, heads).items()}
     plan, done = chunk_ranges(start, end, cs), {h: verified_chunks(d, log) for h, d in dirs.items()}
     need = {c: [h for h in heads if c not in done[h]] for c in plan}
     todo = [c for c in plan if need[c]]
@@ -375,22 +395,30 @@ def score_shard(model, # a model from `aliret.models`
     caps = table[caption_col].iloc[start:end].astype(str).tolist()
     w = model.cfg.workers if workers is None else workers
     t_all, rows_new, failed_new, k = time.time(), 0, 0, 0
-    if todo and len(todo) < len(plan): log(f'{name}: resuming, {len(plan) - len(todo)} of {len(plan)} chunks already complete')
+    if todo and len(todo) < len(plan):
+        log(f'{name}: resuming, {len(plan) - len(todo)} of {len(plan)} chunks already complete')
     t0 = time.time()
     for a, b, score, ok, reason in score_chunks(model, paths, caps, todo, need, start, bs, w):
         status = np.where(ok, 'ok', 'failed')
-        for h, s in score.items(): write_chunk(chunk_file(dirs[h], a, b), np.arange(a, b), ids[a - start:b - start], s, status, reason)
-        dt = time.time() - t0; k += 1; rows_new += b - a; failed_new += int((~ok).sum())
-        log(f'{name}: {CHUNK_LOG} [{a}, {b}) {b - a} pairs x {len(score)} head(s) in {dt:.2f}s ({(b - a) / max(dt, 1e-9):.0f} pairs/s), '
+        for h, s in score.items():
+            write_chunk(chunk_file(dirs[h], a, b), np.arange(a, b), ids[a - start:b - start], s, status, reason)
+        dt = time.time() - t0
+        k += 1
+        rows_new += b - a
+        failed_new += int((~ok).sum())
+        log(f'{name}: {CHUNK_LOG} [{a}, {b}) {b - a} pairs x {len(score)} head(s) in {dt:.2f}s '
+            f'({(b - a) / max(dt, 1e-9):.0f} pairs/s), '
             f'{int((~ok).sum())} unreadable; {len(plan) - len(todo) + k}/{len(plan)} chunks')
-        if kill_after_chunks is not None and k >= kill_after_chunks and (a, b) != todo[-1]: os.kill(os.getpid(), signal.SIGKILL)
+        if kill_after_chunks is not None and k >= kill_after_chunks and (a, b) != todo[-1]:
+            os.kill(os.getpid(), signal.SIGKILL)
         if stop_after_chunks is not None and k >= stop_after_chunks and (a, b) != todo[-1]:
-            return dict(dir=str(dirs[heads[0]]), start=start, end=end, chunks=len(plan), new_chunks=k, rows=rows_new, failed=failed_new,
-                        seconds=time.time() - t_all, stopped=True)
+            return dict(dir=str(dirs[heads[0]]), start=start, end=end, chunks=len(plan), new_chunks=k, rows=rows_new,
+                        failed=failed_new, seconds=time.time() - t_all, stopped=True)
         t0 = time.time()
     secs = time.time() - t_all
-    res = dict(dir=str(dirs[heads[0]]), heads=heads, start=start, end=end, chunks=len(plan), new_chunks=k, skipped_chunks=len(plan) - k,
-               rows=rows_new, failed=failed_new, seconds=round(secs, 3), pairs_per_s=round(rows_new / secs, 1) if rows_new else None, stopped=False)
+    res = dict(dir=str(dirs[heads[0]]), heads=heads, start=start, end=end, chunks=len(plan), new_chunks=k,
+               skipped_chunks=len(plan) - k, rows=rows_new, failed=failed_new, seconds=round(secs, 3),
+               pairs_per_s=round(rows_new / secs, 1) if rows_new else None, stopped=False)
     return _finish_shard(dirs, res, name, log)
 
 # %% ../nbs/05_itm_distribution.ipynb #ba6f826c
@@ -400,7 +428,8 @@ def _expected_names(gaps: list, world: int | None, cs: int | None, n: int) -> li
     out = []
     for r in range(world):
         a, b = shard_range(n, r, world, cs)
-        if b > a and any(a < g1 and g0 < b for g0, g1 in gaps): out.append(f'{shard_dir("", a, b).name} (rank {r} of {world})')
+        if b > a and any(a < g1 and g0 < b for g0, g1 in gaps):
+            out.append(f'{shard_dir("", a, b).name} (rank {r} of {world})')
     return out
 
 # %% ../nbs/05_itm_distribution.ipynb #1b454c16
@@ -419,10 +448,12 @@ def _usable_shard(d: Path, # a shard folder
         return None, f'{d.name}: partial shard: no {MANIFEST}; run the same scoring command again to finish it'
     m = read_manifest(d)
     if (m.get('fingerprint'), m.get('n_rows'), m.get('caption_col')) != (fp, n, caption_col):
-        return None, (f"{d.name}: foreign shard: scored on another table (fingerprint {m.get('fingerprint')}, {m.get('n_rows')} rows, "
+        return None, (f"{d.name}: foreign shard: scored on another table (fingerprint {m.get('fingerprint')}, "
+                      f"{m.get('n_rows')} rows, "
                       f"column {m.get('caption_col')!r}; this table: {fp}, {n} rows, {caption_col!r})")
     if ref is not None and (bad := scorer_mismatch(ref[1]['scorer'], m['scorer'])):
-        return None, f"{d.name}: foreign shard: scored by another scorer than {ref[0].name} (differs in {', '.join(bad)})"
+        return None, (f"{d.name}: foreign shard: scored by another scorer than {ref[0].name} "
+                      f"(differs in {', '.join(bad)})")
     return m, None
 
 # %% ../nbs/05_itm_distribution.ipynb #5c449858
@@ -462,7 +493,7 @@ def _read_shards(shards: list, # (folder, manifest, chunks, plan) of shards that
                  ids: np.ndarray, # the table's row ids, by position
                  log: Callable, # where set-aside lines go
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    "Every row's score, status and reason from the chunk files, and what was wrong with any chunk (damaged ones set aside)."
+    "Every row's score, status and reason from the chunk files, and what was wrong with any chunk (damaged: set aside)."
     n, problems = len(ids), []
     score, seen = np.full(n, np.nan, np.float32), np.zeros(n, np.int32)
     status, reason = np.full(n, 'missing', object), np.full(n, '', object)
@@ -472,14 +503,18 @@ def _read_shards(shards: list, # (folder, manifest, chunks, plan) of shards that
             except (OSError, ValueError) as e:   # a damaged data page behind a sound footer
                 set_aside(have[(a, b)], f'unreadable ({type(e).__name__}: {e})',
                           then='run the same scoring command again to re-score it', log=log)
-                problems.append(f'{d.name}: chunk [{a}, {b}) damaged, set aside'); continue
+                problems.append(f'{d.name}: chunk [{a}, {b}) damaged, set aside')
+                continue
             p = c['pos'].to_numpy(np.int64)
             if len(c) != b - a or p.min() < a or p.max() >= b:
-                problems.append(f'{d.name}: chunk [{a}, {b}) holds {len(c)} rows at positions {p.min()}..{p.max()}'); continue
+                problems.append(f'{d.name}: chunk [{a}, {b}) holds {len(c)} rows at positions {p.min()}..{p.max()}')
+                continue
             if not np.array_equal(c['row'].to_numpy(np.int64), ids[p]):
-                problems.append(f'{d.name}: foreign shard: chunk [{a}, {b}) stores row ids that differ from the table'); continue
+                problems.append(f'{d.name}: foreign shard: chunk [{a}, {b}) stores row ids that differ from the table')
+                continue
             np.add.at(seen, p, 1)
-            score[p], status[p], reason[p] = c['score'].to_numpy(np.float32), c['status'].to_numpy(object), c['reason'].to_numpy(object)
+            score[p], status[p], reason[p] = (c['score'].to_numpy(np.float32), c['status'].to_numpy(object),
+                                              c['reason'].to_numpy(object))
     if (seen > 1).any():
         problems.append(f'duplicate rows: {int((seen > 1).sum())} rows appear in more than one chunk '
                         f'(first position {int(np.argmax(seen > 1))})')
@@ -491,8 +526,10 @@ def merge_scores(out_dir: str | Path, # the run's scores folder holding shard-* 
                  caption_col: str = 'caption', # the caption column that was scored
                  log: Callable = print, # where set-aside lines go
                 ) -> pd.DataFrame:
-    "`table` in input order plus `score`, `status`, `reason` from the shards; refuses missing, duplicate, partial or foreign shards by name."
-    out = Path(out_dir); n = len(table); fp = table_fingerprint(table, caption_col)
+    "`table` in input order plus `score`, `status`, `reason`; refuses missing, duplicate, partial or foreign shards."
+    out = Path(out_dir)
+    n = len(table)
+    fp = table_fingerprint(table, caption_col)
     dirs = shard_dirs(out)
     if not dirs: raise ShardError(f'{out}: no shard folders ({SHARD_PREFIX}*): run the scoring first')
     problems, shards, ref = [], [], None
@@ -541,8 +578,10 @@ def read_scores(run_dir: str | Path, # a finished 05_itm_distribution run folder
     "The merged scores of one head from a scoring run folder, checked against `table` when given."
     d = Path(run_dir)
     heads = sorted(p.name[len('scores-'):-len('.parquet')] for p in d.glob('scores-*.parquet'))
-    if not heads: raise FileNotFoundError(f'{d}: no scores-<head>.parquet; is it a finished 05_itm_distribution run folder?')
-    if not is_complete(d): raise ShardError(f'{d}: no {SUCCESS} marker, so the scoring run did not finish; run it again (it resumes)')
+    if not heads:
+        raise FileNotFoundError(f'{d}: no scores-<head>.parquet; is it a finished 05_itm_distribution run folder?')
+    if not is_complete(d):
+        raise ShardError(f'{d}: no {SUCCESS} marker, so the scoring run did not finish; run it again (it resumes)')
     h = ('itm' if 'itm' in heads else heads[0]) if head == 'auto' else head
     if h not in heads: raise FileNotFoundError(f'{d}: no scores for head {h!r}; it has {heads}')
     p = scores_path(d, h)
@@ -552,14 +591,15 @@ def read_scores(run_dir: str | Path, # a finished 05_itm_distribution run folder
     except (OSError, ValueError) as e: _damaged_scores(d, p, f'unreadable ({type(e).__name__}: {e})')
     if len(df) != meta.get('rows'): _damaged_scores(d, p, f"{len(df)} rows, its description says {meta.get('rows')}")
     if table is not None and (fp := table_fingerprint(table, caption_col)) != meta['fingerprint']:
-        raise ShardError(f"{p} scores another table (fingerprint {meta['fingerprint']}, {meta['rows']} rows) than the one given "
+        raise ShardError(f"{p} scores another table (fingerprint {meta['fingerprint']}, {meta['rows']} rows) than the "
+                         "one given "
                          f"({fp}, {len(table)} rows): score this table, or pass the table that was scored")
     df.attrs['scoring'] = meta
     return df
 
 # %% ../nbs/05_itm_distribution.ipynb #d1166ca9
 def _damaged_scores(d: Path, p: Path, why: str):
-    "Set merged scores file `p` (and its description) aside and stop with the fix: re-running 05 merges the kept chunks again."
+    "Set scores file `p` (and its description) aside and stop with the fix: rerunning 05 merges the kept chunks again."
     then = f'the next run of 05_itm_distribution on {d} merges its kept chunks again (no re-scoring)'
     for f in (p, p.with_suffix('.json')):
         if f.exists(): set_aside(f, why, then=then)
@@ -582,7 +622,9 @@ def load_scorer(checkpoint: str | Path = '', # aliret checkpoint folder ('' = bu
 # %% ../nbs/05_itm_distribution.ipynb #8beaccb1
 def main(argv: list[str] | None = None):
     "Command line: `score` one shard (one rank under torchrun) or `merge` a run (`python -m aliret.scoring`)."
-    ap = argparse.ArgumentParser(prog='python -m aliret.scoring', description='Score (image, caption) pairs of a table, one shard per rank; merge the shards.')
+    ap = argparse.ArgumentParser(prog='python -m aliret.scoring',
+                                 description='Score (image, caption) pairs of a table, one shard per rank; merge the '
+                                             'shards.')
     sub = ap.add_subparsers(dest='cmd', required=True)
     s = sub.add_parser('score', help='score this rank\'s shard (run it under torchrun for several ranks)')
     m = sub.add_parser('merge', help='merge a finished run into scores-<head>.parquet')
@@ -590,34 +632,43 @@ def main(argv: list[str] | None = None):
         p.add_argument('--table', required=True, help='CSV/Parquet with image_path and the caption column')
         p.add_argument('--out', required=True, help='scores folder (shard folders go inside)')
         p.add_argument('--caption-col', default='caption')
-    s.add_argument('--checkpoint', default='', help='aliret checkpoint folder'); s.add_argument('--config', default='tiny')
+    s.add_argument('--checkpoint', default='', help='aliret checkpoint folder')
+    s.add_argument('--config', default='tiny')
     s.add_argument('--overrides', default='{}', help='JSON config overrides, e.g. {"eval_batch_size": 512}')
-    s.add_argument('--head', default='auto', help="'auto', 'all', or a comma list of itm, itc (one vision pass for all); --out then holds {head}")
-    s.add_argument('--chunk-size', type=int, default=0); s.add_argument('--batch-size', type=int, default=0)
+    s.add_argument('--head', default='auto',
+                   help="'auto', 'all', or a comma list of itm, itc (one vision pass for all); --out then holds {head}")
+    s.add_argument('--chunk-size', type=int, default=0)
+    s.add_argument('--batch-size', type=int, default=0)
     s.add_argument('--workers', type=int, default=-1, help='-1 = the config value')
     s.add_argument('--start', type=int, default=-1, help='score rows [start, end) by hand instead of by rank')
     s.add_argument('--end', type=int, default=-1)
-    s.add_argument('--kill-after-chunks', type=int, default=0, help='test hook: SIGKILL this rank after this many new chunks')
+    s.add_argument('--kill-after-chunks', type=int, default=0,
+                   help='test hook: SIGKILL this rank after this many new chunks')
     m.add_argument('--to', default='', help='run folder for scores-<head>.parquet (default: the parent of --out)')
     a = ap.parse_args(argv)
     table = read_table(a.table)
     if a.cmd == 'merge':
         merged = merge_scores(a.out, table, a.caption_col)
-        print(save_scores(a.to or Path(a.out).parent, merged)); return
+        print(save_scores(a.to or Path(a.out).parent, merged))
+        return
     env = dist_env()
     dev = pick_device(json.loads(a.overrides).get('device', 'auto'))
-    if dev.type == 'cuda' and env.world_size > 1: dev = torch.device('cuda', env.local_rank); torch.cuda.set_device(dev)
-    model, source = load_scorer(a.checkpoint, a.config, json.loads(a.overrides), vocab_texts=table[a.caption_col].astype(str).tolist(), device=dev)
+    if dev.type == 'cuda' and env.world_size > 1:
+        dev = torch.device('cuda', env.local_rank)
+        torch.cuda.set_device(dev)
+    model, source = load_scorer(a.checkpoint, a.config, json.loads(a.overrides),
+                                vocab_texts=table[a.caption_col].astype(str).tolist(), device=dev)
     bs = a.batch_size or model.cfg.eval_batch_size
     cs = a.chunk_size or auto_chunk_size(len(table), bs, env.world_size)
     if a.start >= 0: start, end = a.start, (a.end if a.end >= 0 else len(table))
     else: start, end = shard_range(len(table), env.rank, env.world_size, cs)
-    res = score_shard(model, table, a.out, a.head, start, end, cs, bs, None if a.workers < 0 else a.workers, a.caption_col, source,
-                      by_rank=a.start < 0, kill_after_chunks=a.kill_after_chunks or None,
+    res = score_shard(model, table, a.out, a.head, start, end, cs, bs, None if a.workers < 0 else a.workers,
+                      a.caption_col, source, by_rank=a.start < 0, kill_after_chunks=a.kill_after_chunks or None,
                       log=lambda *x: print(f'[rank {env.rank}]', *x, flush=True))
     print(f'[rank {env.rank}] result {json.dumps(res)}', flush=True)
 
-if __name__ == '__main__' and '__file__' in globals(): main()   # `python -m aliret.scoring` / torchrun; never inside a notebook
+# `python -m aliret.scoring` / torchrun; never inside a notebook
+if __name__ == '__main__' and '__file__' in globals(): main()
 
 # %% ../nbs/05_itm_distribution.ipynb #d71aa80e
 def scoring_command(nproc: int, # processes on this node (1 = plain python, more = torchrun)
@@ -636,18 +687,19 @@ def scoring_command(nproc: int, # processes on this node (1 = plain python, more
                    ) -> list[str]:
     "The command line that scores `table` with `nproc` processes."
     head_cmd = [sys.executable, '-m', 'aliret.scoring'] if nproc == 1 else \
-               [sys.executable, '-m', 'torch.distributed.run', *(torchrun_args or ['--standalone']), f'--nproc_per_node={nproc}', '-m', 'aliret.scoring']
-    return head_cmd + ['score', '--table', str(table), '--out', str(out), '--checkpoint', str(checkpoint), '--config', str(config),
-                       '--overrides', json.dumps(overrides or {}), '--head', head, '--caption-col', caption_col,
-                       '--chunk-size', str(chunk_size), '--batch-size', str(batch_size), '--workers', str(workers),
-                       '--kill-after-chunks', str(kill_after_chunks)]
+               [sys.executable, '-m', 'torch.distributed.run', *(torchrun_args or ['--standalone']),
+                f'--nproc_per_node={nproc}', '-m', 'aliret.scoring']
+    return head_cmd + ['score', '--table', str(table), '--out', str(out), '--checkpoint', str(checkpoint), '--config',
+                       str(config), '--overrides', json.dumps(overrides or {}), '--head', head, '--caption-col',
+                       caption_col, '--chunk-size', str(chunk_size), '--batch-size', str(batch_size), '--workers',
+                       str(workers), '--kill-after-chunks', str(kill_after_chunks)]
 
 # %% ../nbs/05_itm_distribution.ipynb #ce6a513d
 def launch_scoring(nproc: int, # processes (GPUs) on this node
                    table: str | Path, # CSV/Parquet table file
                    out: str | Path, # scores folder
                    threads: int = 0, # CPU threads per process (0 = $OMP_NUM_THREADS if set, else cores / nproc)
-                   kill_after_chunks: int = 0, # each rank SIGKILLs itself after this many new chunks (0 = never): the resume test
+                   kill_after_chunks: int = 0, # per rank: SIGKILL after this many new chunks (0: never; resume test)
                    log_file: str | Path | None = None, # append the log here (default `<out>/scoring.log`)
                    echo: bool = True, # stream the log to stdout
                    **opts, # everything else of `scoring_command` (checkpoint, config, overrides, head, chunk_size...)
@@ -655,17 +707,20 @@ def launch_scoring(nproc: int, # processes (GPUs) on this node
     "Run the scoring job, streaming its log; return `returncode`, `killed`, `chunks` written, `seconds`, `log`."
     cmd = scoring_command(nproc, table, out, kill_after_chunks=kill_after_chunks, **opts)
     base = Path(out).parent if '{head}' in str(out) else Path(out)   # several heads: the log sits beside their folders
-    base.mkdir(parents=True, exist_ok=True); log_file = Path(log_file or base/'scoring.log')
+    base.mkdir(parents=True, exist_ok=True)
+    log_file = Path(log_file or base/'scoring.log')
     t0, chunk_lines = time.time(), []
-    rc, _ = stream_process(cmd, log_file, child_env(nproc, threads), echo, on_line=lambda line: CHUNK_LOG in line and chunk_lines.append(line))
+    rc, _ = stream_process(cmd, log_file, child_env(nproc, threads), echo,
+                           on_line=lambda line: CHUNK_LOG in line and chunk_lines.append(line))
     if rc and not kill_after_chunks: raise RuntimeError(f'scoring exited with code {rc}; the full log is {log_file}')
-    return dict(returncode=rc, killed=bool(rc) and bool(kill_after_chunks), chunks=len(chunk_lines), seconds=round(time.time() - t0, 2), log=str(log_file))
+    return dict(returncode=rc, killed=bool(rc) and bool(kill_after_chunks), chunks=len(chunk_lines),
+                seconds=round(time.time() - t0, 2), log=str(log_file))
 
 # %% ../nbs/05_itm_distribution.ipynb #1df763cb
 def known_noise(table: pd.DataFrame, # a train table (product, caption)
                 data_dir: str | Path = '', # its data folder ('' = the sample catalogue)
                ) -> np.ndarray | None:
-    "Per row: is this (product, caption) a planted noisy pair of the catalogue's `noisy_pairs.csv`? None when the data has no such file."
+    "Per row: is (product, caption) a planted noisy pair of the catalogue's `noisy_pairs.csv`? None if no such file."
     f = resolve_data_dir(data_dir)/'noisy_pairs.csv'
     if not f.is_file(): return None
     nz = pd.read_csv(f, dtype=str, keep_default_na=False)
@@ -677,7 +732,8 @@ def _valid(scores, noisy) -> tuple[np.ndarray, np.ndarray]:
     "Finite scores and their noise labels."
     s, y = np.asarray(scores, np.float64), np.asarray(noisy, bool)
     if s.shape != y.shape: raise ValueError(f'scores {s.shape} and noise labels {y.shape} differ in shape')
-    ok = np.isfinite(s); return s[ok], y[ok]
+    ok = np.isfinite(s)
+    return s[ok], y[ok]
 
 # %% ../nbs/05_itm_distribution.ipynb #494cb43b
 def flag_counts(scores, # scores (NaN = not scored, never flagged)
@@ -695,11 +751,13 @@ def roc_pr(scores, # scores (NaN ignored)
           ) -> pd.DataFrame:
     "Per distinct score u (flag every pair scoring <= u): flagged counts, fpr, tpr (= recall), precision."
     s, y = _valid(scores, noisy)
-    o = np.argsort(s, kind='stable'); s, y = s[o], y[o]
+    o = np.argsort(s, kind='stable')
+    s, y = s[o], y[o]
     last = np.r_[s[1:] != s[:-1], True] if len(s) else np.zeros(0, bool)
     tp, fp = np.cumsum(y)[last], np.cumsum(~y)[last]
     P, N = max(int(y.sum()), 1), max(int((~y).sum()), 1)
-    return pd.DataFrame(dict(score=s[last], flagged=tp + fp, flagged_noisy=tp, fpr=fp / N, tpr=tp / P, precision=tp / np.maximum(tp + fp, 1)))
+    return pd.DataFrame(dict(score=s[last], flagged=tp + fp, flagged_noisy=tp, fpr=fp / N, tpr=tp / P,
+                             precision=tp / np.maximum(tp + fp, 1)))
 
 # %% ../nbs/05_itm_distribution.ipynb #efeb398c
 def separation_auc(scores, noisy) -> float:
@@ -718,7 +776,8 @@ def ecdf(x, # values (NaN ignored)
          points: int = 1001, # quantiles drawn
         ) -> tuple[np.ndarray, np.ndarray]:
     "`(values, shares)` of the empirical CDF at evenly spaced quantiles."
-    x = np.asarray(x, np.float64); x = x[np.isfinite(x)]
+    x = np.asarray(x, np.float64)
+    x = x[np.isfinite(x)]
     p = np.linspace(0, 1, points)
     return (np.quantile(x, p), p) if len(x) else (np.zeros(0), np.zeros(0))
 
@@ -731,16 +790,21 @@ def plot_score_distributions(scores: dict, # head name -> scores
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(len(scores), 2, figsize=(11, 3.2 * len(scores)), squeeze=False)
     for r, (name, s) in enumerate(scores.items()):
-        s = np.asarray(s, np.float64); ok = np.isfinite(s)
+        s = np.asarray(s, np.float64)
+        ok = np.isfinite(s)
         groups = {'all pairs': ok} if noisy is None else {'clean': ok & ~noisy, 'noisy (known)': ok & noisy}
         edges = np.histogram_bin_edges(s[ok], bins)
         for (g, m), col in zip(groups.items(), ('#1f77b4', '#d62728')):
             axes[r, 0].hist(s[m], edges, alpha=.55, color=col, label=f'{g}: {int(m.sum()):,}')
-            x, p = ecdf(s[m]); axes[r, 1].plot(x, p, color=col, label=g)
-        axes[r, 0].set(xlabel=f'{name} score', ylabel='pairs', title=f'{name}: histogram'); legend_outside(axes[r, 0])
-        axes[r, 1].set(xlabel=f'{name} score', ylabel='share of pairs scoring below', title=f'{name}: ECDF'); axes[r, 1].grid(alpha=.3)
+            x, p = ecdf(s[m])
+            axes[r, 1].plot(x, p, color=col, label=g)
+        axes[r, 0].set(xlabel=f'{name} score', ylabel='pairs', title=f'{name}: histogram')
+        legend_outside(axes[r, 0])
+        axes[r, 1].set(xlabel=f'{name} score', ylabel='share of pairs scoring below', title=f'{name}: ECDF')
+        axes[r, 1].grid(alpha=.3)
         legend_outside(axes[r, 1])
-    fig.tight_layout(); return fig
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/05_itm_distribution.ipynb #c2ba9abb
 def plot_roc_pr(scores: dict, # head name -> scores
@@ -750,16 +814,23 @@ def plot_roc_pr(scores: dict, # head name -> scores
     import matplotlib.pyplot as plt
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
     for name, s in scores.items():
-        c = roc_pr(s, noisy); step = max(1, len(c) // 2000); c = pd.concat([c.iloc[::step], c.iloc[-1:]])
+        c = roc_pr(s, noisy)
+        step = max(1, len(c) // 2000)
+        c = pd.concat([c.iloc[::step], c.iloc[-1:]])
         a.plot(np.r_[0, c.fpr], np.r_[0, c.tpr], label=f'{name}: AUC {separation_auc(s, noisy):.3f}')
         b.plot(c.tpr, c.precision, label=f'{name}: AP {average_precision(s, noisy):.3f}')
     base = float(np.mean(noisy[np.isfinite(np.asarray(list(scores.values())[0], np.float64))]))
     a.plot([0, 1], [0, 1], 'k--', lw=1, label='chance')
     b.axhline(base, color='k', ls='--', lw=1, label=f'chance ({base:.2f})')
-    a.set(xlabel='share of clean pairs flagged', ylabel='share of noisy pairs flagged (recall)', title='ROC: flag pairs scoring below t')
-    b.set(xlabel='recall (noisy pairs flagged)', ylabel='precision (flagged that are noisy)', title='precision-recall', ylim=(0, 1.02))
-    for ax in (a, b): ax.grid(alpha=.3); legend_outside(ax)
-    fig.tight_layout(); return fig
+    a.set(xlabel='share of clean pairs flagged', ylabel='share of noisy pairs flagged (recall)',
+          title='ROC: flag pairs scoring below t')
+    b.set(xlabel='recall (noisy pairs flagged)', ylabel='precision (flagged that are noisy)', title='precision-recall',
+          ylim=(0, 1.02))
+    for ax in (a, b):
+        ax.grid(alpha=.3)
+        legend_outside(ax)
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/05_itm_distribution.ipynb #bfa8aac6
 def plot_pair_grid(df: pd.DataFrame, # merged scores (image_path, caption, score)
@@ -772,17 +843,23 @@ def plot_pair_grid(df: pd.DataFrame, # merged scores (image_path, caption, score
     "The `n` lowest- (or highest-) scoring readable pairs as an image grid titled with score and caption."
     import matplotlib.pyplot as plt, textwrap
     from PIL import Image
-    s = df['score'].to_numpy(np.float64); idx = np.flatnonzero(np.isfinite(s))
+    s = df['score'].to_numpy(np.float64)
+    idx = np.flatnonzero(np.isfinite(s))
     idx = idx[np.argsort(s[idx] if lowest else -s[idx], kind='stable')[:n]]
     rows = max(1, -(-len(idx) // cols))
     fig, axs = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 3.1), squeeze=False)
     for ax in axs.ravel(): ax.axis('off')
     for ax, i in zip(axs.ravel(), idx):
-        with Image.open(df['image_path'].iat[i]) as im: im = im.convert('RGB'); im.thumbnail((size, size)); ax.imshow(im)
+        with Image.open(df['image_path'].iat[i]) as im:
+            im = im.convert('RGB')
+            im.thumbnail((size, size))
+            ax.imshow(im)
         tag = '' if noisy is None else (' noisy' if noisy[i] else ' clean')
         title = f"{s[i]:.3f}{tag}\n" + '\n'.join(textwrap.wrap(str(df['caption'].iat[i]), 28)[:3])
-        ax.set_title(title.replace('$', r'\$'), fontsize=7, color='#d62728' if (noisy is not None and noisy[i]) else 'black')
-    fig.tight_layout(); return fig
+        ax.set_title(title.replace('$', r'\$'), fontsize=7, color='#d62728' if (noisy is not None and noisy[i])
+                     else 'black')
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/05_itm_distribution.ipynb #b6a5ec2b
 def synthetic_table(n: int, # rows
@@ -790,12 +867,14 @@ def synthetic_table(n: int, # rows
                    ) -> pd.DataFrame:
     "A table shaped like the real train table (row, product, caption of ~15 words, image_path), no images behind it."
     rng = np.random.default_rng(seed)
-    words = np.array(['cotton', 'shirt', 'black', 'summer', 'new', 'women', 'loose', 'casual', 'bag', 'leather', 'large', 'cup', 'glass'])
+    words = np.array(['cotton', 'shirt', 'black', 'summer', 'new', 'women', 'loose', 'casual', 'bag', 'leather',
+                      'large', 'cup', 'glass'])
     ids = pd.Series(np.arange(n)).astype(str).str.zfill(9)
     cap = pd.Series(words[rng.integers(0, len(words), n)])
     for _ in range(14): cap = cap + ' ' + words[rng.integers(0, len(words), n)]
     return pd.DataFrame(dict(row=np.arange(n), product=ids + '.jpg', caption=cap + ' ' + ids,
-                             image_path='/data/aliproducts/train_text_img_pairs_' + (np.arange(n) % 9).astype(str) + '_compressed/' + ids + '.jpg'))
+                             image_path='/data/aliproducts/train_text_img_pairs_' + (np.arange(n) % 9).astype(str)
+                             + '_compressed/' + ids + '.jpg'))
 
 # %% ../nbs/05_itm_distribution.ipynb #917c9fec
 def merge_scale_check(n_rows: int, # rows of the synthetic run (4_100_000 = AliProducts train)
@@ -804,22 +883,35 @@ def merge_scale_check(n_rows: int, # rows of the synthetic run (4_100_000 = AliP
                       chunk_size: int = 50_000, # rows per chunk file
                       seed: int = 0, # scores and captions
                      ) -> dict:
-    "Seconds for the fingerprint, writing the shards, the merge and the ROC of a synthetic `n_rows` run, and the peak memory."
+    "Seconds for fingerprint, shard writing, merge and ROC of a synthetic `n_rows` run, and the peak memory."
     import resource
-    rng = np.random.default_rng(seed); out = Path(out_dir)
-    t = time.time(); table = synthetic_table(n_rows, seed); res = dict(rows=n_rows, table_s=time.time() - t)
-    t = time.time(); fp = table_fingerprint(table); res['fingerprint_s'] = time.time() - t
-    scorer = dict(backend='synthetic', head='itc', weights='-', arch='-', precision='fp32', max_len=0, source='merge_scale_check')
+    rng = np.random.default_rng(seed)
+    out = Path(out_dir)
+    t = time.time()
+    table = synthetic_table(n_rows, seed)
+    res = dict(rows=n_rows, table_s=time.time() - t)
+    t = time.time()
+    fp = table_fingerprint(table)
+    res['fingerprint_s'] = time.time() - t
+    scorer = dict(backend='synthetic', head='itc', weights='-', arch='-', precision='fp32', max_len=0,
+                  source='merge_scale_check')
     t = time.time()
     for r in range(world_size):
-        a0, b0 = shard_range(n_rows, r, world_size, chunk_size); d = shard_dir(out, a0, b0)
-        write_json(d/MANIFEST, dict(format=SHARD_FORMAT, fingerprint=fp, n_rows=n_rows, caption_col='caption', start=a0, end=b0, chunk_size=chunk_size,
-                                    batch_size=chunk_size, scorer=scorer, rank=r, world_size=world_size, by_rank=True))
+        a0, b0 = shard_range(n_rows, r, world_size, chunk_size)
+        d = shard_dir(out, a0, b0)
+        write_json(d/MANIFEST, dict(format=SHARD_FORMAT, fingerprint=fp, n_rows=n_rows, caption_col='caption', start=a0,
+                                    end=b0, chunk_size=chunk_size, batch_size=chunk_size, scorer=scorer, rank=r,
+                                    world_size=world_size, by_rank=True))
         for a, b in chunk_ranges(a0, b0, chunk_size):
-            write_chunk(chunk_file(d, a, b), np.arange(a, b), np.arange(a, b), rng.random(b - a, np.float32), ['ok'] * (b - a), [''] * (b - a))
+            write_chunk(chunk_file(d, a, b), np.arange(a, b), np.arange(a, b), rng.random(b - a, np.float32),
+                        ['ok'] * (b - a), [''] * (b - a))
         atomic_write(d/SUCCESS, '{}\n')
     res['write_s'] = time.time() - t
-    t = time.time(); merged = merge_scores(out, table); res['merge_s'] = time.time() - t
-    t = time.time(); res['auc'] = separation_auc(merged['score'], rng.random(n_rows) < 0.2); res['roc_s'] = time.time() - t
+    t = time.time()
+    merged = merge_scores(out, table)
+    res['merge_s'] = time.time() - t
+    t = time.time()
+    res['auc'] = separation_auc(merged['score'], rng.random(n_rows) < 0.2)
+    res['roc_s'] = time.time() - t
     res['peak_rss_gb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in res.items()}
