@@ -526,7 +526,7 @@ def merge_scores(out_dir: str | Path, # the run's scores folder holding shard-* 
                  caption_col: str = 'caption', # the caption column that was scored
                  log: Callable = print, # where set-aside lines go
                 ) -> pd.DataFrame:
-    "`table` in input order plus `score`, `status`, `reason`; names each missing, duplicate, partial or foreign shard."
+    "`table` in order plus `score`, `status`, `reason`; a missing, duplicate, partial or foreign shard refused by name."
     out = Path(out_dir)
     n = len(table)
     fp = table_fingerprint(table, caption_col)
