@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib, ctypes, datetime as dt, gc, importlib, json, math, os, platform, re, resource, statistics
 import subprocess, sys, tempfile, time
 from pathlib import Path
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 import numpy as np
 from .core import write_json, outputs_root, package_versions, pick_device, get_config, stream_process, child_env
@@ -314,6 +314,234 @@ def _probe(fn: Callable, # fn(queries) -> ids
         secs = time.perf_counter() - t0
     return dict(peak_mb=m.mb, one_query_mb=m1.mb, qdep_mb=round(max(0.0, m.mb - m1.mb), 1)), ids, secs
 
+# %% ../nbs/12_benchmarks.ipynb #ec4a4ef4
+@dataclass
+class _SearchRun:
+    "The device and settings that every configuration of one `search_section` run shares."
+    dev: Any # torch device of the exact paths
+    k: int # results per query
+    repeats: int # most timed runs per path
+    max_s: float # time budget per path
+    slow_queries: int # queries timed for the slow, query-linear paths
+    query_chunk: int # queries per block (topk_search, naive sort, GEMM)
+    chunk_size: int # gallery items per block (topk_search, GEMM)
+    ivf_nprobe: Sequence[int] # IVF cells visited
+    hnsw_ef: Sequence[int] # HNSW search breadths
+    hnsw_max: int # largest gallery that gets an HNSW index
+    hnsw_M: int # HNSW links per node
+    seed: int # IVF training seed
+
+    def __post_init__(self):
+        "What follows from the device: CUDA or not, the clock's sync, and where the Faiss indexes live."
+        import torch
+        self.cuda = self.dev.type == 'cuda'
+        self.sync = torch.cuda.synchronize if self.cuda else None
+        self.gpu_faiss = self.cuda and faiss_gpu_available()
+        self.fdev = str(self.dev) if self.gpu_faiss else 'cpu'
+
+# %% ../nbs/12_benchmarks.ipynb #b91c8a64
+def _exact_specs(run: _SearchRun, # the run's device and settings
+                 tg, # gallery [G, d] as a torch tensor of the configuration's dtype, on `run.dev`
+                 tq, # queries [Q, d], likewise
+                 gn, # the gallery as numpy (float16 for an fp16 configuration), for `topk_search`
+                 qn, # the queries as numpy, likewise
+                 half: bool, # an fp16 configuration
+                ) -> list[tuple]:
+    "Specs of the exact torch paths (bare GEMM, torch.topk, naive full sort) and of aliret's `topk_search`."
+    k, qc, cs, dev, slow = run.k, run.query_chunk, run.chunk_size, str(run.dev), not run.cuda
+    sub = slice(0, min(run.slow_queries, len(tq)))
+    note16 = 'fp16 storage; no fp16 matmul on this CPU path, products in fp32' if half and slow else ''
+    topk = lambda qs: topk_search(qs, gn, k, cs, qc, device=dev, half=half and run.cuda)[1]
+    return [('bare GEMM', 'hardware', lambda qs: bare_gemm(qs, tg, qc, cs), tq[sub] if half and slow else tq, {}, dev),
+            ('torch.topk', 'baseline', lambda qs: topk_baseline(qs, tg, k, qc), tq, {}, dev),
+            ('naive full sort', 'prior art', lambda qs: naive_search(qs, tg, k, qc), tq[sub] if slow else tq, {}, dev),
+            ('aliret topk_search', 'aliret', topk, qn, dict(note=note16), dev)]
+
+# %% ../nbs/12_benchmarks.ipynb #8fe6b761
+def _timed_build(build: Callable[[], Any], # makes the index
+                 device: str, # whose memory the build uses ('cpu' or a CUDA device)
+                ) -> tuple[Any, dict]:
+    "`(index, dict(build_s, build_mb))`: what `build()` returns, its seconds and the peak memory it added."
+    with PeakMemory(device) as m:
+        t0 = time.perf_counter()
+        ix = build()
+        bt = time.perf_counter() - t0
+    return ix, dict(build_s=round(bt, 3), build_mb=m.mb)
+
+# %% ../nbs/12_benchmarks.ipynb #b7ec39ba
+def _flat_specs(run: _SearchRun, # the run's device and settings
+                g32: np.ndarray, # gallery [G, d], float32
+                q32: np.ndarray, # queries [Q, d], float32
+               ) -> list[tuple]:
+    "Specs of raw Faiss flat `index.search` and of aliret's `search` on the same index (the build's cost on the first)."
+    k, fdev = run.k, run.fdev
+    flat, b = _timed_build(lambda: build_index(g32, 'flat', gpu='auto'), fdev)
+    note = '' if run.gpu_faiss or not run.cuda else 'faiss-cpu'
+    raw = lambda qs: flat.search(np.ascontiguousarray(qs), k)[1]
+    return [('faiss flat (raw)', 'faiss', raw, q32, dict(b, note=note), fdev),
+            ('aliret search (flat)', 'aliret', lambda qs: search(flat, qs, k)[1], q32, {}, fdev)]
+
+# %% ../nbs/12_benchmarks.ipynb #47f72935
+def _ivf_specs(run: _SearchRun, # the run's device and settings
+               g32: np.ndarray, # gallery [G, d], float32 (the index is trained on it)
+               q32: np.ndarray, # queries [Q, d], float32
+              ) -> list[tuple]:
+    "Specs of an IVF index with aliret's default `nlist`, one per `nprobe` (the build's cost on each)."
+    k, nlist = run.k, default_nlist(len(g32))
+    train_size = min(len(g32), 39 * nlist)
+    build = lambda: build_index(g32, 'ivf', nlist=nlist, train_size=train_size, gpu=run.gpu_faiss, seed=run.seed)
+    ivf, b = _timed_build(build, run.fdev)
+    with_nprobe = lambda p: (lambda qs: search(ivf, qs, k, nprobe=p)[1])
+    return [(f'ivf nprobe={p}', 'ann', with_nprobe(p), q32, dict(b, nlist=nlist), run.fdev)
+            for p in run.ivf_nprobe]
+
+# %% ../nbs/12_benchmarks.ipynb #1fc265fb
+def _hnsw_specs(run: _SearchRun, # the run's settings
+                g32: np.ndarray, # gallery [G, d], float32 (the graph is built on the CPU)
+                q32: np.ndarray, # queries [Q, d], float32
+               ) -> list[tuple]:
+    "Specs of an HNSW index, one per search breadth `ef` (the build's cost on each)."
+    k, M = run.k, run.hnsw_M
+    hn, b = _timed_build(lambda: build_index(g32, 'hnsw', M=M, gpu=False), 'cpu')
+    with_ef = lambda e: (lambda qs: search(hn, qs, k, ef_search=e)[1])
+    return [(f'hnsw M={M} ef={e}', 'ann', with_ef(e), q32, b, 'cpu') for e in run.hnsw_ef]
+
+# %% ../nbs/12_benchmarks.ipynb #210f3079
+def _faiss_fp16_spec(run: _SearchRun, # the run's settings
+                     g32: np.ndarray, # gallery [G, d], float32 (stored as fp16 by the index)
+                     q32: np.ndarray, # queries [Q, d], float32 (the first `run.slow_queries` are timed)
+                    ) -> tuple:
+    "Spec of Faiss' fp16 flat index, a scalar quantizer (aliret's `build_index` has no fp16 kind)."
+    import faiss
+    sq = faiss.IndexScalarQuantizer(g32.shape[1], faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+    _, b = _timed_build(lambda: (sq.train(g32[:1000]), sq.add(g32)), 'cpu')
+    fn = lambda qs: sq.search(np.ascontiguousarray(qs), run.k)[1]
+    return ('faiss flat fp16 (SQ)', 'faiss', fn, q32[:run.slow_queries], b, 'cpu')
+
+# %% ../nbs/12_benchmarks.ipynb #bf991c5e
+def _faiss_specs(run: _SearchRun, # the run's device and settings
+                 g32: np.ndarray, # gallery [G, d], float32
+                 q32: np.ndarray, # queries [Q, d], float32
+                 half: bool, # an fp16 configuration
+                ) -> tuple[list[tuple], list[dict]]:
+    "Specs of one configuration's Faiss paths, and a row (less the configuration's fields) for each one not measured."
+    if half: return ([] if run.cuda else [_faiss_fp16_spec(run, g32, q32)]), []
+    specs = _flat_specs(run, g32, q32) + _ivf_specs(run, g32, q32)
+    if len(g32) <= run.hnsw_max: return specs + _hnsw_specs(run, g32, q32), []
+    why = (f'not measured: gallery above hnsw_max_gallery={run.hnsw_max} '
+           '(HNSW builds take minutes per 100k vectors on a few cores)')
+    return specs, [dict(path=f'hnsw M={run.hnsw_M}', kind='ann', note=why)]
+
+# %% ../nbs/12_benchmarks.ipynb #c8547329
+def _default_search_path(half: bool, # an fp16 configuration
+                         cuda: bool, # measured on a GPU
+                         gpu_faiss: bool, # faiss-gpu is there
+                        ) -> str | None:
+    "What `search_embeddings(index='flat')` runs on fp32: Faiss flat, or `topk_search` on a GPU without faiss-gpu."
+    if half: return None
+    return 'aliret search (flat)' if gpu_faiss or not cuda else 'aliret topk_search'
+
+# %% ../nbs/12_benchmarks.ipynb #075d77b0
+def _measure_paths(specs: list[tuple], # one configuration's specs
+                   repeats: int, # most timed runs per path
+                   max_s: float, # time budget per path
+                   sync: Callable | None = None, # called before each clock stop
+                  ) -> tuple[dict, dict, dict]:
+    "Memory of each path probed alone (its first timed run), then all timed in turns: `(memory, ids, timing)` by path."
+    mem, ids, first = {}, {}, {}
+    for path, _, fn, qs, _, mdev in specs:
+        mem[path], ids[path], t = _probe(fn, qs, mdev, sync)
+        first[path] = [t]
+    timing = round_robin({s[0]: (lambda fn=s[2], qs=s[3]: fn(qs)) for s in specs}, repeats, max_s, sync, first)
+    return mem, ids, timing
+
+# %% ../nbs/12_benchmarks.ipynb #9d8c6d86
+def _search_row(base: dict, # the configuration's fields: gallery, dim, dtype
+                spec: tuple, # the path's spec
+                tm: dict, # its `round_robin` timing
+                mem: dict, # its `_probe` memory numbers
+                ids, # the ids it found [Q', k]
+                ref, # the exact ids [Q, k]
+               ) -> dict:
+    "One measured path's row: queries, best and median seconds, queries/s, GFLOP/s, memory, recall against `ref`."
+    path, kind, _, qs, extra, _ = spec
+    n, G, d = len(qs), base['gallery'], base['dim']
+    recall = None if kind == 'hardware' else round(overlap_recall(ids, ref[:n]), 4)
+    gflops = round(2 * n * G * d / tm['best'] / 1e9, 2)
+    return dict(base, path=path, kind=kind, queries=n, best_s=round(tm['best'], 4), median_s=round(tm['median'], 4),
+                runs=tm['runs'], qps=round(n / tm['best'], 1), gflops=gflops, **mem, recall=recall, **extra)
+
+# %% ../nbs/12_benchmarks.ipynb #07918bc3
+def _block_select_s(scores, # one block's scores [queries, gallery items] (torch)
+                    k: int, # results per query
+                    repeats: int, # most timed runs
+                    max_s: float, # time budget
+                    sync: Callable | None = None, # called before each clock stop
+                   ) -> float:
+    "Best seconds of `topk_search`'s work on one block after the product: its top-k and the merge into a running top-k."
+    def select():
+        v, i = _block_topk(scores, k)
+        return _merge(v, i, v, i, k)
+    return best_time(select, repeats, max_s, sync)['best']
+
+# %% ../nbs/12_benchmarks.ipynb #d294eb03
+def _time_split(top: dict, # the `aliret topk_search` row
+                gemm: dict, # the `bare GEMM` row
+                validate_s: float, # seconds of the gallery's validation
+                select_s: float, # seconds of the per-block selection and merge, all blocks
+                n_queries: int, # queries of the whole search
+               ) -> dict:
+    "`topk_search`'s best time split into the GEMM (scaled to all queries), the validation, the selection and the rest."
+    gs = gemm['best_s'] * n_queries / gemm['queries']
+    other = top['best_s'] - gs - validate_s - select_s
+    return dict(gemm_s=round(gs, 4), validate_s=round(validate_s, 4), select_s=round(select_s, 4),
+                other_s=round(other, 4))
+
+# %% ../nbs/12_benchmarks.ipynb #f2ca07c9
+def _topk_profile(run: _SearchRun, # the run's device and settings
+                  g32: np.ndarray, # gallery [G, d], float32
+                  tg, # the gallery as a float32 torch tensor on `run.dev`
+                  tq, # the queries, likewise
+                  out: dict, # path -> row of this configuration
+                 ) -> dict:
+    "Where `topk_search`'s fp32 time goes: GEMM, gallery validation, per-block selection and merge, the rest."
+    val = best_time(lambda: _as_f32(g32, 'gallery'), run.repeats, run.max_s)['best']
+    scores = (tq[:run.query_chunk] @ tg[:run.chunk_size].T).float()
+    gallery_blocks, query_blocks = math.ceil(len(g32) / run.chunk_size), math.ceil(len(tq) / run.query_chunk)
+    sel = _block_select_s(scores, run.k, run.repeats, run.max_s, run.sync) * gallery_blocks * query_blocks
+    return _time_split(out['aliret topk_search'], out['bare GEMM'], val, sel, len(tq))
+
+# %% ../nbs/12_benchmarks.ipynb #9b0f9cd5
+def _search_config(run: _SearchRun, # the run's device and settings
+                   g32: np.ndarray, # gallery [G, d], float32
+                   q32: np.ndarray, # queries [Q, d], float32
+                   ref: np.ndarray, # the exact top-k ids [Q, k]
+                   dtype: str, # gallery storage: 'fp32' or 'fp16'
+                  ) -> list[dict]:
+    "Rows of one (gallery, dim, dtype): each path's speed, memory and recall; on fp32, where `topk_search`'s time goes."
+    import torch
+    G, d = g32.shape
+    base, half = dict(gallery=G, dim=d, dtype=dtype), dtype == 'fp16'
+    tdt = torch.float16 if half else torch.float32
+    tg, tq = torch.from_numpy(g32).to(run.dev, tdt), torch.from_numpy(q32).to(run.dev, tdt)
+    gn, qn = (g32.astype(np.float16), q32.astype(np.float16)) if half else (g32, q32)
+    specs = _exact_specs(run, tg, tq, gn, qn, half)
+    faiss_specs, skipped = _faiss_specs(run, g32, q32, half)
+    specs += faiss_specs
+    default_path = _default_search_path(half, run.cuda, run.gpu_faiss)
+    mem, ids, timing = _measure_paths(specs, run.repeats, run.max_s, run.sync)
+    rows, out = [dict(base, **r) for r in skipped], {}
+    for spec in specs:
+        path = spec[0]
+        row = _search_row(base, spec, timing[path], mem[path], ids[path], ref)
+        if path == default_path: row['default'] = True
+        rows.append(row)
+        out[path] = row
+        print(f"  {G:>8} d={d} {dtype} {path:<24} {row['qps']:>10,.0f} q/s  {row['peak_mb']:>7.1f} MB  "
+              f"recall {row['recall']}", flush=True)
+    if not half: out['aliret topk_search']['profile'] = _topk_profile(run, g32, tg, tq, out)
+    return rows
+
 # %% ../nbs/12_benchmarks.ipynb #200b350b
 def search_section(sizes: Sequence[int] = (10000, 100000), # gallery sizes
                    dims: Sequence[int] = (256, 512), # embedding dimensions
@@ -333,77 +561,17 @@ def search_section(sizes: Sequence[int] = (10000, 100000), # gallery sizes
                    seed: int = 0, # synthetic data seed
                   ) -> list[dict]:
     "Every search path on synthetic galleries: one row per (size, dim, dtype, path) with speed, memory and recall."
-    import torch, faiss
-    dev = pick_device(device); cuda = dev.type == 'cuda'; sync = torch.cuda.synchronize if cuda else None
-    if not cuda: dtypes = [t for t in dtypes if t != 'fp16']   # no fp16 arithmetic on CPU: such rows compare emulation with fp32
-    gpu_faiss = cuda and faiss_gpu_available(); fdev = str(dev) if gpu_faiss else 'cpu'
+    import torch, faiss   # loaded before anything is built or timed, so that no measurement pays for the import
+    run = _SearchRun(pick_device(device), k=k, repeats=repeats, max_s=max_s, slow_queries=slow_queries,
+                     query_chunk=query_chunk, chunk_size=chunk_size, ivf_nprobe=ivf_nprobe, hnsw_ef=hnsw_ef,
+                     hnsw_max=hnsw_max, hnsw_M=hnsw_M, seed=seed)
+    if not run.cuda: dtypes = [t for t in dtypes if t != 'fp16']   # no fp16 arithmetic on CPU: emulation vs fp32
     rows = []
     for G in sizes:
         for d in dims:
             g32, q32, _ = synthetic_embeddings(G, n_queries, d, seed)
             ref = topk_search(q32, g32, k, chunk_size=chunk_size, query_chunk=query_chunk)[1]   # the exact answer
-            for dtype in dtypes:
-                base, half, slow = dict(gallery=G, dim=d, dtype=dtype), dtype == 'fp16', not cuda
-                tdt = torch.float16 if half else torch.float32
-                tg, tq = torch.from_numpy(g32).to(dev, tdt), torch.from_numpy(q32).to(dev, tdt)
-                gn, qn = (g32.astype(np.float16), q32.astype(np.float16)) if half else (g32, q32)
-                sub = slice(0, min(slow_queries, n_queries))
-                note16 = 'fp16 storage; no fp16 matmul on this CPU path, products in fp32' if half and not cuda else ''
-                # (path, kind, fn(queries) -> ids, queries, extra fields, device whose memory it uses)
-                specs = [('bare GEMM', 'hardware', lambda qs: bare_gemm(qs, tg, query_chunk, chunk_size), tq[sub] if half and slow else tq, {}, str(dev)),
-                         ('torch.topk', 'baseline', lambda qs: topk_baseline(qs, tg, k, query_chunk), tq, {}, str(dev)),
-                         ('naive full sort', 'prior art', lambda qs: naive_search(qs, tg, k, query_chunk), tq[sub] if slow else tq, {}, str(dev)),
-                         ('aliret topk_search', 'aliret', lambda qs: topk_search(qs, gn, k, chunk_size, query_chunk, device=str(dev), half=half and cuda)[1],
-                          qn, dict(note=note16), str(dev))]
-                keep = []   # indexes alive until this config is measured
-                def build(kind, **kw):
-                    with PeakMemory(fdev if kind != 'hnsw' else 'cpu') as m:
-                        t0 = time.perf_counter(); ix = build_index(g32, kind, **kw); bt = time.perf_counter() - t0
-                    keep.append(ix); return ix, dict(build_s=round(bt, 3), build_mb=m.mb)
-                if not half:
-                    flat, b = build('flat', gpu='auto')
-                    specs += [('faiss flat (raw)', 'faiss', lambda qs, ix=flat: ix.search(np.ascontiguousarray(qs), k)[1], q32, dict(b, note='' if gpu_faiss or not cuda else 'faiss-cpu'), fdev),
-                              ('aliret search (flat)', 'aliret', lambda qs, ix=flat: search(ix, qs, k)[1], q32, {}, fdev)]
-                    nlist = default_nlist(G)
-                    ivf, b = build('ivf', nlist=nlist, train_size=min(G, 39 * nlist), gpu=gpu_faiss, seed=seed)
-                    specs += [(f'ivf nprobe={p}', 'ann', lambda qs, ix=ivf, p=p: search(ix, qs, k, nprobe=p)[1], q32, dict(b, nlist=nlist), fdev) for p in ivf_nprobe]
-                    if G <= hnsw_max:
-                        hn, b = build('hnsw', M=hnsw_M, gpu=False)
-                        specs += [(f'hnsw M={hnsw_M} ef={e}', 'ann', lambda qs, ix=hn, e=e: search(ix, qs, k, ef_search=e)[1], q32, b, 'cpu') for e in hnsw_ef]
-                    else:
-                        rows.append(dict(base, path=f'hnsw M={hnsw_M}', kind='ann',
-                                         note=f'not measured: gallery above hnsw_max_gallery={hnsw_max} (HNSW builds take minutes per 100k vectors on a few cores)'))
-                elif not cuda:   # Faiss' fp16 flat index (aliret's build_index has no fp16 kind)
-                    sq = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
-                    with PeakMemory('cpu') as m:
-                        t0 = time.perf_counter(); sq.train(g32[:1000]); sq.add(g32); bt = time.perf_counter() - t0
-                    keep.append(sq)
-                    specs.append(('faiss flat fp16 (SQ)', 'faiss', lambda qs, ix=sq: ix.search(np.ascontiguousarray(qs), k)[1], q32[sub], dict(build_s=round(bt, 3), build_mb=m.mb), 'cpu'))
-                # what `aliret.inference.search_embeddings(index='flat')` runs on fp32: Faiss flat, or topk_search on a GPU without faiss-gpu
-                default_path = None if half else 'aliret search (flat)' if gpu_faiss or not cuda else 'aliret topk_search'
-                mem, ids, first = {}, {}, {}
-                for path, kind, fn, qs, extra, mdev in specs:   # memory probes one path at a time; the probed run is the first timed run
-                    mem[path], ids[path], t = _probe(fn, qs, mdev, sync); first[path] = [t]
-                timing = round_robin({s[0]: (lambda fn=s[2], qs=s[3]: fn(qs)) for s in specs}, repeats, max_s, sync, first)
-                out = {}
-                for path, kind, fn, qs, extra, mdev in specs:
-                    tm = timing[path]
-                    row = dict(base, path=path, kind=kind, queries=len(qs), best_s=round(tm['best'], 4), median_s=round(tm['median'], 4), runs=tm['runs'],
-                               qps=round(len(qs) / tm['best'], 1), gflops=round(2 * len(qs) * G * d / tm['best'] / 1e9, 2), **mem[path],
-                               recall=None if kind == 'hardware' else round(overlap_recall(ids[path], ref[:len(qs)]), 4), **extra)
-                    if path == default_path: row['default'] = True
-                    rows.append(row); out[path] = row
-                    print(f"  {G:>8} d={d} {dtype} {path:<24} {row['qps']:>10,.0f} q/s  {row['peak_mb']:>7.1f} MB  recall {row['recall']}", flush=True)
-                if not half:   # where topk_search's time goes
-                    val = best_time(lambda: _as_f32(g32, 'gallery'), repeats, max_s)['best']
-                    s = (tq[:query_chunk] @ tg[:chunk_size].T).float()
-                    def select():
-                        v, i = _block_topk(s, k); return _merge(v, i, v, i, k)
-                    sel = best_time(select, repeats, max_s, sync)['best'] * math.ceil(G / chunk_size) * math.ceil(n_queries / query_chunk)
-                    gm, top = out['bare GEMM'], out['aliret topk_search']
-                    gs = gm['best_s'] * n_queries / gm['queries']
-                    top['profile'] = dict(gemm_s=round(gs, 4), validate_s=round(val, 4), select_s=round(sel, 4), other_s=round(top['best_s'] - gs - val - sel, 4))
-                del specs, keep, tg, tq, mem, ids, timing
+            for dtype in dtypes: rows += _search_config(run, g32, q32, ref, dtype)
             del g32, q32
     return rows
 
@@ -466,6 +634,86 @@ def _sync_for(dev) -> Callable | None:
     import torch
     return torch.cuda.synchronize if str(dev).startswith('cuda') else None
 
+# %% ../nbs/12_benchmarks.ipynb #3a330d47
+def _pipeline_row(modality: str, # 'images' or 'texts'
+                  n: int, # items per run
+                  a: float, # input side alone, items/s
+                  b: float, # model alone, items/s
+                  f: float, # full path, items/s
+                  **between, # fields that go between the rates and the efficiency (worker counts)
+                 ) -> dict:
+    "An embedding row: the three rates, efficiency (full / slower part), serial bound (`1/(1/a + 1/b)` / slower part)."
+    slower = min(a, b)
+    return dict(modality=modality, items=n, input_per_s=round(a, 1), model_per_s=round(b, 1), full_per_s=round(f, 1),
+                **between, efficiency=round(f / slower, 3), serial_bound=round(1 / (1 / a + 1 / b) / slower, 3))
+
+# %% ../nbs/12_benchmarks.ipynb #f14311df
+def _image_embed_fns(model, # a retrieval model
+                     paths: list[str], # image files
+                     batch_size: int, # images per batch
+                     workers: Sequence[int], # DataLoader worker counts
+                     held: dict, # receives the decoded batches (`px`) for the model-alone runs
+                    ) -> dict:
+    "Image measurements: `('input', w)` decoding alone, `'model'` on the decoded batches, `('full', w)` `embed_images`."
+    import torch
+    dev = model.device
+    def decode(w):
+        dl = torch.utils.data.DataLoader(ImageFiles(paths, model.image_transform), batch_size=batch_size, num_workers=w,
+                                         pin_memory=dev.type == 'cuda', shuffle=False)
+        held['px'] = [px for px, *_ in dl]
+    def model_images():
+        with torch.inference_mode(), model.autocast():
+            for px in held['px']: model.encode_images(px.to(dev, non_blocking=True))
+    full = {('full', w): (lambda w=w: model.embed_images(paths, batch_size, workers=w)) for w in workers}
+    return {**{('input', w): (lambda w=w: decode(w)) for w in workers}, 'model': model_images, **full}
+
+# %% ../nbs/12_benchmarks.ipynb #877fb8aa
+def _embed_images_row(model, # a retrieval model
+                      paths: list[str], # images to embed
+                      batch_size: int, # images per batch
+                      workers: Sequence[int], # DataLoader worker counts to try
+                      repeats: int, # timed runs (best kept)
+                      max_s: float, # time budget per measurement
+                     ) -> dict:
+    "Images/s of decoding alone, the model alone and the full path (best worker count), in turns; for CLIP, open_clip."
+    held = {}   # the decoded batches, kept from the input-side runs for the model-alone runs
+    fns = _image_embed_fns(model, paths, batch_size, workers, held)
+    oc = openclip_eval_loop(model) if 'open_clip_cfg' in (getattr(model, 'arch', None) or {}) else None
+    if oc: fns.update({('open_clip', w): (lambda w=w: oc(paths, batch_size, w)) for w in workers})   # same turn
+    r = round_robin(fns, repeats, max_s, _sync_for(model.device))
+    image_px = int(held.pop('px')[0].shape[-1])
+    n = len(paths)
+    rate = lambda key: n / r[key]['best']
+    by_workers = lambda kind: {str(w): round(rate((kind, w)), 1) for w in workers}
+    w_best = max(workers, key=lambda w: rate(('full', w)))
+    a, b, f = max(rate(('input', w)) for w in workers), rate('model'), rate(('full', w_best))
+    row = _pipeline_row('images', n, a, b, f, best_workers=w_best, full_by_workers=by_workers('full'),
+                        input_by_workers=by_workers('input'))
+    row['image_px'] = image_px
+    if oc: row.update(_vs_openclip(r, n, workers))
+    return row
+
+# %% ../nbs/12_benchmarks.ipynb #6f34bc3b
+def _embed_texts_row(model, # a retrieval model
+                     texts: list[str], # texts to embed
+                     batch_size: int, # texts per batch
+                     repeats: int, # timed runs (best kept)
+                     max_s: float, # time budget per measurement
+                    ) -> dict:
+    "Texts/s of tokenising alone, the model alone on ready tokens and `embed_texts`, timed in turns."
+    import torch
+    tb = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
+    held = {}   # the tokens, kept from the tokenising runs for the model-alone runs
+    def tokenize(): held['tok'] = [model.tokenize(x) for x in tb]
+    def model_texts():
+        with torch.inference_mode(), model.autocast():
+            for t in held['tok']: model.encode_texts(model._to_device(t))
+    fns = {'input': tokenize, 'model': model_texts, 'full': lambda: model.embed_texts(texts, batch_size)}
+    r = round_robin(fns, repeats, max_s, _sync_for(model.device))
+    n = len(texts)
+    a, b, f = (n / r[key]['best'] for key in ('input', 'model', 'full'))
+    return _pipeline_row('texts', n, a, b, f)
+
 # %% ../nbs/12_benchmarks.ipynb #3ed4581d
 def embed_section(backends: Sequence[str], # 'clip', 'blip'
                   presets: Sequence[str], # 'tiny', 'base', 'large'
@@ -478,43 +726,13 @@ def embed_section(backends: Sequence[str], # 'clip', 'blip'
                   max_s: float = 10.0, # time budget per measurement
                  ) -> list[dict]:
     "Images/s and texts/s: full path, model alone, input side alone; best worker count; efficiency and serial bound."
-    import torch
     rows, paths, texts = [], [str(p) for p in image_paths], [str(t) for t in texts]
     for backend in backends:
         for preset in presets:
             model, source = bench_model(backend, preset, device, texts)
-            dev, sync = model.device, _sync_for(model.device)
-            held = {}   # the decoded batches and the tokens, kept from the input-side runs for the model-alone runs
-            def decode(w):
-                dl = torch.utils.data.DataLoader(ImageFiles(paths, model.image_transform), batch_size=batch_size, num_workers=w,
-                                                 pin_memory=dev.type == 'cuda', shuffle=False)
-                held['px'] = [px for px, *_ in dl]
-            def model_images():
-                with torch.inference_mode(), model.autocast():
-                    for px in held['px']: model.encode_images(px.to(dev, non_blocking=True))
-            fns = {**{('input', w): (lambda w=w: decode(w)) for w in workers}, 'model': model_images,
-                   **{('full', w): (lambda w=w: model.embed_images(paths, batch_size, workers=w)) for w in workers}}
-            oc = openclip_eval_loop(model) if 'open_clip_cfg' in (getattr(model, 'arch', None) or {}) else None
-            if oc: fns.update({('open_clip', w): (lambda w=w: oc(paths, batch_size, w)) for w in workers})   # same turn
-            r = round_robin(fns, repeats, max_s, sync)
-            image_px = int(held.pop('px')[0].shape[-1])
-            n = len(paths); rate = lambda key: n / r[key]['best']
-            w_best = max(workers, key=lambda w: rate(('full', w)))
-            a, b, f = max(rate(('input', w)) for w in workers), rate('model'), rate(('full', w_best))
-            rows.append(dict(backend=backend, preset=preset, source=source, modality='images', items=n, input_per_s=round(a, 1), model_per_s=round(b, 1),
-                             full_per_s=round(f, 1), best_workers=w_best, full_by_workers={str(w): round(rate(('full', w)), 1) for w in workers},
-                             input_by_workers={str(w): round(rate(('input', w)), 1) for w in workers},
-                             efficiency=round(f / min(a, b), 3), serial_bound=round(1 / (1 / a + 1 / b) / min(a, b), 3), image_px=image_px))
-            if oc: rows[-1].update(_vs_openclip(r, n, workers))
-            tb = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
-            def tokenize(): held['tok'] = [model.tokenize(x) for x in tb]
-            def model_texts():
-                with torch.inference_mode(), model.autocast():
-                    for t in held['tok']: model.encode_texts(model._to_device(t))
-            r = round_robin({'input': tokenize, 'model': model_texts, 'full': lambda: model.embed_texts(texts, batch_size)}, repeats, max_s, sync)
-            n = len(texts); a, b, f = (n / r[key]['best'] for key in ('input', 'model', 'full'))
-            rows.append(dict(backend=backend, preset=preset, source=source, modality='texts', items=n, input_per_s=round(a, 1), model_per_s=round(b, 1),
-                             full_per_s=round(f, 1), efficiency=round(f / min(a, b), 3), serial_bound=round(1 / (1 / a + 1 / b) / min(a, b), 3)))
+            head = dict(backend=backend, preset=preset, source=source)
+            rows.append(dict(head, **_embed_images_row(model, paths, batch_size, workers, repeats, max_s)))
+            rows.append(dict(head, **_embed_texts_row(model, texts, batch_size, repeats, max_s)))
             del model
     return rows
 
@@ -534,6 +752,80 @@ def decode_images(model, # a retrieval model (its eval transform is used)
     from PIL import Image
     return torch.stack([model.image_transform(Image.open(p).convert('RGB')) for p in paths]).to(model.device)
 
+# %% ../nbs/12_benchmarks.ipynb #d4a75fb2
+def _rerank_candidates(n_captions: int, # captions re-ranked
+                       n_img: int, # candidate images
+                       k_test: int, # candidates per caption
+                       seed: int = 0, # random seed
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    "Made-up re-ranking input: distinct image ids per caption [n_captions, k_test] and their ITC scores, high to low."
+    rng = np.random.default_rng(seed)
+    ids = np.stack([rng.choice(n_img, k_test, replace=False) for _ in range(n_captions)])
+    itc = -np.sort(-rng.random(ids.shape, dtype=np.float32), axis=1)
+    return ids, itc
+
+# %% ../nbs/12_benchmarks.ipynb #dedec04a
+def _itm_loop(model, # a retrieval model with ITM
+              px, # decoded images [N, 3, H, W] on the model's device
+              caps: list[str], # captions
+              pairs: list[tuple[int, int]], # (caption, image) index pairs
+             ) -> list[float]:
+    "The prior art's re-ranking: the whole ITM model on one (image, caption) pair at a time."
+    return [float(model.itm_scores(px[g][None], model.tokenize([caps[q]]))[0]) for q, g in pairs]
+
+# %% ../nbs/12_benchmarks.ipynb #c7c7fc53
+def _itm_rerank_cached(model, # a retrieval model with ITM
+                       px, # decoded candidate images [N, 3, H, W] on the model's device
+                       caps: list[str], # captions
+                       itc: np.ndarray, # ITC scores of the candidates [captions, k_test]
+                       ids: np.ndarray, # candidate image ids [captions, k_test]
+                       k_test: int, # candidates re-ranked per caption
+                       batch: int, # pairs (and images) per batch
+                      ) -> tuple:
+    "aliret's re-rank: features once per image, captions tokenised once, pairs in batches; `(result, pair scorer)`."
+    import torch
+    feats = torch.cat([model.image_features(px[a:a + batch]) for a in range(0, len(px), batch)])
+    toks = model.tokenize(caps)
+    fn = lambda q, g: model.itm_from_features(feats[g.to(feats.device)], {k: v[q] for k, v in toks.items()})
+    return itm_rerank(itc, ids, fn, k_test=k_test, batch_size=batch), fn
+
+# %% ../nbs/12_benchmarks.ipynb #ff07375c
+def _itm_uncached(model, # a retrieval model with ITM
+                  px, # decoded images [N, 3, H, W] on the model's device
+                  caps: list[str], # captions
+                  qi: np.ndarray, # caption of each pair
+                  gi: np.ndarray, # image of each pair
+                  batch: int, # pairs per batch
+                 ) -> None:
+    "Batched `itm_scores` of every pair without the feature cache: each batch encodes its images again."
+    import torch
+    for a in range(0, len(gi), batch):
+        model.itm_scores(px[torch.as_tensor(gi[a:a + batch])], model.tokenize([caps[q] for q in qi[a:a + batch]]))
+
+# %% ../nbs/12_benchmarks.ipynb #1ed27473
+def _match_rows(r: dict, # `round_robin` results: 'loop', one per batch size, 'nocache'
+                base: dict, # the fields every row starts with
+                sub: list[tuple[int, int]], # the (caption, image) pairs of the per-pair loop
+                n_pairs: int, # pairs re-ranked by the batched paths
+                batch_sizes: Sequence[int], # pairs per ITM batch
+               ) -> list[dict]:
+    "Rows of one precision: the per-pair loop, the cached re-rank per batch size (checked against the loop), no cache."
+    import torch
+    ref, loop_rate = np.array(r['loop']['out']), len(sub) / r['loop']['best']
+    rows = [dict(base, path='per-pair loop (prior art)', batch=1, pairs_timed=len(sub), pairs_per_s=round(loop_rate, 1),
+                 speedup=1.0)]
+    q, g = torch.as_tensor([q for q, _ in sub]), torch.as_tensor([g for _, g in sub])
+    for b in batch_sizes:
+        got = r[b]['out'][1](q, g).float().cpu().numpy()
+        rate = n_pairs / r[b]['best']
+        rows.append(dict(base, path='aliret itm_rerank (cached features)', batch=b, pairs_timed=n_pairs,
+                         pairs_per_s=round(rate, 1), speedup=round(rate / loop_rate, 2),
+                         max_abs_diff=float(np.abs(got - ref).max())))
+    rate = n_pairs / r['nocache']['best']
+    rows.append(dict(base, path='batched itm_scores (no feature cache)', batch=max(batch_sizes), pairs_timed=n_pairs,
+                     pairs_per_s=round(rate, 1), speedup=round(rate / loop_rate, 2)))
+    return rows
+
 # %% ../nbs/12_benchmarks.ipynb #14f48a96
 def match_section(backends: Sequence[str], # 'clip', 'blip'
                   presets: Sequence[str], # 'tiny', 'base', 'large'
@@ -547,46 +839,27 @@ def match_section(backends: Sequence[str], # 'clip', 'blip'
                   precisions: Sequence[str] = ('fp32', 'amp'), # fp32 and bf16 autocast
                   repeats: int = 3, max_s: float = 10.0, seed: int = 0,
                  ) -> list[dict]:
-    "ITM pairs/s: per-pair loop vs aliret's batched re-ranking (and batched without the feature cache), per batch size and precision."
-    import torch
+    "ITM pairs/s: per-pair loop vs aliret's batched re-rank (and without feature cache), per batch size and precision."
     rows = []
     for backend in backends:
         for preset in presets:
             model, source = bench_model(backend, preset, device, captions)
-            sync = _sync_for(model.device)
-            rng = np.random.default_rng(seed)
-            n_img = min(len(image_paths), max(k_test, n_queries * k_test // 4))   # candidates recur across captions, as in real re-ranking
+            # candidates recur across captions, as in real re-ranking
+            n_img = min(len(image_paths), max(k_test, n_queries * k_test // 4))
             px = decode_images(model, list(image_paths)[:n_img])
             caps = [str(c) for c in list(captions)[:n_queries]]
-            ids = np.stack([rng.choice(n_img, k_test, replace=False) for _ in caps])
-            itc = -np.sort(-rng.random(ids.shape, dtype=np.float32), axis=1)
+            ids, itc = _rerank_candidates(len(caps), n_img, k_test, seed)
             qi, gi = np.repeat(np.arange(len(caps)), k_test), ids.ravel()
             sub = list(zip(qi[:loop_pairs].tolist(), gi[:loop_pairs].tolist()))
+            fns = {'loop': lambda: _itm_loop(model, px, caps, sub),
+                   **{b: (lambda b=b: _itm_rerank_cached(model, px, caps, itc, ids, k_test, b)) for b in batch_sizes},
+                   'nocache': lambda: _itm_uncached(model, px, caps, qi, gi, max(batch_sizes))}
             for prec in precisions:
-                with _precision_ctx(model, prec):
-                    def loop(): return [float(model.itm_scores(px[g][None], model.tokenize([caps[q]]))[0]) for q, g in sub]
-                    def rerank(b):
-                        feats = torch.cat([model.image_features(px[a:a + b]) for a in range(0, n_img, b)])
-                        toks = model.tokenize(caps)
-                        fn = lambda q, g: model.itm_from_features(feats[g.to(feats.device)], {k: v[q] for k, v in toks.items()})
-                        return itm_rerank(itc, ids, fn, k_test=k_test, batch_size=b), fn
-                    nb = max(batch_sizes)
-                    def nocache():
-                        for a in range(0, ids.size, nb):
-                            model.itm_scores(px[torch.as_tensor(gi[a:a + nb])], model.tokenize([caps[q] for q in qi[a:a + nb]]))
-                    r = round_robin({'loop': loop, **{b: (lambda b=b: rerank(b)) for b in batch_sizes}, 'nocache': nocache}, repeats, max_s, sync)
-                    ref, loop_rate = np.array(r['loop']['out']), len(sub) / r['loop']['best']
-                    base = dict(backend=backend, preset=preset, source=source, precision=prec, pairs=int(ids.size), images=n_img)
-                    rows.append(dict(base, path='per-pair loop (prior art)', batch=1, pairs_timed=len(sub), pairs_per_s=round(loop_rate, 1), speedup=1.0))
-                    for b in batch_sizes:
-                        fn = r[b]['out'][1]
-                        got = fn(torch.as_tensor([q for q, _ in sub]), torch.as_tensor([g for _, g in sub])).float().cpu().numpy()
-                        rate = ids.size / r[b]['best']
-                        rows.append(dict(base, path='aliret itm_rerank (cached features)', batch=b, pairs_timed=int(ids.size), pairs_per_s=round(rate, 1),
-                                         speedup=round(rate / loop_rate, 2), max_abs_diff=float(np.abs(got - ref).max())))
-                    rate = ids.size / r['nocache']['best']
-                    rows.append(dict(base, path='batched itm_scores (no feature cache)', batch=nb, pairs_timed=int(ids.size), pairs_per_s=round(rate, 1),
-                                     speedup=round(rate / loop_rate, 2)))
+                with _precision_ctx(model, prec):   # the check of the scores against the loop's runs in it too
+                    r = round_robin(fns, repeats, max_s, _sync_for(model.device))
+                    base = dict(backend=backend, preset=preset, source=source, precision=prec, pairs=int(ids.size),
+                                images=n_img)
+                    rows += _match_rows(r, base, sub, int(ids.size), batch_sizes)
             del model, px
     return rows
 
@@ -621,64 +894,151 @@ def itm_pair_gflop(config=None, # a transformers `BlipConfig` (None = BLIP base:
                 kv_reuse=(f['vision'] + f['kv']) / per_image + f['text'], vision_per_image=f['vision'],
                 kv_per_pair=f['kv'], text_per_pair=f['text'], per_image=per_image, text_len=text_len)
 
+# %% ../nbs/12_benchmarks.ipynb #64d5e0a0
+def _rank_device(device: str, # 'cpu', 'cuda' or 'auto'
+                ):
+    "This rank's torch device: `pick_device(device)`, and on CUDA the GPU of `LOCAL_RANK` (made current)."
+    import torch
+    dev = pick_device(device)
+    if dev.type == 'cuda':
+        dev = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)))
+        torch.cuda.set_device(dev)
+    return dev
+
+# %% ../nbs/12_benchmarks.ipynb #58731f12
+def _shard(n: int, # items in all
+           world: int, # ranks
+           rank: int, # this rank
+          ) -> np.ndarray:
+    "The contiguous share of `range(n)` that `rank` of `world` ranks works on."
+    return np.array_split(np.arange(n), world)[rank]
+
+# %% ../nbs/12_benchmarks.ipynb #8b635a90
+def _between_barriers(f: Callable[[], Any], # the rank's work
+                      barrier: Callable[[], None], # waits for every rank
+                      sync: Callable[[], None], # waits for the device
+                     ) -> tuple[Any, dict]:
+    "Run `f` from barrier to barrier: its result; seconds to the 2nd barrier (slowest rank), its own and CPU seconds."
+    barrier()
+    sync()
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = f()
+    sync()
+    own, cpu = time.perf_counter() - t0, time.process_time() - c0
+    barrier()
+    return out, dict(wall_s=time.perf_counter() - t0, own_s=own, cpu_s=cpu)
+
+# %% ../nbs/12_benchmarks.ipynb #8036eb74
+def _gather_all(obj, # this rank's part (picklable)
+                env, # `init_distributed`'s result
+               ) -> list:
+    "Every rank's `obj` in rank order, on every rank; `[obj]` without a process group."
+    import torch.distributed as dist
+    if not env.distributed: return [obj]
+    parts = [None] * env.world_size
+    dist.all_gather_object(parts, obj)
+    return parts
+
+# %% ../nbs/12_benchmarks.ipynb #020e59aa
+def _rank_timings(parts: list, # every rank's (result, timing) from `_between_barriers`
+                  items: int, # items the task covers, all ranks together
+                 ) -> dict:
+    "A task's timings over the ranks: wall seconds of the slowest, and each rank's own and CPU seconds."
+    return dict(items=items, wall_s=max(p[1]['wall_s'] for p in parts), rank_s=[round(p[1]['own_s'], 4) for p in parts],
+                rank_cpu_s=[round(p[1]['cpu_s'], 4) for p in parts])
+
+# %% ../nbs/12_benchmarks.ipynb #29349edb
+def _embed_shard(model, # a retrieval model
+                 paths: list[str], # all the images
+                 caps: list[str], # all the captions (cycled when fewer than the images)
+                 rows: np.ndarray, # the items of this rank
+                 bs: int, # batch size
+                ) -> np.ndarray:
+    "Image and text embeddings of the items `rows`, side by side: [len(rows), image dim + text dim]."
+    images = model.embed_images([paths[i] for i in rows], bs, workers=0)
+    return np.concatenate([images, model.embed_texts([caps[i % len(caps)] for i in rows], bs)], 1)
+
+# %% ../nbs/12_benchmarks.ipynb #fd5af605
+def _itm_shard(model, # a retrieval model with ITM
+               paths: list[str], # all the images
+               caps: list[str], # all the captions
+               qi: np.ndarray, # caption of each pair
+               gi: np.ndarray, # image of each pair
+               rows: np.ndarray, # the pairs of this rank
+               bs: int, # pairs per batch
+              ) -> np.ndarray:
+    "ITM scores of the pairs `rows`: each of their images decoded once, then `itm_scores` in batches of `bs`."
+    import torch
+    q, g = qi[rows], gi[rows]
+    uniq, inv = np.unique(g, return_inverse=True)
+    px = decode_images(model, [paths[i] for i in uniq])
+    score = lambda b: model.itm_scores(px[torch.as_tensor(inv[b:b + bs])],
+                                      model.tokenize([caps[i] for i in q[b:b + bs]]))
+    return np.concatenate([score(b).float().cpu().numpy() for b in range(0, len(rows), bs)])
+
+# %% ../nbs/12_benchmarks.ipynb #c8050f29
+def _library_scorer(model, # a retrieval model with ITM
+                    scoring, # the `aliret.scoring` module
+                    a: dict, # the worker's arguments (see `scale_run`)
+                    env, # `init_distributed`'s result
+                    qi: np.ndarray, # caption of each pair
+                    gi: np.ndarray, # image of each pair
+                   ) -> tuple[Callable, Callable]:
+    "`(score, collect)` the `aliret.scoring` way: every rank writes whole chunks of a pairs table, rank 0 merges them."
+    import pandas as pd
+    n, paths, caps, bs = a['pairs'], a['image_paths'], a['captions'], a['batch_size']
+    table = pd.DataFrame(dict(row=np.arange(n), image_path=[paths[i] for i in gi], caption=[caps[i] for i in qi]))
+    cs, sdir = 4 * bs, Path(a['out']).with_name(f'scores-{env.world_size}')
+    def score():
+        start, end = scoring.shard_range(n, env.rank, env.world_size, cs)
+        scoring.score_shard(model, table, sdir, 'auto', start, end, cs, bs, workers=0, by_rank=True,
+                            log=lambda *x: None)
+    return score, lambda parts: scoring.merge_scores(sdir, table)['score'].to_numpy()
+
+# %% ../nbs/12_benchmarks.ipynb #a54faae0
+def _scale_tasks(model, # the rank's model
+                 a: dict, # the worker's arguments (see `scale_run`)
+                 env, # `init_distributed`'s result
+                ) -> tuple[dict, str]:
+    "This rank's tasks, name -> (work, items, rank 0's collect(parts) -> array), and the scorer the scoring task uses."
+    paths, caps, n_pairs, bs = a['image_paths'], a['captions'], a['pairs'], a['batch_size']
+    rng = np.random.default_rng(a['seed'])
+    qi, gi = rng.integers(0, len(caps), n_pairs), rng.integers(0, len(paths), n_pairs)
+    mine = lambda n: _shard(n, env.world_size, env.rank)
+    concat = lambda parts: np.concatenate([p[0] for p in parts])
+    embed = lambda: _embed_shard(model, paths, caps, mine(len(paths)), bs)
+    try: from aliret import scoring
+    except ImportError: scoring = None
+    if scoring is None:   # batched `itm_scores` over the rank's share of the pairs
+        score, collect = (lambda: _itm_shard(model, paths, caps, qi, gi, mine(n_pairs), bs)), concat
+        how = 'aliret.models.itm_scores (aliret.scoring absent)'
+    else:
+        (score, collect), how = _library_scorer(model, scoring, a, env, qi, gi), 'aliret.scoring.score_shard'
+    return dict(embedding=(embed, len(paths), concat), scoring=(score, n_pairs, collect)), how
+
 # %% ../nbs/12_benchmarks.ipynb #80e3e7ec
 def scale_worker(spec: str, # JSON file with the worker's arguments (written by `scale_run`)
                 ) -> None:
-    "One rank of the scale-out test (run under torchrun): embed and score its shard, time both between barriers; rank 0 writes the results."
+    "One rank of the scale-out test (under torchrun): embed and score its shard, timed between barriers; rank 0 writes."
     import torch, torch.distributed as dist
     a = json.loads(Path(spec).read_text())
     torch.set_num_threads(a['threads'])
-    dev = pick_device(a['device'])
-    if dev.type == 'cuda': dev = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0))); torch.cuda.set_device(dev)
-    env = init_distributed(dev); world = env.world_size
+    dev = _rank_device(a['device'])
+    env = init_distributed(dev)
     try:
         model, source = bench_model(a['backend'], a['preset'], dev, a['captions'])
+        tasks, scoring_path = _scale_tasks(model, a, env)
         sync = _sync_for(dev) or (lambda: None)
         barrier = (lambda: dist.barrier()) if env.distributed else (lambda: None)
-        paths, caps = a['image_paths'], a['captions']
-        n_img, n_pairs, bs = len(paths), a['pairs'], a['batch_size']
-        rng = np.random.default_rng(a['seed'])
-        qi, gi = rng.integers(0, len(caps), n_pairs), rng.integers(0, n_img, n_pairs)
-        mine = lambda n: np.array_split(np.arange(n), world)[env.rank]
-        def timed(f):
-            barrier(); sync(); t0, c0 = time.perf_counter(), time.process_time()
-            out = f(); sync()
-            own, cpu = time.perf_counter() - t0, time.process_time() - c0
-            barrier()
-            return out, dict(wall_s=time.perf_counter() - t0, own_s=own, cpu_s=cpu)
-        def embed():
-            s = mine(n_img)
-            return np.concatenate([model.embed_images([paths[i] for i in s], bs, workers=0), model.embed_texts([caps[i % len(caps)] for i in s], bs)], 1)
-        try: from aliret import scoring
-        except ImportError: scoring = None
-        if scoring is not None:   # the library's own shard scorer: decode, batch, score, write resumable chunks
-            import pandas as pd
-            table = pd.DataFrame(dict(row=np.arange(n_pairs), image_path=[paths[i] for i in gi], caption=[caps[i] for i in qi]))
-            cs, sdir = 4 * bs, Path(a['out']).with_name(f'scores-{world}')
-            def score():
-                start, end = scoring.shard_range(n_pairs, env.rank, world, cs)
-                scoring.score_shard(model, table, sdir, 'auto', start, end, cs, bs, workers=0, by_rank=True, log=lambda *x: None)
-        else:
-            def score():
-                s = mine(n_pairs); q, g = qi[s], gi[s]
-                uniq, inv = np.unique(g, return_inverse=True)
-                px = decode_images(model, [paths[i] for i in uniq])
-                return np.concatenate([model.itm_scores(px[torch.as_tensor(inv[b:b + bs])], model.tokenize([caps[i] for i in q[b:b + bs]])).float().cpu().numpy()
-                                       for b in range(0, len(s), bs)])
         res = {}
-        for name, f in (('embedding', embed), ('scoring', score)):
-            out, t = timed(f)
-            parts = [None] * world
-            if env.distributed: dist.all_gather_object(parts, (out, t))
-            else: parts = [(out, t)]
-            res[name] = dict(items=n_img if name == 'embedding' else n_pairs, wall_s=max(p[1]['wall_s'] for p in parts),
-                             rank_s=[round(p[1]['own_s'], 4) for p in parts], rank_cpu_s=[round(p[1]['cpu_s'], 4) for p in parts])
-            if env.rank == 0:
-                arr = scoring.merge_scores(sdir, table)['score'].to_numpy() if (name == 'scoring' and scoring is not None) else np.concatenate([p[0] for p in parts])
-                np.save(Path(a['out']).with_name(f'{name}.npy'), arr)
+        for name, (work, items, collect) in tasks.items():
+            parts = _gather_all(_between_barriers(work, barrier, sync), env)
+            res[name] = _rank_timings(parts, items)
+            if env.rank == 0: np.save(Path(a['out']).with_name(f'{name}.npy'), collect(parts))
         if env.rank == 0:
-            write_json(a['out'], dict(world=world, threads=a['threads'], backend=a['backend'], preset=a['preset'], source=source, load_avg=load_avg(),
-                                      scoring_path='aliret.scoring.score_shard' if scoring is not None else 'aliret.models.itm_scores (aliret.scoring absent)', **res))
+            run = dict(world=env.world_size, threads=a['threads'], backend=a['backend'], preset=a['preset'],
+                       source=source, load_avg=load_avg(), scoring_path=scoring_path)
+            write_json(a['out'], dict(run, **res))
     finally: cleanup_distributed()
 
 # %% ../nbs/12_benchmarks.ipynb #bb0167a6
@@ -871,6 +1231,106 @@ def flops_rows(per_image: int = 8, # captions per image
 # %% ../nbs/12_benchmarks.ipynb #82204295
 def _fmt_g(n: int) -> str: return f'{n // 1_000_000}M' if n >= 1_000_000 and n % 1_000_000 == 0 else f'{n // 1000}k' if n >= 1000 else str(n)
 
+# %% ../nbs/12_benchmarks.ipynb #9ab33239
+def _qps_row(case: str, # the configuration, e.g. '100k x d512 fp32'
+             name: str, # what is measured, e.g. 'topk_search'
+             vs: str, # what it is compared with, and the unit
+             sub: dict, # the measured path's `search_section` row
+             other: dict, # the compared path's row
+             target: float | None, # required minimum ratio (None = no target)
+             note: str, # the row's note
+            ) -> dict:
+    "A search table row comparing `sub`'s queries/s with `other`'s, judged against `target`."
+    ratio = sub['qps'] / other['qps']
+    return _row('search', case, f'{name} vs {vs}', sub['qps'], other['qps'], ratio, target, verdict(ratio, target),
+                note, subject=sub['path'])
+
+# %% ../nbs/12_benchmarks.ipynb #5f354f12
+def _search_speed_rows(case: str, # the configuration
+                       G: int, # its gallery size
+                       p: dict, # path -> `search_section` row of the configuration
+                      ) -> list[dict]:
+    "Rows of aliret's default search and of `topk_search` against torch.topk, the naive full sort and raw Faiss flat."
+    paths = ('aliret topk_search', 'naive full sort', 'bare GEMM', 'torch.topk', 'faiss flat (raw)')
+    top, naive, gemm, base, flat = (p.get(x) for x in paths)
+    dflt = next((x for x in p.values() if x.get('default') is True), None)
+    out = []
+    for sub in [x for x in (dflt, top) if x] if dflt is not top else [top]:
+        is_dflt = sub is dflt
+        how = 'flat search' if sub['path'] != 'aliret topk_search' else 'search (topk_search)'
+        name = 'aliret default ' + how if is_dflt else 'topk_search'
+        if base:
+            tgt = TARGETS['search_vs_topk'] if is_dflt and G == TARGET_GALLERY else None
+            note = f"bare GEMM alone {gemm['qps'] / base['qps']:.2f}x torch.topk" if gemm else ''
+            out.append(_qps_row(case, name, 'torch.topk on the score matrix (queries/s)', sub, base, tgt, note))
+        if naive:
+            note = f"the seed's full argsort, timed on {naive['queries']} queries: reference only"
+            out.append(_qps_row(case, name, 'naive full sort (prior art, queries/s)', sub, naive, None, note))
+        if flat and sub is not flat:
+            note = 'the exact-ties reference path and the GPU path' if sub is top and not is_dflt else ''
+            tgt = TARGETS['search_vs_faiss'] if is_dflt else None
+            out.append(_qps_row(case, name, 'raw Faiss flat (queries/s)', sub, flat, tgt, note))
+    return out
+
+# %% ../nbs/12_benchmarks.ipynb #aa5feb9b
+def _topk_search_rows(case: str, # the configuration
+                      G: int, # its gallery size
+                      d: int, # its dimension
+                      dtype: str, # its gallery storage
+                      p: dict, # path -> `search_section` row of the configuration
+                      cuda: bool = False, # measured on a GPU
+                     ) -> list[dict]:
+    "Rows of `topk_search` alone: vs Faiss' fp16 flat, its share of the bare GEMM rate, memory per call vs the gallery."
+    top, gemm, sq = p.get('aliret topk_search'), p.get('bare GEMM'), p.get('faiss flat fp16 (SQ)')
+    cpu16, out = dtype == 'fp16' and not cuda, []
+    if top and sq:
+        out.append(_row('search', case, 'topk_search vs Faiss fp16 flat (queries/s)', top['qps'], sq['qps'],
+                        top['qps'] / sq['qps'], None, 'info', top.get('note') or ''))
+    if top and gemm:
+        note = f"bare GEMM {gemm['gflops']} GFLOP/s"
+        if cpu16: note += ' in fp16 (no fp16 FMA on this CPU), topk_search multiplies in fp32'
+        out.append(_row('search', case, 'topk_search / bare GEMM (share of matmul rate)', top['qps'], gemm['qps'],
+                        top['qps'] / gemm['qps'], None, 'info', note))
+    if top and top.get('one_query_mb') is not None:
+        gal_mb = G * d * (2 if dtype == 'fp16' else 4) / 2**20
+        note = 'gallery-linear, not gallery x queries: the per-call conversion and finite-check of the gallery'
+        out.append(_row('search', case, 'topk_search memory per call with 1 query (MB) vs the gallery itself',
+                        top['one_query_mb'], round(gal_mb, 1), top['one_query_mb'] / gal_mb, None, 'info', note))
+    return out
+
+# %% ../nbs/12_benchmarks.ipynb #fd6befc8
+def _held_memory_rows(case: str, # the configuration
+                      g: 'pd.DataFrame', # its `search_section` rows
+                      naive: dict | None, # its naive full sort row
+                     ) -> list[dict]:
+    "The row of the most memory any aliret or Faiss path held per batch of queries, against the chunk budget."
+    mem = g[g.kind.isin(['aliret', 'faiss', 'ann']) & g.qdep_mb.notna()] if 'qdep_mb' in g else g.iloc[:0]
+    if not len(mem): return []
+    worst = mem.loc[mem.qdep_mb.idxmax()]
+    nv = f"; naive holds {naive['qdep_mb']} MB for {naive['queries']} queries" if naive else ''
+    held, status = float(worst.qdep_mb), 'met' if worst.qdep_mb <= CHUNK_BUDGET_MB else 'MISSED'
+    note = f"{worst.path}; per-call (1 query) {worst.one_query_mb} MB{nv}"
+    return [_row('search', case, 'most memory held per query batch by any aliret/Faiss path (MB)', held,
+                 CHUNK_BUDGET_MB, CHUNK_BUDGET_MB / max(held, 1e-9), 1.0, status, note)]
+
+# %% ../nbs/12_benchmarks.ipynb #52990fe9
+def _ann_rows(case: str, # the configuration
+              g: 'pd.DataFrame', # its `search_section` rows
+              flat: dict | None, # its raw Faiss flat row
+             ) -> list[dict]:
+    "Rows of the approximate indexes: queries/s vs Faiss flat with recall and build time, or why one was not measured."
+    out = []
+    for r in g[g.kind == 'ann'].to_dict('records'):
+        if r.get('qps') is None or (isinstance(r.get('qps'), float) and math.isnan(r['qps'])):
+            out.append(_row('search', case, f"{r['path']}", status='not measured', note=r.get('note', '')))
+            continue
+        if flat:
+            note = f"recall@10 vs flat {r['recall']:.3f}; build {r['build_s']:.1f}s"
+            if r.get('nlist') == r.get('nlist') and r.get('nlist'): note += f"; nlist {int(r['nlist'])}"
+            out.append(_row('search', case, f"{r['path']} vs Faiss flat (queries/s)", r['qps'], flat['qps'],
+                            r['qps'] / flat['qps'], None, 'info', note))
+    return out
+
 # %% ../nbs/12_benchmarks.ipynb #f5486050
 def search_rows(rows: list[dict], # from `search_section`
                 cuda: bool = False, # measured on a GPU (fp16 targets apply only there: CPUs here have no fp16 matmul)
@@ -879,54 +1339,108 @@ def search_rows(rows: list[dict], # from `search_section`
     import pandas as pd
     out = []
     if not rows: return out
-    df = pd.DataFrame(rows)
-    for (G, d, dtype), g in df.groupby(['gallery', 'dim', 'dtype'], sort=True):
-        n0 = len(out)
+    for (G, d, dtype), g in pd.DataFrame(rows).groupby(['gallery', 'dim', 'dtype'], sort=True):
         p = {r['path']: r for r in g.to_dict('records')}
         case = f'{_fmt_g(G)} x d{d} {dtype}'
-        top, naive, gemm, base = p.get('aliret topk_search'), p.get('naive full sort'), p.get('bare GEMM'), p.get('torch.topk')
-        cpu16 = dtype == 'fp16' and not cuda
-        flat = p.get('faiss flat (raw)')
-        dflt = next((x for x in p.values() if x.get('default') is True), None)
-        for sub in [x for x in (dflt, top) if x] if dflt is not top else [top]:
-            is_dflt, name = sub is dflt, ('aliret default ' + ('flat search' if sub['path'] != 'aliret topk_search' else 'search (topk_search)')) if sub is dflt else 'topk_search'
-            if base:
-                tgt = TARGETS['search_vs_topk'] if is_dflt and G == TARGET_GALLERY else None
-                out.append(_row('search', case, f'{name} vs torch.topk on the score matrix (queries/s)', sub['qps'], base['qps'], sub['qps'] / base['qps'], tgt,
-                                verdict(sub['qps'] / base['qps'], tgt), f"bare GEMM alone {gemm['qps'] / base['qps']:.2f}x torch.topk" if gemm else '', subject=sub['path']))
-            if naive:
-                out.append(_row('search', case, f'{name} vs naive full sort (prior art, queries/s)', sub['qps'], naive['qps'], sub['qps'] / naive['qps'], None,
-                                'info', f"the seed's full argsort, timed on {naive['queries']} queries: reference only", subject=sub['path']))
-            if flat and sub is not flat:
-                tgt = TARGETS['search_vs_faiss'] if is_dflt else None
-                out.append(_row('search', case, f'{name} vs raw Faiss flat (queries/s)', sub['qps'], flat['qps'], sub['qps'] / flat['qps'], tgt,
-                                verdict(sub['qps'] / flat['qps'], tgt), 'the exact-ties reference path and the GPU path' if sub is top and not is_dflt else '', subject=sub['path']))
-        sq = p.get('faiss flat fp16 (SQ)')
-        if top and sq:
-            out.append(_row('search', case, 'topk_search vs Faiss fp16 flat (queries/s)', top['qps'], sq['qps'], top['qps'] / sq['qps'], None, 'info',
-                            top.get('note') or ''))
-        if top and gemm:
-            out.append(_row('search', case, 'topk_search / bare GEMM (share of matmul rate)', top['qps'], gemm['qps'], top['qps'] / gemm['qps'], None, 'info',
-                            f"bare GEMM {gemm['gflops']} GFLOP/s" + (' in fp16 (no fp16 FMA on this CPU), topk_search multiplies in fp32' if cpu16 else '')))
-        if top and top.get('one_query_mb') is not None:
-            gal_mb = G * d * (2 if dtype == 'fp16' else 4) / 2**20
-            out.append(_row('search', case, 'topk_search memory per call with 1 query (MB) vs the gallery itself', top['one_query_mb'], round(gal_mb, 1),
-                            top['one_query_mb'] / gal_mb, None, 'info', 'gallery-linear, not gallery x queries: the per-call conversion and finite-check of the gallery'))
-        mem = g[g.kind.isin(['aliret', 'faiss', 'ann']) & g.qdep_mb.notna()] if 'qdep_mb' in g else g.iloc[:0]
-        if len(mem):
-            worst = mem.loc[mem.qdep_mb.idxmax()]
-            nv = f"; naive holds {naive['qdep_mb']} MB for {naive['queries']} queries" if naive else ''
-            out.append(_row('search', case, 'most memory held per query batch by any aliret/Faiss path (MB)', float(worst.qdep_mb), CHUNK_BUDGET_MB,
-                            CHUNK_BUDGET_MB / max(float(worst.qdep_mb), 1e-9), 1.0, 'met' if worst.qdep_mb <= CHUNK_BUDGET_MB else 'MISSED',
-                            f"{worst.path}; per-call (1 query) {worst.one_query_mb} MB{nv}"))
-        for r in g[g.kind == 'ann'].to_dict('records'):
-            if r.get('qps') is None or (isinstance(r.get('qps'), float) and math.isnan(r['qps'])):
-                out.append(_row('search', case, f"{r['path']}", status='not measured', note=r.get('note', ''))); continue
-            if flat:
-                out.append(_row('search', case, f"{r['path']} vs Faiss flat (queries/s)", r['qps'], flat['qps'], r['qps'] / flat['qps'], None, 'info',
-                                f"recall@10 vs flat {r['recall']:.3f}; build {r['build_s']:.1f}s" + (f"; nlist {int(r['nlist'])}" if r.get('nlist') == r.get('nlist') and r.get('nlist') else '')))
-        for r in out[n0:]: r['ref'] = [int(G), int(d), str(dtype)]
+        new = _search_speed_rows(case, G, p) + _topk_search_rows(case, G, d, dtype, p, cuda)
+        new += _held_memory_rows(case, g, p.get('naive full sort')) + _ann_rows(case, g, p.get('faiss flat (raw)'))
+        for r in new: r['ref'] = [int(G), int(d), str(dtype)]
+        out += new
     return out
+
+# %% ../nbs/12_benchmarks.ipynb #cfe61497
+def _section_rows(res: dict, # section name -> rows from the section functions
+                  section: str, # the section
+                  what: str, # what it measures (the metric of the row when it was not run)
+                  table_rows: Callable[[list[dict]], list[dict]], # the section's rows -> its summary rows
+                 ) -> list[dict]:
+    "A section's summary rows, or one row saying that the section was not in this run."
+    if section in res: return table_rows(res[section])
+    return [_row(section, '', what, status='not measured: section not in this run')]
+
+# %% ../nbs/12_benchmarks.ipynb #ad712683
+def _embed_table_rows(rows: list[dict], # from `embed_section`
+                     ) -> list[dict]:
+    "Summary rows of `embed_section`: each full path against its slower part, and aliret against open_clip's eval loop."
+    out, tgt = [], TARGETS['embed_efficiency']
+    for r in rows:
+        note = f"input {r['input_per_s']:,.0f}/s, model {r['model_per_s']:,.0f}/s, serial bound {r['serial_bound']:.2f}"
+        if 'best_workers' in r: note += f", best workers {r['best_workers']}"
+        case, metric = f"{r['backend']} {r['preset']} {r['modality']}", f"full path vs slower part ({r['modality']}/s)"
+        out.append(_row('embed', case, metric, r['full_per_s'], min(r['input_per_s'], r['model_per_s']),
+                        r['efficiency'], tgt, verdict(r['efficiency'], tgt), note + f"; {r['source']}",
+                        ref=[r['backend'], r['preset'], r['modality']]))
+        if 'vs_openclip' not in r: continue
+        note = (f"workers: aliret {r['aliret_workers']}, open_clip {r['openclip_workers']}; "
+                f"lowest cosine between their embeddings {r['openclip_min_cos']}; {r['source']}")
+        out.append(_row('embed', f"{r['backend']} {r['preset']} images",
+                        "aliret embed_images vs open_clip's eval loop (images/s, median of interleaved rounds)",
+                        r['aliret_median_per_s'], r['openclip_per_s'], r['vs_openclip'], None, 'info', note))
+    return out
+
+# %% ../nbs/12_benchmarks.ipynb #e992649d
+def _match_table_rows(rows: list[dict], # from `match_section`
+                      cuda: bool = False, # measured on a GPU (the target is for the CPU)
+                     ) -> list[dict]:
+    "Summary rows of `match_section`: the best batched re-rank, and batching without the feature cache, vs the loop."
+    import pandas as pd
+    out = []
+    for (b, p, prec), g in pd.DataFrame(rows).groupby(['backend', 'preset', 'precision'], sort=False):
+        loop = g[g.path.str.startswith('per-pair')].iloc[0]
+        rr = g[g.path.str.startswith('aliret')]
+        best = rr.loc[rr.pairs_per_s.idxmax()]
+        cpu_amp = prec == 'amp' and not cuda   # not an aliret path: aliret runs fp32 on CPU (its precision is for CUDA)
+        tgt = None if (cuda or cpu_amp) else TARGETS['match_vs_loop_cpu']
+        note = f"batch {best.batch}; max |diff| vs loop {best.max_abs_diff:.1e}"
+        if cpu_amp: note += ('; bf16 autocast on CPU is shown for reference only: aliret runs fp32 on CPU, and without '
+                             'AVX512-BF16/AMX bf16 is emulated')
+        out.append(_row('match', f'{b} {p} {prec}', 'itm_rerank (best batch) vs per-pair loop (pairs/s)',
+                        float(best.pairs_per_s), float(loop.pairs_per_s), float(best.speedup), tgt,
+                        verdict(float(best.speedup), tgt), note))
+        nc = g[g.path.str.startswith('batched')]
+        if not len(nc): continue
+        nc = nc.iloc[0]
+        out.append(_row('match', f'{b} {p} {prec}', 'batched itm_scores without feature cache vs loop (pairs/s)',
+                        float(nc.pairs_per_s), float(loop.pairs_per_s), float(nc.speedup), None, 'info',
+                        f'batch {nc.batch}'))
+    return out
+
+# %% ../nbs/12_benchmarks.ipynb #7c3dbfad
+def _scale_table_row(r: dict, # a `scale_section` row
+                    ) -> dict:
+    "The summary row of one scale-out task: N ranks vs 1, against the speed-up target scaled to N."
+    if 'skipped' in r: return _row('scale', r['task'], f"{r['ranks']} ranks vs 1", status=r['skipped'])
+    tgt = TARGETS['scale_speedup'] * r['ranks'] / 2
+    note = (f"{r.get('path', '')}; parallel efficiency {r['efficiency']:.2f}; CPU-time speed-up "
+            f"{r.get('cpu_time_speedup', float('nan')):.2f}; rank seconds {r['rank_s']}; "
+            f"max |diff| {r['max_abs_diff']:.1e}")
+    case = f"{r['task']}, {r['ranks']} ranks x {r['threads_per_rank']} thread"
+    return _row('scale', case, f"{r['ranks']} ranks vs 1 (items/s)", r['n_ranks_per_s'], r['one_rank_per_s'],
+                r['speedup'], tgt, verdict(r['speedup'], tgt), note, ref=r['task'])
+
+# %% ../nbs/12_benchmarks.ipynb #20f7c145
+def _train_table_rows(rows: list[dict], # from `train_section`
+                      cuda: bool = False, # measured on a GPU
+                     ) -> list[dict]:
+    "Summary rows of `train_section`: samples/s, peak memory and model FLOP utilisation per backend and preset."
+    out = []
+    for r in rows:
+        case = f"{r['backend']} {r['preset']}"
+        note = f"batch {r['batch_size']}, {r['workers']} workers; {r['source']}"
+        out.append(_row('train', case, 'training samples/s', r['samples_per_s'], note=note))
+        out.append(_row('train', case, 'training peak memory (MB)', r['peak_mb'], note=r['mem_method']))
+        metric = f"achieved TFLOP/s vs measured {r['matmul_dtype']} matmul TFLOP/s (ratio: model FLOP utilisation)"
+        note = f"{r['model_gflop_per_sample']} GFLOP/sample" + ('' if cuda else '; CPU: informative only')
+        out.append(_row('train', case, metric, r['achieved_tflops'], r['matmul_tflops'], r['mfu'], None, 'info', note))
+    return out
+
+# %% ../nbs/12_benchmarks.ipynb #3db2f263
+def _data_table_row(r: dict, # a `data_section` row
+                   ) -> dict:
+    "The summary row of one data preparation step: rows/s, with the projected time for the full train set."
+    note = f"projected {r['projected_s'] / 60:,.1f} min for {r['target_rows']:,} rows"
+    if 'mean_image_kb' in r: note += f"; mean image {r['mean_image_kb']} KB"
+    return _row('data', r['case'], 'rows/s', r['rows_per_s'], note=note)
 
 # %% ../nbs/12_benchmarks.ipynb #6bcf4f24
 def summary_table(res: dict, # section name -> rows from the section functions
@@ -935,123 +1449,213 @@ def summary_table(res: dict, # section name -> rows from the section functions
     "The benchmark table: every comparison with value, baseline, ratio, target and status."
     import pandas as pd
     cuda, out = str(device).startswith('cuda'), []
-    def missing(section, what):
-        out.append(_row(section, '', what, status='not measured: section not in this run'))
-    if 'search' in res: out += search_rows(res['search'], cuda)
-    else: missing('search', 'text->image top-10 search')
-    if 'embed' in res:
-        for r in res['embed']:
-            tgt = TARGETS['embed_efficiency']
-            out.append(_row('embed', f"{r['backend']} {r['preset']} {r['modality']}", f"full path vs slower part ({r['modality']}/s)", r['full_per_s'],
-                            min(r['input_per_s'], r['model_per_s']), r['efficiency'], tgt, verdict(r['efficiency'], tgt),
-                            f"input {r['input_per_s']:,.0f}/s, model {r['model_per_s']:,.0f}/s, serial bound {r['serial_bound']:.2f}"
-                            + (f", best workers {r['best_workers']}" if 'best_workers' in r else '') + f"; {r['source']}",
-                            ref=[r['backend'], r['preset'], r['modality']]))
-            if 'vs_openclip' in r:
-                out.append(_row('embed', f"{r['backend']} {r['preset']} images",
-                                "aliret embed_images vs open_clip's eval loop (images/s, median of interleaved rounds)",
-                                r['aliret_median_per_s'], r['openclip_per_s'], r['vs_openclip'], None, 'info',
-                                f"workers: aliret {r['aliret_workers']}, open_clip {r['openclip_workers']}; "
-                                f"lowest cosine between their embeddings {r['openclip_min_cos']}; {r['source']}"))
-    else: missing('embed', 'embedding throughput')
-    if 'match' in res:
-        df = pd.DataFrame(res['match'])
-        for (b, p, prec), g in df.groupby(['backend', 'preset', 'precision'], sort=False):
-            loop = g[g.path.str.startswith('per-pair')].iloc[0]
-            rr = g[g.path.str.startswith('aliret')]; best = rr.loc[rr.pairs_per_s.idxmax()]
-            cpu_amp = prec == 'amp' and not cuda   # not an aliret path: aliret runs fp32 on CPU (Config.precision applies on CUDA)
-            tgt = None if (cuda or cpu_amp) else TARGETS['match_vs_loop_cpu']
-            out.append(_row('match', f'{b} {p} {prec}', 'itm_rerank (best batch) vs per-pair loop (pairs/s)', float(best.pairs_per_s), float(loop.pairs_per_s),
-                            float(best.speedup), tgt, verdict(float(best.speedup), tgt), f"batch {best.batch}; max |diff| vs loop {best.max_abs_diff:.1e}"
-                            + ('; bf16 autocast on CPU is shown for reference only: aliret runs fp32 on CPU, and without AVX512-BF16/AMX bf16 is emulated' if cpu_amp else '')))
-            nc = g[g.path.str.startswith('batched')]
-            if len(nc):
-                nc = nc.iloc[0]
-                out.append(_row('match', f'{b} {p} {prec}', f'batched itm_scores without feature cache vs loop (pairs/s)', float(nc.pairs_per_s), float(loop.pairs_per_s),
-                                float(nc.speedup), None, 'info', f'batch {nc.batch}'))
-    else: missing('match', 'ITM matching throughput')
+    out += _section_rows(res, 'search', 'text->image top-10 search', lambda rows: search_rows(rows, cuda))
+    out += _section_rows(res, 'embed', 'embedding throughput', _embed_table_rows)
+    out += _section_rows(res, 'match', 'ITM matching throughput', lambda rows: _match_table_rows(rows, cuda))
     out += flops_rows()
-    if 'scale' in res:
-        for r in res['scale']:
-            if 'skipped' in r: out.append(_row('scale', r['task'], f"{r['ranks']} ranks vs 1", status=r['skipped'])); continue
-            tgt = TARGETS['scale_speedup'] * r['ranks'] / 2
-            out.append(_row('scale', f"{r['task']}, {r['ranks']} ranks x {r['threads_per_rank']} thread", f"{r['ranks']} ranks vs 1 (items/s)", r['n_ranks_per_s'],
-                            r['one_rank_per_s'], r['speedup'], tgt, verdict(r['speedup'], tgt),
-                            f"{r.get('path', '')}; parallel efficiency {r['efficiency']:.2f}; CPU-time speed-up {r.get('cpu_time_speedup', float('nan')):.2f}; rank seconds {r['rank_s']}; max |diff| {r['max_abs_diff']:.1e}", ref=r['task']))
-    else: missing('scale', '1 vs 2 ranks')
-    if 'train' in res:
-        for r in res['train']:
-            out.append(_row('train', f"{r['backend']} {r['preset']}", 'training samples/s', r['samples_per_s'], note=f"batch {r['batch_size']}, {r['workers']} workers; {r['source']}"))
-            out.append(_row('train', f"{r['backend']} {r['preset']}", 'training peak memory (MB)', r['peak_mb'], note=r['mem_method']))
-            out.append(_row('train', f"{r['backend']} {r['preset']}", f"achieved TFLOP/s vs measured {r['matmul_dtype']} matmul TFLOP/s (ratio: model FLOP utilisation)",
-                            r['achieved_tflops'], r['matmul_tflops'], r['mfu'], None, 'info',
-                            f"{r['model_gflop_per_sample']} GFLOP/sample" + ('' if cuda else '; CPU: informative only')))
-    else: missing('train', 'training throughput')
-    if 'data' in res:
-        for r in res['data']:
-            out.append(_row('data', r['case'], 'rows/s', r['rows_per_s'], note=f"projected {r['projected_s'] / 60:,.1f} min for {r['target_rows']:,} rows"
-                            + (f"; mean image {r['mean_image_kb']} KB" if 'mean_image_kb' in r else '')))
-    else: missing('data', 'ingest and caption cleaning')
-    if not cuda:
-        out.append(_row('gpu', 'BLIP-base ITM on H100/H200', 'pairs/s (absolute)', status='not measured: no GPU'))
-        out.append(_row('gpu', 'training on H100/H200', 'model FLOP utilisation vs measured bf16 matmul', status='not measured: no GPU'))
-        out.append(_row('gpu', 'search and embedding on H100/H200', 'absolute queries/s and images/s', status='not measured: no GPU'))
+    out += _section_rows(res, 'scale', '1 vs 2 ranks', lambda rows: [_scale_table_row(r) for r in rows])
+    out += _section_rows(res, 'train', 'training throughput', lambda rows: _train_table_rows(rows, cuda))
+    out += _section_rows(res, 'data', 'ingest and caption cleaning', lambda rows: [_data_table_row(r) for r in rows])
+    gpu_only = (('BLIP-base ITM on H100/H200', 'pairs/s (absolute)'),
+                ('training on H100/H200', 'model FLOP utilisation vs measured bf16 matmul'),
+                ('search and embedding on H100/H200', 'absolute queries/s and images/s'))
+    if not cuda: out += [_row('gpu', case, metric, status='not measured: no GPU') for case, metric in gpu_only]
     return pd.DataFrame(out)
+
+# %% ../nbs/12_benchmarks.ipynb #f9834bc3
+def _explain_vs_topk(case: str, # the configuration
+                     name: str, # the measured path's name in the table
+                     top: dict, # its `search_section` row
+                     gemm: dict, # the bare GEMM's row
+                     base: dict, # torch.topk's row
+                     prof, # `top`'s time split (a dict), if it has one
+                    ) -> str:
+    "Evidence for a missed 'vs torch.topk' row: both paths' share of the bare GEMM rate, and where `name`'s time went."
+    msg = (f"search {case}: {name} {top['qps']:,.0f} q/s vs torch.topk {base['qps']:,.0f} q/s; {name} runs at "
+           f"{top['qps'] / gemm['qps']:.0%} of torch's bare GEMM rate, torch.topk at {base['qps'] / gemm['qps']:.0%}")
+    if isinstance(prof, dict):
+        msg += (f". {name} {top['best_s']:.2f}s = GEMM {prof['gemm_s']:.2f}s + gallery validation "
+                f"{prof['validate_s']:.2f}s + block selection {prof['select_s']:.2f}s + other {prof['other_s']:.2f}s")
+    return msg + '.'
+
+# %% ../nbs/12_benchmarks.ipynb #54e5171e
+def _explain_vs_faiss(case: str, # the configuration
+                      name: str, # the measured path's name in the table
+                      top: dict, # its `search_section` row
+                      flat: dict, # raw Faiss flat's row
+                      prof, # `top`'s time split (a dict), if it has one
+                     ) -> str:
+    "Evidence for a missed 'vs raw Faiss flat' row: both times, and `name`'s split against Faiss's whole search."
+    split = (f"; {name} = GEMM {prof['gemm_s']:.3g}s + gallery validation {prof['validate_s']:.3g}s + selection "
+             f"{prof['select_s']:.3g}s + other {prof['other_s']:.3g}s, while Faiss's whole search takes "
+             f"{flat['best_s'] / prof['gemm_s']:.2f}x torch's bare GEMM of the same product (its BLAS and fused "
+             "heap selection; see machine.blas)") if isinstance(prof, dict) else ''
+    return (f"search {case}: {name} {top['best_s']:.3g}s vs raw Faiss flat {flat['best_s']:.3g}s for "
+            f"{int(top['queries'])} queries{split}.")
+
+# %% ../nbs/12_benchmarks.ipynb #61077fb8
+def _explain_search(res: dict, # section results
+                    r: dict, # the missed row of the summary table
+                   ) -> str | None:
+    "Evidence for a missed search row, from the rows of its configuration (None where there is nothing to add)."
+    import pandas as pd
+    df = pd.DataFrame(res['search'])
+    G, d, dtype = r['ref']
+    g = {x['path']: x for x in df[(df.gallery == G) & (df.dim == d) & (df.dtype == dtype)].to_dict('records')}
+    top, gemm = g.get(r.get('subject', 'aliret topk_search')), g.get('bare GEMM')
+    base, flat = g.get('torch.topk'), g.get('faiss flat (raw)')
+    case, name = r['case'], r['metric'].split(' vs ')[0]
+    prof = top.get('profile') if top else None
+    if 'torch.topk' in r['metric'] and top and gemm and base: return _explain_vs_topk(case, name, top, gemm, base, prof)
+    if 'Faiss' in r['metric'] and top and flat: return _explain_vs_faiss(case, name, top, flat, prof)
+    if 'memory' in r['metric']: return f"search {case}: {r['note']} exceeds the {CHUNK_BUDGET_MB} MB chunk budget."
+    return None
+
+# %% ../nbs/12_benchmarks.ipynb #cbf8b149
+def _explain_embed(res: dict, # section results
+                   r: dict, # the missed row of the summary table
+                  ) -> str:
+    "Evidence for a missed embedding row: the slower part, the serial bound, oversubscribed cores, loss past the bound."
+    b, p, mod = r['ref']
+    e = next(x for x in res['embed'] if (x['backend'], x['preset'], x['modality']) == (b, p, mod))
+    slow = 'input side' if e['input_per_s'] < e['model_per_s'] else 'model'
+    msg = (f"embed {r['case']}: efficiency {e['efficiency']:.2f} against a serial bound of {e['serial_bound']:.2f} "
+           f"(input {e['input_per_s']:,.0f}/s, model {e['model_per_s']:,.0f}/s; the {slow} is the slower part). ")
+    if e['serial_bound'] < TARGETS['embed_efficiency']:
+        msg += ('The serial bound itself is below the target: the two parts compete for the same cores, '
+                'so the input side costs the model time whatever the pipeline does. ')
+    if mod == 'images' and e.get('best_workers', 0):
+        msg += (f"With {e['best_workers']} decoding worker(s) beside the model's own threads the cores are "
+                f"oversubscribed (full path by workers: {e.get('full_by_workers')}). ")
+    if mod == 'texts':
+        msg += ('embed_texts tokenises each batch and then runs the model in the same thread, so it can reach the '
+                'serial bound at best; tokenising the next batch on a thread while the model runs (fast tokenizers '
+                'release the GIL) would lift the bound towards 1. ')
+    if e['efficiency'] < 0.9 * e['serial_bound']:
+        msg += (f"It loses {1 - e['efficiency'] / e['serial_bound']:.0%} beyond the bound: per-batch overhead outside "
+                "the two parts, or load changing between runs. ")
+    return msg.strip()
+
+# %% ../nbs/12_benchmarks.ipynb #02e6b123
+def _explain_scale(res: dict, # section results
+                   r: dict, # the missed row of the summary table
+                  ) -> str:
+    "Evidence for a missed scale-out row: wall against CPU seconds per rank, the load, and the speed-up in CPU time."
+    sc = next(x for x in res['scale'] if x['task'] == r['ref'])
+    cpu_bound = sc.get('cpu_time_speedup', 0) >= TARGETS['scale_speedup'] * sc['ranks'] / 2
+    why = ('the work splits evenly and the miss is cores taken by other processes.' if cpu_bound
+           else 'the ranks do extra or uneven work, beyond any contention.')
+    return (f"scale {r['case']}: speed-up {sc['speedup']:.2f}; rank wall seconds {sc['rank_s']} vs CPU seconds "
+            f"{sc['rank_cpu_s']} (CPU time below wall time = a rank waiting for a core), one rank "
+            f"{sc['one_rank_s']:.2f}s; load average during the run {sc['load_avg']}. Measured in CPU time (as if each "
+            f"rank had a core to itself) the speed-up is {sc.get('cpu_time_speedup', float('nan')):.2f}: " + why)
 
 # %% ../nbs/12_benchmarks.ipynb #b3b73552
 def explain(res: dict, # section results
             table: 'pd.DataFrame', # `summary_table(res)`
            ) -> list[str]:
     "One evidence sentence per missed target, from the measurements behind it."
-    import pandas as pd
     notes = []
     for r in table[table.status == 'MISSED'].to_dict('records'):
-        s, case = r['section'], r['case']
-        if s == 'search':
-            df = pd.DataFrame(res['search']); G, d, dtype = r['ref']
-            g = {x['path']: x for x in df[(df.gallery == G) & (df.dim == d) & (df.dtype == dtype)].to_dict('records')}
-            top, gemm, base, flat = g.get(r.get('subject', 'aliret topk_search')), g.get('bare GEMM'), g.get('torch.topk'), g.get('faiss flat (raw)')
-            name = r['metric'].split(' vs ')[0]
-            prof = top.get('profile') if top else None
-            if 'torch.topk' in r['metric'] and top and gemm and base:
-                msg = (f"search {case}: {name} {top['qps']:,.0f} q/s vs torch.topk {base['qps']:,.0f} q/s; {name} runs at {top['qps'] / gemm['qps']:.0%} "
-                       f"of torch's bare GEMM rate, torch.topk at {base['qps'] / gemm['qps']:.0%}")
-                if isinstance(prof, dict):
-                    msg += (f". {name} {top['best_s']:.2f}s = GEMM {prof['gemm_s']:.2f}s + gallery validation {prof['validate_s']:.2f}s"
-                            f" + block selection {prof['select_s']:.2f}s + other {prof['other_s']:.2f}s")
-                notes.append(msg + '.')
-            elif 'Faiss' in r['metric'] and top and flat:
-                msg = f"search {case}: {name} {top['best_s']:.3g}s vs raw Faiss flat {flat['best_s']:.3g}s for {int(top['queries'])} queries"
-                if isinstance(prof, dict):
-                    msg += (f"; {name} = GEMM {prof['gemm_s']:.3g}s + gallery validation {prof['validate_s']:.3g}s + selection "
-                            f"{prof['select_s']:.3g}s + other {prof['other_s']:.3g}s, while Faiss's whole search takes {flat['best_s'] / prof['gemm_s']:.2f}x torch's bare GEMM "
-                            f"of the same product (its BLAS and fused heap selection; see machine.blas)")
-                notes.append(msg + '.')
-            elif 'memory' in r['metric']: notes.append(f"search {case}: {r['note']} exceeds the {CHUNK_BUDGET_MB} MB chunk budget.")
-        elif s == 'embed':
-            b, p, mod = r['ref']
-            e = next(x for x in res['embed'] if (x['backend'], x['preset'], x['modality']) == (b, p, mod))
-            slow = 'input side' if e['input_per_s'] < e['model_per_s'] else 'model'
-            msg = (f"embed {case}: efficiency {e['efficiency']:.2f} against a serial bound of {e['serial_bound']:.2f} (input {e['input_per_s']:,.0f}/s, model "
-                   f"{e['model_per_s']:,.0f}/s; the {slow} is the slower part). ")
-            if e['serial_bound'] < TARGETS['embed_efficiency']: msg += ('The serial bound itself is below the target: the two parts compete for the same cores, '
-                                                                      'so the input side costs the model time whatever the pipeline does. ')
-            if mod == 'images' and e.get('best_workers', 0): msg += (f"With {e['best_workers']} decoding worker(s) beside the model's own threads the cores are "
-                                                                   f"oversubscribed (full path by workers: {e.get('full_by_workers')}). ")
-            if mod == 'texts': msg += ('embed_texts tokenises each batch and then runs the model in the same thread, so it can reach the serial bound at best; '
-                                       'tokenising the next batch on a thread while the model runs (fast tokenizers release the GIL) would lift the bound towards 1. ')
-            if e['efficiency'] < 0.9 * e['serial_bound']: msg += f"It loses {1 - e['efficiency'] / e['serial_bound']:.0%} beyond the bound: per-batch overhead outside the two parts, or load changing between runs. "
-            notes.append(msg.strip())
+        s = r['section']
+        if s == 'search': note = _explain_search(res, r)
+        elif s == 'embed': note = _explain_embed(res, r)
         elif s == 'match':
-            notes.append(f"match {case}: {r['note']}; the per-pair loop runs {r['baseline']:,.0f} pairs/s, the batched path {r['value']:,.0f} pairs/s.")
-        elif s == 'scale':
-            sc = next(x for x in res['scale'] if x['task'] == r['ref'])
-            notes.append(f"scale {case}: speed-up {sc['speedup']:.2f}; rank wall seconds {sc['rank_s']} vs CPU seconds {sc['rank_cpu_s']} "
-                         f"(CPU time below wall time = a rank waiting for a core), one rank {sc['one_rank_s']:.2f}s; load average during the run {sc['load_avg']}. "
-                         f"Measured in CPU time (as if each rank had a core to itself) the speed-up is {sc.get('cpu_time_speedup', float('nan')):.2f}: "
-                         + ('the work splits evenly and the miss is cores taken by other processes.' if sc.get('cpu_time_speedup', 0) >= TARGETS['scale_speedup'] * sc['ranks'] / 2
-                            else 'the ranks do extra or uneven work, beyond any contention.'))
+            note = (f"match {r['case']}: {r['note']}; the per-pair loop runs {r['baseline']:,.0f} pairs/s, "
+                    f"the batched path {r['value']:,.0f} pairs/s.")
+        elif s == 'scale': note = _explain_scale(res, r)
+        else: note = None
+        if note is not None: notes.append(note)
     return notes
+
+# %% ../nbs/12_benchmarks.ipynb #2b01adf0
+def _plot_search(df: 'pd.DataFrame', # `search_section` rows
+                ):
+    "Queries/s against gallery size: one panel per (dim, dtype), one colour per path on every panel."
+    import matplotlib.pyplot as plt
+    combos = df[['dim', 'dtype']].drop_duplicates().sort_values(['dtype', 'dim'], ascending=[False, True])
+    combos = combos.to_numpy().tolist()
+    fig, axes = plt.subplots(1, len(combos), figsize=(3.6 * len(combos), 3.9), squeeze=False)
+    d0 = df[df.qps.notna()] if 'qps' in df else df.iloc[:0]
+    colour = {p: f'C{i % 10}' for i, p in enumerate(dict.fromkeys(d0.path))}   # one colour per path on every panel
+    for ax, (d, dtype) in zip(axes[0], combos):
+        for path, h in d0[(d0.dim == d) & (d0.dtype == dtype)].groupby('path', sort=False):
+            lw = 2.5 if path == 'aliret topk_search' else 1
+            ls = '--' if path in ('bare GEMM', 'naive full sort') else '-'
+            ax.plot(h.gallery, h.qps, marker='o', ms=4, label=path, color=colour[path], lw=lw, ls=ls)
+        ax.set(xscale='log', yscale='log', xlabel='gallery size', ylabel='queries/s', title=f'top-10, d={d}, {dtype}')
+        ax.grid(alpha=.3, which='both')
+    hl = {l: h for ax in axes[0] for h, l in zip(*ax.get_legend_handles_labels())}
+    fig.legend(hl.values(), hl.keys(), loc='lower center', ncol=min(6, len(hl)), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    return fig
+
+# %% ../nbs/12_benchmarks.ipynb #dc01fb80
+def _draw_embed(ax, # the axes to draw on
+                df: 'pd.DataFrame', # `embed_section` rows
+               ):
+    "Items/s of the input side alone, the model alone and the full path, per backend, preset and modality."
+    lab, x = df.backend + ' ' + df.preset + ' ' + df.modality, np.arange(len(df))
+    bars = (('input_per_s', 'input side alone'), ('model_per_s', 'model alone'), ('full_per_s', 'full path'))
+    for i, (c, name) in enumerate(bars): ax.bar(x + (i - 1) * .27, df[c], .27, label=name)
+    ax.set_xticks(x, lab, fontsize=8)
+    ax.set(yscale='log', ylabel='items/s', title='embedding throughput')
+    legend_outside(ax)
+
+# %% ../nbs/12_benchmarks.ipynb #82e41633
+def _draw_match(ax, # the axes to draw on
+                df: 'pd.DataFrame', # `match_section` rows
+               ):
+    "ITM pairs/s of the batched re-rank by batch size, with the per-pair loop of the same model as a dashed line."
+    for (b, p, prec), g in df.groupby(['backend', 'preset', 'precision'], sort=False):
+        rr = g[g.path.str.startswith('aliret')]
+        l, = ax.plot(rr.batch, rr.pairs_per_s, marker='o', label=f'{b} {p} {prec}: itm_rerank')
+        loop = g[g.path.str.startswith('per-pair')].pairs_per_s.iloc[0]
+        ax.axhline(loop, color=l.get_color(), ls='--', lw=1, label=f'{b} {p} {prec}: per-pair loop')
+    ax.set(xscale='log', yscale='log', xlabel='pairs per batch', ylabel='pairs/s',
+           title='ITM matching: batched re-rank vs per-pair loop (dashed)')
+    bs = sorted(df.batch[df.path.str.startswith('aliret')].unique())
+    ax.set_xticks(bs, [str(b) for b in bs])
+    ax.minorticks_off()
+    ax.legend(fontsize=6, loc='center left', bbox_to_anchor=(1.01, 0.5))
+    ax.grid(alpha=.3, which='both')
+
+# %% ../nbs/12_benchmarks.ipynb #8bd18367
+def _draw_scale(ax, # the axes to draw on
+                df: 'pd.DataFrame', # `scale_section` rows
+               ):
+    "Items/s of one rank and of N ranks per task, with the speed-up over the bars (skipped tasks left out)."
+    import pandas as pd
+    df = df[df.get('skipped', pd.Series(np.nan, index=df.index)).isna()] if 'skipped' in df else df
+    x = np.arange(len(df))
+    ax.bar(x - .2, df.one_rank_per_s, .4, label='1 rank')
+    ax.bar(x + .2, df.n_ranks_per_s, .4, label=f'{df.ranks.iloc[0]} ranks')
+    for i, r in df.iterrows():
+        ax.text(i + .2, r.n_ranks_per_s, f'{r.speedup:.2f}x', ha='center', va='bottom', fontsize=8)
+    ax.set_xticks(x, df.task)
+    ax.set(ylabel='items/s', title='scale-out (gloo on CPU, NCCL on GPU)')
+    legend_outside(ax)
+
+# %% ../nbs/12_benchmarks.ipynb #03fb7d1f
+def _draw_train(ax, # the axes to draw on
+                df: 'pd.DataFrame', # `train_section` rows
+               ):
+    "Training samples/s per backend and preset, with the peak memory over each bar."
+    ax.bar(df.backend + ' ' + df.preset, df.samples_per_s)
+    ax.set(ylabel='samples/s', title='training throughput')
+    for i, r in df.reset_index().iterrows():
+        ax.text(i, r.samples_per_s, f'{r.peak_mb:.0f} MB', ha='center', va='bottom', fontsize=8)
+
+# %% ../nbs/12_benchmarks.ipynb #7513add1
+def _draw_data(ax, # the axes to draw on
+               df: 'pd.DataFrame', # `data_section` rows
+              ):
+    "Rows/s of each data preparation step, with its projected time for the full train set."
+    ax.barh(df.case, df.rows_per_s)
+    for i, r in df.reset_index().iterrows():
+        note = f" {r.projected_s / 60:,.1f} min for {r.target_rows / 1e6:.1f}M rows"
+        ax.text(r.rows_per_s, i, note, va='center', fontsize=8)
+    ax.set(xlabel='rows/s', title='data preparation', xlim=(0, df.rows_per_s.max() * 1.45))
 
 # %% ../nbs/12_benchmarks.ipynb #bf6fc250
 def plot_section(section: str, # section name
@@ -1060,50 +1664,13 @@ def plot_section(section: str, # section name
     "A small figure of one section's measurements; returns the figure."
     import matplotlib.pyplot as plt, pandas as pd
     df = pd.DataFrame(rows)
-    if section == 'search':
-        combos = df[['dim', 'dtype']].drop_duplicates().sort_values(['dtype', 'dim'], ascending=[False, True]).to_numpy().tolist()
-        fig, axes = plt.subplots(1, len(combos), figsize=(3.6 * len(combos), 3.9), squeeze=False)
-        d0 = df[df.qps.notna()] if 'qps' in df else df.iloc[:0]
-        colour = {p: f'C{i % 10}' for i, p in enumerate(dict.fromkeys(d0.path))}   # one colour per path on every panel
-        for ax, (d, dtype) in zip(axes[0], combos):
-            for path, h in d0[(d0.dim == d) & (d0.dtype == dtype)].groupby('path', sort=False):
-                ax.plot(h.gallery, h.qps, marker='o', ms=4, label=path, color=colour[path], lw=2.5 if path == 'aliret topk_search' else 1,
-                        ls='--' if path in ('bare GEMM', 'naive full sort') else '-')
-            ax.set(xscale='log', yscale='log', xlabel='gallery size', ylabel='queries/s', title=f'top-10, d={d}, {dtype}'); ax.grid(alpha=.3, which='both')
-        hl = {l: h for ax in axes[0] for h, l in zip(*ax.get_legend_handles_labels())}
-        fig.legend(hl.values(), hl.keys(), loc='lower center', ncol=min(6, len(hl)), fontsize=7, frameon=False)
-        fig.tight_layout(rect=(0, 0.12, 1, 1))
-        return fig
-    elif section == 'embed':
-        fig, ax = plt.subplots(figsize=(7, 3.4))
-        lab = df.backend + ' ' + df.preset + ' ' + df.modality; x = np.arange(len(df))
-        for i, (c, name) in enumerate((('input_per_s', 'input side alone'), ('model_per_s', 'model alone'), ('full_per_s', 'full path'))):
-            ax.bar(x + (i - 1) * .27, df[c], .27, label=name)
-        ax.set_xticks(x, lab, fontsize=8); ax.set(yscale='log', ylabel='items/s', title='embedding throughput'); legend_outside(ax)
-    elif section == 'match':
-        fig, ax = plt.subplots(figsize=(7.5, 3.6))
-        for (b, p, prec), g in df.groupby(['backend', 'preset', 'precision'], sort=False):
-            rr = g[g.path.str.startswith('aliret')]
-            l, = ax.plot(rr.batch, rr.pairs_per_s, marker='o', label=f'{b} {p} {prec}: itm_rerank')
-            ax.axhline(g[g.path.str.startswith('per-pair')].pairs_per_s.iloc[0], color=l.get_color(), ls='--', lw=1, label=f'{b} {p} {prec}: per-pair loop')
-        ax.set(xscale='log', yscale='log', xlabel='pairs per batch', ylabel='pairs/s', title='ITM matching: batched re-rank vs per-pair loop (dashed)')
-        bs = sorted(df.batch[df.path.str.startswith('aliret')].unique()); ax.set_xticks(bs, [str(b) for b in bs]); ax.minorticks_off()
-        ax.legend(fontsize=6, loc='center left', bbox_to_anchor=(1.01, 0.5)); ax.grid(alpha=.3, which='both')
-    elif section == 'scale':
-        df = df[df.get('skipped', pd.Series(np.nan, index=df.index)).isna()] if 'skipped' in df else df
-        fig, ax = plt.subplots(figsize=(5, 3.4)); x = np.arange(len(df))
-        ax.bar(x - .2, df.one_rank_per_s, .4, label='1 rank'); ax.bar(x + .2, df.n_ranks_per_s, .4, label=f'{df.ranks.iloc[0]} ranks')
-        for i, r in df.iterrows(): ax.text(i + .2, r.n_ranks_per_s, f'{r.speedup:.2f}x', ha='center', va='bottom', fontsize=8)
-        ax.set_xticks(x, df.task); ax.set(ylabel='items/s', title='scale-out (gloo on CPU, NCCL on GPU)'); legend_outside(ax)
-    elif section == 'train':
-        fig, ax = plt.subplots(figsize=(5, 3.4)); lab = df.backend + ' ' + df.preset
-        ax.bar(lab, df.samples_per_s); ax.set(ylabel='samples/s', title='training throughput')
-        for i, r in df.reset_index().iterrows(): ax.text(i, r.samples_per_s, f'{r.peak_mb:.0f} MB', ha='center', va='bottom', fontsize=8)
-    elif section == 'data':
-        fig, ax = plt.subplots(figsize=(7, 2.6)); ax.barh(df.case, df.rows_per_s)
-        for i, r in df.reset_index().iterrows(): ax.text(r.rows_per_s, i, f" {r.projected_s / 60:,.1f} min for {r.target_rows / 1e6:.1f}M rows", va='center', fontsize=8)
-        ax.set(xlabel='rows/s', title='data preparation', xlim=(0, df.rows_per_s.max() * 1.45))
-    else: raise ValueError(f'no plot for section {section!r}')
+    if section == 'search': return _plot_search(df)
+    panels = dict(embed=((7, 3.4), _draw_embed), match=((7.5, 3.6), _draw_match), scale=((5, 3.4), _draw_scale),
+                  train=((5, 3.4), _draw_train), data=((7, 2.6), _draw_data))   # figure size, what draws it
+    if section not in panels: raise ValueError(f'no plot for section {section!r}')
+    size, draw = panels[section]
+    fig, ax = plt.subplots(figsize=size)
+    draw(ax, df)
     fig.tight_layout()
     return fig
 
