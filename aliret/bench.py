@@ -11,7 +11,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 import numpy as np
 from .core import write_json, outputs_root, package_versions, pick_device, get_config, stream_process, child_env
-from .retrieval import topk_search, build_index, search, default_nlist, faiss_gpu_available, _as_f32, _block_topk, _merge, itm_rerank
+from .retrieval import (topk_search, build_index, search, default_nlist, faiss_gpu_available, _as_f32,
+                              _block_topk, _merge, itm_rerank)
 from .models import build_model, weights_available, backend_class, ImageFiles, autocast_for
 from .models import register_open_clip_config, _quiet_open_clip, BLIP_VISION
 from .train import init_distributed, cleanup_distributed, image_ids_of, fit
@@ -52,7 +53,8 @@ SIMD_FLAGS = ('avx2', 'fma', 'f16c', 'avx512f', 'avx512_bf16', 'avx512_fp16', 'a
 def cpu_flags() -> list[str]:
     "Which of the SIMD extensions that decide matmul speed per dtype (`SIMD_FLAGS`) this CPU has."
     try:
-        with open('/proc/cpuinfo') as f: flags = set(next(l for l in f if l.startswith('flags')).split(':', 1)[1].split())
+        with open('/proc/cpuinfo') as f:
+            flags = set(next(l for l in f if l.startswith('flags')).split(':', 1)[1].split())
     except (OSError, StopIteration): return []
     return [x for x in SIMD_FLAGS if x in flags]
 
@@ -92,7 +94,8 @@ def blas_libraries() -> dict:
 def machine_info(device='cpu') -> dict:
     "What the numbers were measured on: device, CPU, cores, SIMD flags, BLAS, memory, threads, versions, load."
     import torch
-    info = dict(device=str(device), label=device_label(device), cpu=cpu_model(), cores=cpu_cores(), cpu_flags=cpu_flags(), blas=blas_libraries(),
+    info = dict(device=str(device), label=device_label(device), cpu=cpu_model(), cores=cpu_cores(),
+                cpu_flags=cpu_flags(), blas=blas_libraries(),
                 mem_gb=round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30, 1),
                 torch_threads=torch.get_num_threads(), torch_cpu_capability=torch.backends.cpu.get_cpu_capability(),
                 load_avg=load_avg(), versions=package_versions())
@@ -111,7 +114,8 @@ def best_time(f: Callable[[], Any], # the work to time (called with no arguments
     if repeats < 1: raise ValueError(f'repeats must be >= 1, got {repeats}')
     times, start, out = [], time.perf_counter(), None
     while len(times) < repeats:
-        t0 = time.perf_counter(); out = f()
+        t0 = time.perf_counter()
+        out = f()
         if sync: sync()
         times.append(time.perf_counter() - t0)
         if time.perf_counter() - start >= max_s: break
@@ -143,7 +147,8 @@ def _reset_hwm() -> bool:
     "Reset this process's resident high-water mark to its current size (Linux); False where that is not possible."
     try:
         with open('/proc/self/clear_refs', 'w') as f: f.write('5')
-        _status_kb('VmHWM'); return True
+        _status_kb('VmHWM')
+        return True
     except (OSError, KeyError): return False
 
 # %% ../nbs/12_benchmarks.ipynb #b9e18d30
@@ -155,7 +160,8 @@ class PeakMemory:
     def __enter__(self):
         if self.device.startswith('cuda'):
             import torch
-            torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
             self.base, self.method = torch.cuda.memory_allocated(), 'cuda max_memory_allocated'
             return self
         _release_free_memory()
@@ -166,7 +172,8 @@ class PeakMemory:
     def __exit__(self, *exc):
         if self.method.startswith('cuda'):
             import torch
-            torch.cuda.synchronize(); self.peak = max(0, torch.cuda.max_memory_allocated() - self.base)
+            torch.cuda.synchronize()
+            self.peak = max(0, torch.cuda.max_memory_allocated() - self.base)
         elif self.method == 'VmHWM reset': self.peak = max(0, _status_kb('VmHWM') * 1024 - self.base)
         else: self.peak = max(0, _maxrss() - self.base)
         return False
@@ -289,17 +296,20 @@ def round_robin(fns: dict, # name -> the work to time (no arguments)
                 first: dict | None = None, # name -> seconds of runs already made (they count towards repeats and budget)
                ) -> dict:
     "Time several measurements in turns (A B C A B C ...) so that a change in the machine's load hits all alike; per name: best, median, runs, last result."
-    times = {k: list((first or {}).get(k, [])) for k in fns}; outs = {}
+    times = {k: list((first or {}).get(k, [])) for k in fns}
+    outs = {}
     for _ in range(repeats):
         for k, f in fns.items():
             if len(times[k]) >= repeats or (times[k] and sum(times[k]) >= max_s): continue
-            t0 = time.perf_counter(); outs[k] = f()
+            t0 = time.perf_counter()
+            outs[k] = f()
             if sync: sync()
             times[k].append(time.perf_counter() - t0)
     return {k: dict(best=min(v), median=statistics.median(v), runs=len(v), out=outs.get(k)) for k, v in times.items() if v}
 
 # %% ../nbs/12_benchmarks.ipynb #065c755d
-CHUNK_BUDGET_MB = 128   # the most a search path may hold per batch of queries (one chunk of scores and its sort buffers)
+# the most a search path may hold per batch of queries (one chunk of scores and its sort buffers)
+CHUNK_BUDGET_MB = 128
 
 def _probe(fn: Callable, # fn(queries) -> ids
            qs, # the queries to time
@@ -309,7 +319,8 @@ def _probe(fn: Callable, # fn(queries) -> ids
     fn(qs[:2])
     with PeakMemory(device) as m1: fn(qs[:1])
     with PeakMemory(device) as m:
-        t0 = time.perf_counter(); ids = fn(qs)
+        t0 = time.perf_counter()
+        ids = fn(qs)
         if sync: sync()
         secs = time.perf_counter() - t0
     return dict(peak_mb=m.mb, one_query_mb=m1.mb, qdep_mb=round(max(0.0, m.mb - m1.mb), 1)), ids, secs
@@ -585,7 +596,9 @@ def bench_model(backend: str, # a registered backend
     vocab_texts = None if vocab_texts is None else [str(t) for t in vocab_texts]
     cfg = get_config(preset, backend=backend)
     ok, why = weights_available(cfg)
-    if ok: return build_model(cfg, vocab_texts, device=device, offline=True), ('built from config' if preset == 'tiny' else f'pretrained ({why})')
+    if ok:
+        return build_model(cfg, vocab_texts, device=device,
+                           offline=True), ('built from config' if preset == 'tiny' else f'pretrained ({why})')
     return backend_class(backend).random_like(cfg, vocab_texts).to(device).eval(), f'random weights ({why})'
 
 # %% ../nbs/12_benchmarks.ipynb #635df431
@@ -608,7 +621,8 @@ def openclip_eval_loop(model, # an aliret `clip` model: its architecture, prepro
     net, _, preprocess = _quiet_open_clip(open_clip.create_model_and_transforms, name, pretrained=None,
                                           device=model.device, image_mean=tuple(pp['mean']), image_std=tuple(pp['std']),
                                           image_interpolation=pp['interpolation'], image_resize_mode=pp['resize_mode'])
-    net.load_state_dict(model.net.state_dict()); net.eval()
+    net.load_state_dict(model.net.state_dict())
+    net.eval()
     def run(paths, batch_size=128, workers=0):
         dl = torch.utils.data.DataLoader(PILFiles(paths, preprocess), batch_size=batch_size, num_workers=workers)
         with torch.inference_mode(), model.autocast():
@@ -1055,8 +1069,10 @@ def scale_run(nproc: int, # ranks
     with tempfile.TemporaryDirectory() as d:
         out = Path(d)/'result.json'
         write_json(Path(d)/'spec.json', dict(backend=backend, preset=preset, image_paths=[str(p) for p in image_paths], captions=[str(c) for c in captions],
-                                            pairs=pairs, threads=threads, device=device, batch_size=batch_size, seed=seed, out=str(out)))
-        cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}', '-m', 'aliret.bench', 'scale', str(Path(d)/'spec.json')]
+                                            pairs=pairs, threads=threads, device=device, batch_size=batch_size,
+                                            seed=seed, out=str(out)))
+        cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}', '-m',
+               'aliret.bench', 'scale', str(Path(d)/'spec.json')]
         p = subprocess.run(cmd, capture_output=True, text=True, env=child_env(nproc, threads), timeout=timeout)
         if p.returncode or not out.is_file():
             raise RuntimeError(f'torchrun with {nproc} rank(s) exited with code {p.returncode}:\n' + '\n'.join((p.stdout + p.stderr).splitlines()[-30:]))
@@ -1068,7 +1084,8 @@ def scale_run(nproc: int, # ranks
 def main(argv: list[str] | None = None):
     "`python -m aliret.bench scale SPEC.json`: one rank of the scale-out test."
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2 or argv[0] != 'scale': raise SystemExit('usage: python -m aliret.bench scale SPEC.json (normally started by scale_run under torchrun)')
+    if len(argv) != 2 or argv[0] != 'scale':
+        raise SystemExit('usage: python -m aliret.bench scale SPEC.json (normally started by scale_run under torchrun)')
     scale_worker(argv[1])
 
 if __name__ == '__main__' and '__file__' in globals(): main()   # torchrun's entry; never inside a notebook
@@ -1081,7 +1098,8 @@ def scale_section(nproc: int = 2, # ranks compared with one
     if str(kw.get('device', 'cpu')).startswith('cuda'):
         import torch
         if torch.cuda.device_count() < nproc:
-            return [dict(task=t, ranks=nproc, skipped=f'not measured: {nproc} NCCL ranks need {nproc} GPUs, this machine has {torch.cuda.device_count()}')
+            return [dict(task=t, ranks=nproc, skipped=f'not measured: {nproc} NCCL ranks need {nproc} GPUs, this '
+                                                      f'machine has {torch.cuda.device_count()}')
                     for t in ('embedding', 'scoring')]
     one, many = scale_run(1, **kw), scale_run(nproc, **kw)
     return scale_rows(one, many)
@@ -1093,8 +1111,10 @@ def scale_rows(one: dict, many: dict) -> list[dict]:
     for task in ('embedding', 'scoring'):
         a, b = one[task], many[task]
         s = a['wall_s'] / b['wall_s']
-        cpu_s = max(a['rank_cpu_s']) / max(max(b['rank_cpu_s']), 1e-9)   # the speed-up if every rank had a core to itself
-        rows.append(dict(task=task, cpu_time_speedup=round(cpu_s, 3), items=a['items'], ranks=many['world'], threads_per_rank=many['threads'], one_rank_per_s=round(a['items'] / a['wall_s'], 1),
+        # the speed-up if every rank had a core to itself
+        cpu_s = max(a['rank_cpu_s']) / max(max(b['rank_cpu_s']), 1e-9)
+        rows.append(dict(task=task, cpu_time_speedup=round(cpu_s, 3), items=a['items'], ranks=many['world'],
+                         threads_per_rank=many['threads'], one_rank_per_s=round(a['items'] / a['wall_s'], 1),
                          n_ranks_per_s=round(b['items'] / b['wall_s'], 1), speedup=round(s, 3), efficiency=round(s / many['world'], 3),
                          rank_s=b['rank_s'], rank_cpu_s=b['rank_cpu_s'], one_rank_s=round(a['wall_s'], 4),
                          max_abs_diff=float(np.abs(np.asarray(a['result']) - np.asarray(b['result'])).max()), load_avg=many.get('load_avg'),
@@ -1109,7 +1129,8 @@ def matmul_rate(device='cpu', # where to multiply
                ) -> float:
     "Measured dense matmul rate (FLOP/s) of an n x n x n product."
     import torch
-    a = torch.randn(n, n, device=device, dtype=getattr(torch, dtype)); b = torch.randn(n, n, device=device, dtype=getattr(torch, dtype))
+    a = torch.randn(n, n, device=device, dtype=getattr(torch, dtype))
+    b = torch.randn(n, n, device=device, dtype=getattr(torch, dtype))
     a @ b
     return 2 * n ** 3 / best_time(lambda: a @ b, repeats, max_s, _sync_for(device))['best']
 
@@ -1125,9 +1146,11 @@ def train_step_flops(model, # a retrieval model
     px = decode_images(model, rows.image_path.tolist())
     tok = model._to_device(model.tokenize(rows.caption.tolist()))
     ids = torch.from_numpy(image_ids_of(rows['product'])).to(model.device)
-    was = model.training; model.train()
+    was = model.training
+    model.train()
     with FlopCounterMode(display=False) as fc: model.losses(px, tok, ids)['loss'].backward()
-    model.zero_grad(set_to_none=True); model.train(was)
+    model.zero_grad(set_to_none=True)
+    model.train(was)
     return float(fc.get_total_flops())
 
 # %% ../nbs/12_benchmarks.ipynb #de329ac8
@@ -1152,15 +1175,23 @@ def train_section(backends: Sequence[str], presets: Sequence[str],
                 cfg = replace(cfg, epochs=1, device=dev.type)
                 del model0
                 quiet = lambda *a, **k: None
-                t0 = time.perf_counter(); fit(cfg, table, f'{d}/a', stop_after_steps=warm_steps, progress=False, log=quiet); ta = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                fit(cfg, table, f'{d}/a', stop_after_steps=warm_steps, progress=False, log=quiet)
+                ta = time.perf_counter() - t0
                 with PeakMemory(dev) as m:
-                    t0 = time.perf_counter(); res = fit(cfg, table, f'{d}/b', stop_after_steps=warm_steps + steps, progress=False, log=quiet); tb = time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    res = fit(cfg, table, f'{d}/b', stop_after_steps=warm_steps + steps, progress=False, log=quiet)
+                    tb = time.perf_counter() - t0
                 per_s = steps * cfg.batch_size * cfg.grad_accum / max(tb - ta, 1e-9)
                 flops = train_step_flops(res['model'], table, cfg.batch_size) / cfg.batch_size
-                rows.append(dict(backend=backend, preset=preset, source=source, batch_size=cfg.batch_size, workers=cfg.workers, steps=steps,
-                                 samples_per_s=round(per_s, 1), step_s=round((tb - ta) / steps, 4), peak_mb=m.mb, mem_method=m.method,
-                                 model_gflop_per_sample=round(flops / 1e9, 4), achieved_tflops=round(flops * per_s / 1e12, 4),
-                                 matmul_dtype=md, matmul_tflops=round(peak_rate / 1e12, 3), mfu=round(flops * per_s / peak_rate, 4)))
+                rows.append(dict(backend=backend, preset=preset, source=source, batch_size=cfg.batch_size,
+                                 workers=cfg.workers, steps=steps,
+                                 samples_per_s=round(per_s, 1), step_s=round((tb - ta) / steps,
+                                                                             4), peak_mb=m.mb, mem_method=m.method,
+                                 model_gflop_per_sample=round(flops / 1e9,
+                                                              4), achieved_tflops=round(flops * per_s / 1e12, 4),
+                                 matmul_dtype=md, matmul_tflops=round(peak_rate / 1e12, 3),
+                                 mfu=round(flops * per_s / peak_rate, 4)))
                 del res
     return rows
 
@@ -1174,18 +1205,25 @@ def data_section(data_dir: str = '', # AliProducts-layout folder ('' = the sampl
                  target_rows: int = ALIPRODUCTS_TRAIN_ROWS, # size to project to
                 ) -> list[dict]:
     "Ingest rows/s (header checks, full decode) and caption cleaning rows/s, with the projected time for `target_rows`."
-    data = resolve_data_dir(data_dir); dirs = find_image_dirs(data); rows = []
+    data = resolve_data_dir(data_dir)
+    dirs = find_image_dirs(data)
+    rows = []
     for full in (False, True):
-        r = best_time(lambda: ingest(data/'train.json', dirs, 'train', full_decode=full, workers=workers, progress=False), repeats, max_s)
-        kept, rej = r['out']; n = len(kept) + len(rej); rate = n / r['best']
-        rows.append(dict(case='ingest, full decode' if full else 'ingest, header checks', rows=n, seconds=round(r['best'], 3), rows_per_s=round(rate, 1),
-                         target_rows=target_rows, projected_s=round(target_rows / rate, 1), mean_image_kb=round(float(kept['bytes'].mean()) / 1024, 2), workers=workers))
+        r = best_time(lambda: ingest(data/'train.json', dirs, 'train', full_decode=full, workers=workers,
+                                     progress=False), repeats, max_s)
+        kept, rej = r['out']
+        n = len(kept) + len(rej)
+        rate = n / r['best']
+        rows.append(dict(case='ingest, full decode' if full else 'ingest, header checks', rows=n,
+                         seconds=round(r['best'], 3), rows_per_s=round(rate, 1),
+                         target_rows=target_rows, projected_s=round(target_rows / rate, 1),
+                         mean_image_kb=round(float(kept['bytes'].mean()) / 1024, 2), workers=workers))
     caps, runs, t0 = kept.caption.tolist(), [], time.perf_counter()
     while len(runs) < repeats and (not runs or time.perf_counter() - t0 < max_s):
         runs.append(benchmark_cleaning(caps, n_rows=clean_rows, target_rows=target_rows))
     best = max(runs, key=lambda x: x['rows_per_s'])
-    rows.append(dict(case='caption cleaning', rows=clean_rows, seconds=best['seconds'], rows_per_s=best['rows_per_s'], target_rows=target_rows,
-                     projected_s=best['est_target_seconds']))
+    rows.append(dict(case='caption cleaning', rows=clean_rows, seconds=best['seconds'], rows_per_s=best['rows_per_s'],
+                     target_rows=target_rows, projected_s=best['est_target_seconds']))
     return rows
 
 # %% ../nbs/12_benchmarks.ipynb #819d954f
@@ -1198,9 +1236,11 @@ TARGETS = dict(
 )
 TARGET_GALLERY = 100_000
 
-def _row(section, case, metric, value=None, baseline=None, ratio=None, target=None, status='info', note='', ref=None, subject=None) -> dict:
+def _row(section, case, metric, value=None, baseline=None, ratio=None, target=None, status='info', note='', ref=None,
+         subject=None) -> dict:
     "One table row; `ref` keys it back to the measurements and `subject` names the measured path (for `explain`)."
-    return dict(section=section, case=case, metric=metric, value=value, baseline=baseline, ratio=None if ratio is None else round(ratio, 3),
+    return dict(section=section, case=case, metric=metric, value=value, baseline=baseline,
+                ratio=None if ratio is None else round(ratio, 3),
                 target=target, status=status, note=note, ref=ref, **({'subject': subject} if subject else {}))
 
 # %% ../nbs/12_benchmarks.ipynb #e05168cd
