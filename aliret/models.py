@@ -874,6 +874,21 @@ def _load_blip_hf(src: str, # hub id or local folder in transformers' layout
     layout = 'config.json + weights + tokenizer'
     return _load_hf(src, BlipForImageTextRetrieval, blip_tokenizer, 'BLIP', layout, offline, configure=eps)
 
+# %% ../nbs/04_models.ipynb #5f842bb7
+def _blip_enc_id(cfg: Config, # the model's config
+                 net: nn.Module, # transformers BlipForImageTextRetrieval
+                 tokenizer, # BERT tokenizer with [DEC] and [ENC]
+                ) -> int:
+    "The tokenizer's `[ENC]` id, after checking that tokenizer, weights and `text_len` belong together."
+    enc = tokenizer.convert_tokens_to_ids('[ENC]')
+    if not 0 <= enc < net.config.text_config.vocab_size:
+        raise ConfigError(f'tokenizer [ENC] id {enc} is outside the text embedding table '
+                          f'({net.config.text_config.vocab_size}): tokenizer and weights do not belong together')
+    if cfg.text_len > net.config.text_config.max_position_embeddings:
+        raise ConfigError(f'text_len={cfg.text_len} exceeds the text encoder\'s '
+                          f'{net.config.text_config.max_position_embeddings} positions')
+    return enc
+
 # %% ../nbs/04_models.ipynb #94189070
 @register_backend
 class BlipRetrieval(RetrievalModel):
@@ -891,24 +906,11 @@ class BlipRetrieval(RetrievalModel):
         self.net, self.tokenizer = net, tokenizer
         self.temp = nn.Parameter(torch.tensor(float(temp)))
         self.checkpointing = False
-        self.enc_token_id = tokenizer.convert_tokens_to_ids('[ENC]')
-        if not 0 <= self.enc_token_id < net.config.text_config.vocab_size:
-            raise ConfigError(f'tokenizer [ENC] id {self.enc_token_id} is outside the text embedding table '
-                              f'({net.config.text_config.vocab_size}): tokenizer and weights do not belong together')
+        self.enc_token_id = _blip_enc_id(cfg, net, tokenizer)
         self.embed_dim = int(net.config.image_text_hidden_size)
         self.image_transform, self.train_transform = blip_transforms(net.config.vision_config.image_size)
         self.momentum = None
         if cfg.momentum_queue: self.momentum = BlipMomentum(net, cfg.momentum_queue, cfg.momentum, cfg.distill_alpha)
-        if cfg.text_len > net.config.text_config.max_position_embeddings:
-            raise ConfigError(f'text_len={cfg.text_len} exceeds the text encoder\'s '
-                              f'{net.config.text_config.max_position_embeddings} positions')
-
-    def tokenize(self, texts: Sequence[str] | str, fixed: bool = False) -> dict:
-        "BERT tokens `{'input_ids', 'attention_mask'}`, padded to the longest (`fixed`: to `cfg.text_len`), cut to it."
-        enc = self.tokenizer([texts] if isinstance(texts, str) else list(texts),
-                             padding='max_length' if fixed else 'longest', truncation=True,
-                             max_length=self.cfg.text_len, return_tensors='pt')
-        return {'input_ids': enc['input_ids'], 'attention_mask': enc['attention_mask']}
 
     def vision(self, pixel_values):
         "Vision encoder states `[N, 1 + patches, width]` (post-LayerNorm), differentiable."
@@ -924,20 +926,33 @@ class BlipRetrieval(RetrievalModel):
         out = blip_text_states(self.net.text_encoder, tokens, checkpointing=self.checkpointing)
         return F.normalize(self.net.text_proj(out[:, 0, :]).float(), dim=-1)
 
-    @_inference
-    def image_features(self, pixel_values):
-        "Cacheable vision states `[N, 1 + patches, width]` for `itm_from_features` (autocast dtype on GPU)."
-        return self.vision(pixel_values)
-
-    @_inference
-    def itm_from_features(self, image_feats, tokens, image_index=None):
-        "ITM match probability of (cached vision states, text) pairs, float32 `[N]`; `image_index` as in `itm_logits`."
-        return self.itm_logits(image_feats, tokens, image_index).softmax(-1)[:, 1]
-
     def embedding_from_features(self, image_feats): return self.project_images(image_feats)
 
     @property
     def logit_scale(self): return 1 / self.temp
+
+# %% ../nbs/04_models.ipynb #f250b122
+@patch
+def tokenize(self: BlipRetrieval, texts: Sequence[str] | str, fixed: bool = False) -> dict:
+    "BERT tokens `{'input_ids', 'attention_mask'}`, padded to the longest (`fixed`: to `cfg.text_len`), cut to it."
+    enc = self.tokenizer([texts] if isinstance(texts, str) else list(texts),
+                         padding='max_length' if fixed else 'longest', truncation=True,
+                         max_length=self.cfg.text_len, return_tensors='pt')
+    return {'input_ids': enc['input_ids'], 'attention_mask': enc['attention_mask']}
+
+# %% ../nbs/04_models.ipynb #b0756c8d
+@patch
+@_inference
+def image_features(self: BlipRetrieval, pixel_values):
+    "Cacheable vision states `[N, 1 + patches, width]` for `itm_from_features` (autocast dtype on GPU)."
+    return self.vision(pixel_values)
+
+# %% ../nbs/04_models.ipynb #d008bb85
+@patch
+@_inference
+def itm_from_features(self: BlipRetrieval, image_feats, tokens, image_index=None):
+    "ITM match probability of (cached vision states, text) pairs, float32 `[N]`; `image_index` as in `itm_logits`."
+    return self.itm_logits(image_feats, tokens, image_index).softmax(-1)[:, 1]
 
 # %% ../nbs/04_models.ipynb #ba69caa3
 @patch(cls_method=True)
