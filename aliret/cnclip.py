@@ -17,7 +17,7 @@ from fastcore.basics import patch
 
 from .core import Config, ConfigError, write_json
 from .models import (RetrievalModel, WeightsNotFound, register_backend, build_wordpiece_vocab, itc_loss,
-                           _inference, _offline, _hf_cached, _load_hf)
+                           _offline, _hf_cached, _load_hf)
 
 # %% auto #0
 __all__ = ['CLIP_MEAN', 'CLIP_STD', 'BERT_SPECIAL_MAP', 'CNCLIP_TEXT', 'CNCLIP_ARCHS', 'cnclip_preprocess', 'input_size',
@@ -213,21 +213,6 @@ def encode_texts(self: CnClipRetrieval, tokens):
     "L2-normalised ITC text embeddings `[N, D]` (projected `[CLS]` state), differentiable."
     out = self.net.text_model(input_ids=tokens['input_ids'], attention_mask=tokens['attention_mask']).last_hidden_state
     return F.normalize(self.net.text_projection(out[:, 0, :]).float(), dim=-1)
-
-# %% ../nbs/04a_cnclip.ipynb #92411f1e
-@patch
-@_inference
-def image_features(self: CnClipRetrieval, pixel_values):
-    "Cacheable image features for `itm_from_features`: the normalised image embedding."
-    return self.encode_images(pixel_values)
-
-# %% ../nbs/04a_cnclip.ipynb #03350caa
-@patch
-@_inference
-def itm_from_features(self: CnClipRetrieval, image_feats, tokens, image_index=None):
-    "Cosine of each (image feature, text) pair, float32 `[N]`; `image_index[i]` = text i's row of `image_feats`."
-    feats = image_feats if image_index is None else image_feats[image_index]
-    return (feats.float() * self.encode_texts(tokens)).sum(-1)
 
 # %% ../nbs/04a_cnclip.ipynb #f07bb16b
 @patch(as_prop=True)

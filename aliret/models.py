@@ -176,6 +176,21 @@ def embed_texts(self: RetrievalModel, texts: Sequence[str], # texts to embed
         out[i:i+bs] = self._embed_tokens(self.tokenize(texts[i:i+bs])).cpu().numpy()
     return out
 
+# %% ../nbs/04_models.ipynb #05e0ea60
+@patch
+@_inference
+def image_features(self: RetrievalModel, pixel_values):
+    "Cacheable image features for `itm_from_features`: by default the normalised image embedding."
+    return self.encode_images(pixel_values)
+
+# %% ../nbs/04_models.ipynb #005ed4c3
+@patch
+@_inference
+def itm_from_features(self: RetrievalModel, image_feats, tokens, image_index=None):
+    "Match score of each (image feature, text) pair, float32 `[N]` (default: cosine); `image_index[i]` = text i's row."
+    feats = image_feats if image_index is None else image_feats[image_index]
+    return (feats.float() * self.encode_texts(tokens)).sum(-1)
+
 # %% ../nbs/04_models.ipynb #3f76c01a
 @patch
 def embedding_from_features(self: RetrievalModel, image_feats: torch.Tensor, # from `image_features`
@@ -460,17 +475,6 @@ class ClipRetrieval(RetrievalModel):
 
     def encode_images(self, pixel_values): return F.normalize(self.net.encode_image(pixel_values).float(), dim=-1)
     def encode_texts(self, tokens): return F.normalize(self.net.encode_text(tokens['input_ids']).float(), dim=-1)
-
-    @_inference
-    def image_features(self, pixel_values):
-        "Cacheable image features for `itm_from_features`: for CLIP, the normalised image embedding."
-        return self.encode_images(pixel_values)
-
-    @_inference
-    def itm_from_features(self, image_feats, tokens, image_index=None):
-        "Cosine of each (image feature, text) pair, float32 `[N]`; `image_index[i]` = text i's row of `image_feats`."
-        feats = image_feats if image_index is None else image_feats[image_index]
-        return (feats.float() * self.encode_texts(tokens)).sum(-1)
 
     @property
     def logit_scale(self): return self.net.logit_scale.exp()
