@@ -236,6 +236,8 @@ NOT_MEASURED = [  # technique, from, where, why no accuracy difference can be me
      '(04 tests it keeps a wide image whole); it needs mixed aspect ratios such as AliProducts\''),
     ('very small learning rate for a few epochs', '004', '08', 'a fine-tuning schedule for pretrained weights; '
      'the sample models start from random weights'),
+    ('fp16 + channels-last inference', '002', '04, 10', 'the same function in another memory layout (04 checks the '
+     'embeddings); for convolutional towers only, and its speed is a GPU number (12a)'),
     ('TorchScript / ONNX export', '002', '10b', 'the same function: embeddings equal eager within 1e-4 (10b checks)'),
     ('WebDataset shards', '001', '03a', 'the same rows and bytes (03a checks): speed, not accuracy')]
 

@@ -145,6 +145,7 @@ class Config:
     itc_weight: float = 1.0 # re-ranked score = ITM + itc_weight * ITC (BLIP: 1)
     workers: int = 2 # data-loader worker processes
     jpeg_draft: bool = True # decode JPEGs at libjpeg's reduced scale, never below the model's input size
+    channels_last: bool = False # NHWC weights and images for convolutional image towers (ResNet, ConvNeXt); not ViTs
     device: DeviceName = 'auto' # `auto` = cuda, then mps, then cpu
     seed: int = 42 # base seed (each rank adds its rank)
     save_every_steps: int = 0 # extra checkpoint every N optimizer steps (0 = per epoch only)

@@ -12,14 +12,15 @@ from typing import Sequence
 import numpy as np, pandas as pd, torch
 from PIL import Image
 from .core import get_config, pick_device, outputs_root, write_json, atomic_open
-from .models import backend_class, build_model
-from .retrieval import topk_search
+from .models import backend_class, build_model, place_model
+from .retrieval import topk_search, build_index, faiss_gpu_available
 from .train import fit
-from .bench import best_time, matmul_rate, train_step_flops, device_label, machine_info, _sync_for
+from .bench import best_time, round_robin, matmul_rate, train_step_flops, device_label, machine_info, _sync_for
 
 # %% auto #0
 __all__ = ['GPU_TARGETS', 'synthetic_jpegs', 'image_rate', 'embed_rate', 'itm_rate', 'itm_flops', 'search_rate',
-           'synthetic_table', 'train_run', 'check_sizes', 'train_rows', 'measure_rows', 'gpu_check', 'main']
+           'faiss_search_rate', 'search_choice', 'channels_last_speedup', 'synthetic_table', 'train_run', 'check_sizes',
+           'train_rows', 'search_rows', 'measure_rows', 'gpu_check', 'main']
 
 # %% ../nbs/12a_gpu_check.ipynb #04de4aa3
 def _write_jpeg(job: tuple) -> str:
@@ -129,6 +130,50 @@ def search_rate(n_queries: int = 20000, # queries
     f = lambda: topk_search(queries, gallery, k=10, device=device, half=half)
     return n_queries / best_time(f, repeats, 120.0, _sync_for(dev))['best']
 
+# %% ../nbs/12a_gpu_check.ipynb #fcd5e6a9
+def faiss_search_rate(n_queries: int = 20000, # queries
+                      n_gallery: int = 1_000_000, # gallery vectors
+                      dim: int = 512, # embedding size
+                      gpu: bool = True, # Faiss' GPU flat index (needs faiss-gpu), else its CPU one
+                      repeats: int = 3, # timed searches (best kept)
+                     ) -> float:
+    "Queries/s of exact top-10 search with a raw Faiss flat inner-product index over random unit vectors."
+    if gpu and not faiss_gpu_available():
+        raise RuntimeError('faiss-gpu is not installed or sees no GPU: `make install GPU=1` swaps faiss-cpu for it')
+    g = torch.Generator().manual_seed(0)
+    unit = lambda n: torch.nn.functional.normalize(torch.randn(n, dim, generator=g), dim=-1).numpy()
+    index = build_index(unit(n_gallery), 'flat', gpu=gpu)
+    queries = unit(n_queries)
+    return n_queries / best_time(lambda: index.search(queries, 10), repeats, 120.0)['best']
+
+# %% ../nbs/12a_gpu_check.ipynb #20b47168
+def search_choice(topk_qps: float, # `topk_search` queries/s
+                  faiss_qps: float, # Faiss flat queries/s, same shape and device
+                 ) -> tuple[float, str]:
+    "The ratio topk/Faiss and which `index` 10 should use, in words."
+    r = topk_qps / faiss_qps
+    if r >= 1: return r, f"index='exact' (topk_search) is {r:.2f}x Faiss flat"
+    return r, f"index='flat' (Faiss) is {1 / r:.2f}x topk_search"
+
+# %% ../nbs/12a_gpu_check.ipynb #26d5f344
+def channels_last_speedup(preset: str, # config preset the models start from
+                          model: str, # a convolutional open_clip architecture (`RN50`; `aliret-tiny-rn` on CPU)
+                          dev: torch.device, # where to measure
+                          batch_size: int = 256, # images per call
+                          repeats: int = 10, # timed calls of each layout, in turns
+                         ) -> tuple[float, str]:
+    "Image-tower rate with channels-last memory over the default layout (fp16 on CUDA), and both rates in words."
+    fns = {}
+    for nhwc in (False, True):
+        cfg = get_config(preset, backend='clip', model=model, device=dev.type, precision='fp16', channels_last=nhwc)
+        m = place_model(backend_class('clip').random_like(cfg), dev)
+        px = torch.randint(0, 256, (batch_size, 3, m.pixels.size, m.pixels.size), dtype=torch.uint8, device=dev)
+        m._embed_uint8(px)
+        fns[nhwc] = lambda m=m, px=px: m._embed_uint8(px)
+    t = round_robin(fns, repeats, 60.0, _sync_for(dev))
+    rate = {k: batch_size / v['best'] for k, v in t.items()}
+    return rate[True] / rate[False], f'{model} fp16: {rate[False]:.0f} img/s NCHW, {rate[True]:.0f} img/s channels-last'
+
 # %% ../nbs/12a_gpu_check.ipynb #686b272e
 def synthetic_table(paths: Sequence[str], # image files
                     seed: int = 0, # caption draw
@@ -197,9 +242,10 @@ def check_sizes(quick: bool) -> dict:
     "Workload sizes: the real ones, or toy ones for a CPU smoke run."
     if quick:
         return dict(preset='tiny', batch=8, jpegs=32, jpeg_side=128, itm_images=2, queries=64, gallery=2000, dim=32,
-                          train_steps=4, train_batch=8, workers=0)
+                          train_steps=4, train_batch=8, workers=0, conv_model='aliret-tiny-rn')
     return dict(preset='base', batch=256, jpegs=8192, jpeg_side=800, itm_images=64, queries=20000, gallery=1_000_000,
-                dim=512, train_steps=300, train_batch=128, workers=min(12, max(1, (os.cpu_count() or 2) - 2)))
+                dim=512, train_steps=300, train_batch=128, workers=min(12, max(1, (os.cpu_count() or 2) - 2)),
+                conv_model='RN50')
 
 # %% ../nbs/12a_gpu_check.ipynb #1dde88f3
 def train_rows(rows: list, # rows so far (appended to)
@@ -229,6 +275,19 @@ def train_rows(rows: list, # rows so far (appended to)
                                                                                                   f'{peak / 1e12:.1f} '
                                                                                                   'TFLOP/s'))
 
+# %% ../nbs/12a_gpu_check.ipynb #5bcfa359
+def search_rows(rows: list, # rows so far (appended to)
+                dev: torch.device, # where to search
+                s: dict, # sizes from `check_sizes`
+               ):
+    "Exact search rates of `topk_search` and raw Faiss flat at the same shape, and which one to use."
+    shape = (s['queries'], s['gallery'], s['dim'])
+    topk = _guarded(rows, 'search', 'flat', 'q/s', dev, lambda: search_rate(*shape, dev.type))
+    fa = _guarded(rows, 'search', 'faiss-flat', 'q/s', dev, lambda: faiss_search_rate(*shape, gpu=dev.type == 'cuda'))
+    if topk and fa:
+        ratio, choice = search_choice(topk, fa)
+        rows.append(_row('search', 'exact choice', 'topk/faiss', round(ratio, 3), dev, choice))
+
 # %% ../nbs/12a_gpu_check.ipynb #3ec66066
 def measure_rows(dev, # the device to measure
                  s: dict, # sizes from `check_sizes`
@@ -236,7 +295,7 @@ def measure_rows(dev, # the device to measure
                  quick: bool, # toy sizes (CPU smoke run)
                  log=print, # progress messages
                 ) -> list[dict]:
-    "Every GPU row: embedding (model-only, end-to-end), ITM rate and FLOPs, flat search, training."
+    "Every GPU row: embedding (model-only, end-to-end, channels-last), ITM rate and FLOPs, search, training."
     rows = []
     clip = backend_class('clip').random_like(get_config(s['preset'], backend='clip', device=dev.type)).to(dev).eval()
     _guarded(rows, 'embed', 'model-only', 'img/s', dev, lambda: image_rate(clip, s['batch']))
@@ -249,7 +308,9 @@ def measure_rows(dev, # the device to measure
     fl = itm_flops(blip.cpu() if quick else blip)
     for case, v in fl.items(): rows.append(_row('match', f'gflop/pair {case}', 'GFLOP', v, dev))
     del blip, clip
-    _guarded(rows, 'search', 'flat', 'q/s', dev, lambda: search_rate(s['queries'], s['gallery'], s['dim'], dev.type))
+    _guarded(rows, 'embed', 'channels-last', 'speed-up', dev,
+             lambda: channels_last_speedup(s['preset'], s['conv_model'], dev, s['batch']))
+    search_rows(rows, dev, s)
     log(pd.DataFrame(rows).to_string())
     table = synthetic_table(paths)
     train_rows(rows, table, dev, s)

@@ -27,16 +27,16 @@ from .core import (AliretError, Config, ConfigError, DamagedState, PRESETS, chec
 __all__ = ['CLIP_CUSTOM_ARCHS', 'BERT_SPECIALS', 'BLIP_MEAN', 'BLIP_STD', 'BLIP_VISION', 'MOMENTUM_PARTS', 'BLIP_KEY_MAP',
            'BLIP_IGNORED', 'CHECKPOINT_JSON', 'CHECKPOINT_WEIGHTS', 'CHECKPOINT_FORMAT', 'MODEL_FIELDS',
            'WeightsNotFound', 'autocast_for', 'RetrievalModel', 'register_backend', 'backend_class', 'ImageFiles',
-           'PixelPipeline', 'split_transform', 'PadToSquare', 'clip_tiny_config', 'register_open_clip_config',
-           'resolve_clip_weights', 'ClipRetrieval', 'export_open_clip', 'build_wordpiece_vocab', 'blip_tokenizer',
-           'blip_transforms', 'blip_tiny_config', 'interpolate_pos_embed', 'set_vision_image_size',
-           'set_blip_image_size', 'vit_block', 'blip_vision_states', 'bert_attention', 'cross_kv',
-           'grouped_cross_attention', 'bert_block', 'blip_text_states', 'BlipRetrieval', 'itc_loss',
+           'PixelPipeline', 'split_transform', 'PadToSquare', 'clip_tiny_config', 'clip_tiny_resnet_config',
+           'register_open_clip_config', 'resolve_clip_weights', 'ClipRetrieval', 'export_open_clip',
+           'build_wordpiece_vocab', 'blip_tokenizer', 'blip_transforms', 'blip_tiny_config', 'interpolate_pos_embed',
+           'set_vision_image_size', 'set_blip_image_size', 'vit_block', 'blip_vision_states', 'bert_attention',
+           'cross_kv', 'grouped_cross_attention', 'bert_block', 'blip_text_states', 'BlipRetrieval', 'itc_loss',
            'sample_hard_negatives', 'pad_tokens', 'itm_loss', 'momentum_itc_loss', 'BlipMomentum',
            'convert_original_blip', 'export_original_blip', 'read_original_blip', 'blip_config_from_original',
-           'load_original_blip', 'build_model', 'save_checkpoint', 'read_checkpoint_meta', 'stored_config',
-           'model_mismatch', 'check_checkpoint_fits', 'load_checkpoint', 'weights_available', 'check_backend',
-           'check_backends']
+           'load_original_blip', 'has_conv_vision', 'place_model', 'build_model', 'save_checkpoint',
+           'read_checkpoint_meta', 'stored_config', 'model_mismatch', 'check_checkpoint_fits', 'load_checkpoint',
+           'weights_available', 'check_backend', 'check_backends']
 
 # %% ../nbs/04_models.ipynb #88927e89
 def _offline(offline: bool | None = None) -> bool:
@@ -326,10 +326,11 @@ def pixels(self: RetrievalModel) -> PixelPipeline:
 @patch
 def normalize(self: RetrievalModel, px: torch.Tensor, # uint8 [N, 3, H, W] from `pixels.to_uint8`
              ) -> torch.Tensor:
-    "Scale to [0, 1] and normalise on `px`'s device, as `image_transform`'s ToTensor + Normalize."
+    "Scale to [0, 1] and normalise on `px`'s device, as the transform's ToTensor + Normalize (NHWC if `channels_last`)."
     mean = torch.tensor(self.pixels.mean, device=px.device).view(1, -1, 1, 1)
     std = torch.tensor(self.pixels.std, device=px.device).view(1, -1, 1, 1)
-    return (px.float() / 255 - mean) / std
+    out = (px.float() / 255 - mean) / std
+    return out.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else out
 
 # %% ../nbs/04_models.ipynb #f8075470
 @patch
@@ -371,8 +372,16 @@ def clip_tiny_config(cfg: Config) -> dict:
                 text_cfg=dict(context_length=cfg.text_len, vocab_size=49408, width=64, heads=2, layers=2,
                               mlp_ratio=2.0))
 
+# %% ../nbs/04_models.ipynb #811b2dd7
+def clip_tiny_resnet_config(cfg: Config) -> dict:
+    "`clip_tiny_config` with a 4-stage, 16-wide ModifiedResNet image tower: the tiny convolutional CLIP."
+    arch = clip_tiny_config(cfg)
+    arch['vision_cfg'] = dict(image_size=cfg.image_size or 64, layers=[1, 1, 1, 1], width=16, head_width=64)
+    return arch
+
 # %% ../nbs/04_models.ipynb #6f535d08
-CLIP_CUSTOM_ARCHS: dict[str, Callable[[Config], dict]] = {'aliret-tiny': clip_tiny_config}
+CLIP_CUSTOM_ARCHS: dict[str, Callable[[Config], dict]] = {'aliret-tiny': clip_tiny_config,
+                                                         'aliret-tiny-rn': clip_tiny_resnet_config}
 
 _OC_DIR = None
 def register_open_clip_config(model_cfg: dict) -> str:
@@ -1389,6 +1398,23 @@ def load_original_blip(path: str | Path, # original BLIP/LAVIS .pth
     model.conversion_report = rep
     return model
 
+# %% ../nbs/04_models.ipynb #565aaa5f
+def has_conv_vision(model: nn.Module) -> bool:
+    "Does `model` convolve beyond a patch embedding (a Conv2d whose kernel differs from its stride)?"
+    return any(isinstance(m, nn.Conv2d) and tuple(m.kernel_size) != tuple(m.stride) for m in model.modules())
+
+# %% ../nbs/04_models.ipynb #b4e7c4e0
+def place_model(model: RetrievalModel, # a freshly built or loaded model
+                device: str | torch.device, # where it runs
+               ) -> RetrievalModel:
+    "`model` on `device` in eval mode; with `cfg.channels_last` its 4-D weights go NHWC (refused without convolutions)."
+    if not model.cfg.channels_last: return model.to(device).eval()
+    if not has_conv_vision(model):
+        raise ConfigError(f'channels_last=True does not apply to backend {model.backend!r} with model '
+                          f'{model.cfg.model!r}: its image tower convolves only in the patch embedding (a ViT). '
+                          'Set channels_last=False, or use a convolutional model (ResNet, ConvNeXt)')
+    return model.to(device, memory_format=torch.channels_last).eval()
+
 # %% ../nbs/04_models.ipynb #52e91bba
 def build_model(cfg: Config, # which backend, architecture and weights
                 vocab_texts: Iterable[str] | None = None, # captions for the tiny BLIP's vocabulary (ignored otherwise)
@@ -1397,7 +1423,7 @@ def build_model(cfg: Config, # which backend, architecture and weights
                ) -> RetrievalModel:
     "Build the retrieval model `cfg` describes, in eval mode on its device."
     m = backend_class(cfg.backend).from_config(cfg, vocab_texts=vocab_texts, offline=offline)
-    return m.to(device or pick_device(cfg.device)).eval()
+    return place_model(m, device or pick_device(cfg.device))
 
 # %% ../nbs/04_models.ipynb #4bb76187
 CHECKPOINT_JSON, CHECKPOINT_WEIGHTS, CHECKPOINT_FORMAT = 'aliret.json', 'model.safetensors', 1
@@ -1490,7 +1516,7 @@ def load_checkpoint(folder: str | Path, # checkpoint folder written by `save_che
         raise ConfigError(f'{folder}: weights do not fit the stored architecture; '
                           f'missing {missing}, unexpected {unexpected}')
     model.checkpoint = meta
-    return model.to(device or pick_device(cfg.device)).eval()
+    return place_model(model, device or pick_device(cfg.device))
 
 # %% ../nbs/04_models.ipynb #5a6468a3
 def weights_available(cfg: Config) -> tuple[bool, str]:
