@@ -112,10 +112,11 @@ def markdown_table(header: typing.Sequence, # column names
     lines = ['| ' + ' | '.join(map(str, header)) + ' |', '|' + '---|' * len(header)]
     return '\n'.join(lines + ['| ' + ' | '.join(cell(v) for v in r) + ' |' for r in rows]) + '\n'
 
-# %% ../nbs/00_core.ipynb #c400f04f
-Precision = Literal['fp32', 'bf16', 'fp16']
-DeviceName = Literal['auto', 'cuda', 'mps', 'cpu']
+# %% ../nbs/00_core.ipynb #0784509e
+Precision = Literal['fp32', 'bf16', 'fp16'] # autocast dtypes on CUDA
+DeviceName = Literal['auto', 'cuda', 'mps', 'cpu'] # where models run ('auto' picks the first present)
 
+# %% ../nbs/00_core.ipynb #c400f04f
 @dataclass(frozen=True)
 class Config:
     "Every knob of the pipeline; build with `get_config`, never by hand-editing a preset."
