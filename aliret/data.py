@@ -92,45 +92,63 @@ def _line_col(text: str, pos: int) -> tuple[int, int]:
     return line, pos - (text.rfind('\n', 0, pos) + 1) + 1
 
 # %% ../nbs/01_eda.ipynb #1b708e40
-_JSONL_FIX = ("convert it with `jq -s . {p} > fixed.json` or python: "
-              "json.dump([json.loads(l) for l in open(p) if l.strip()], open('fixed.json', 'w'))")
-
-def read_annotations(path: str | Path, # a JSON file holding a list of objects
-                    ) -> list:
-    "The JSON list in `path`; else a `DataError` (file, line, column): not UTF-8, not JSON, JSON Lines, or not a list."
-    p = Path(path)
-    if not p.is_file(): raise DataError(f'{p}: annotation file does not exist (or is not a file)')
+def _annotation_text(p: Path, # an annotation file
+                    ) -> str:
+    "The text of `p` (a UTF-8 BOM dropped), or a `DataError` (line, column) for UTF-16 or bytes that are not UTF-8."
     raw = p.read_bytes()
     if raw[:2] in (b'\xff\xfe', b'\xfe\xff'):
         raise DataError(f'{p}: line 1 column 1: the file is UTF-16 encoded; re-save it as UTF-8 (e.g. `iconv -f UTF-16 '
                         '-t UTF-8`)')
     if raw.startswith(b'\xef\xbb\xbf'): raw = raw[3:]   # UTF-8 byte order mark
-    try:
-        text = raw.decode('utf-8')
-        del raw
+    try: return raw.decode('utf-8')
     except UnicodeDecodeError as e:
         line = raw.count(b'\n', 0, e.start) + 1
         col = len(raw[raw.rfind(b'\n', 0, e.start) + 1:e.start].decode('utf-8', 'replace')) + 1
         raise DataError(f'{p}: line {line} column {col}: not valid UTF-8 (byte 0x{raw[e.start]:02x}); '
                         're-save the file as UTF-8 (e.g. `iconv -f <its encoding> -t UTF-8`)') from None
+
+# %% ../nbs/01_eda.ipynb #13f0c0be
+_JSONL_FIX = ("convert it with `jq -s . {p} > fixed.json` or python: "
+              "json.dump([json.loads(l) for l in open(p) if l.strip()], open('fixed.json', 'w'))")
+
+def _json_error(p: Path, # the annotation file
+                text: str, # its text
+                e: json.JSONDecodeError, # why it did not parse
+               ) -> DataError:
+    "The error for text that is not JSON: JSON Lines named as such (with the fix), else where and why it broke."
+    first = text.lstrip().split('\n', 1)[0]
+    try: jsonl = e.msg == 'Extra data' and isinstance(json.loads(first), (dict, list))
+    except json.JSONDecodeError: jsonl = False
+    if jsonl:
+        return DataError(f'{p}: line {e.lineno} column {e.colno}: this looks like JSON Lines (one object per line), '
+                         f'but a JSON list is expected; ' + _JSONL_FIX.format(p=p))
+    return DataError(f'{p}: line {e.lineno} column {e.colno}: not valid JSON ({e.msg})')
+
+# %% ../nbs/01_eda.ipynb #3869daeb
+def _not_list_error(p: Path, # the annotation file
+                    text: str, # its text
+                    data, # what it parsed to (not a list)
+                   ) -> DataError:
+    "The error for JSON whose top level is not a list: where it starts, what it is, and a key that holds a list."
+    line, col = _line_col(text, len(text) - len(text.lstrip()))
+    kind = {dict: 'an object', str: 'a string', int: 'a number', float: 'a number', bool: 'a boolean',
+            type(None): 'null'}[type(data)]
+    hint = ''
+    if isinstance(data, dict) and (ks := [k for k, v in data.items() if isinstance(v, list)]):
+        hint = f'; its key {ks[0]!r} holds a list: save that list as the file'
+    return DataError(f'{p}: line {line} column {col}: expected a JSON list of objects at the top level, got '
+                     f'{kind}{hint}')
+
+# %% ../nbs/01_eda.ipynb #01269ab5
+def read_annotations(path: str | Path, # a JSON file holding a list of objects
+                    ) -> list:
+    "The JSON list in `path`; else a `DataError` (file, line, column): not UTF-8, not JSON, JSON Lines, or not a list."
+    p = Path(path)
+    if not p.is_file(): raise DataError(f'{p}: annotation file does not exist (or is not a file)')
+    text = _annotation_text(p)
     try: data = json.loads(text)
-    except json.JSONDecodeError as e:
-        first = text.lstrip().split('\n', 1)[0]
-        try: jsonl = e.msg == 'Extra data' and isinstance(json.loads(first), (dict, list))
-        except json.JSONDecodeError: jsonl = False
-        if jsonl:
-            raise DataError(f'{p}: line {e.lineno} column {e.colno}: this looks like JSON Lines (one object per line), '
-                            f'but a JSON list is expected; ' + _JSONL_FIX.format(p=p)) from None
-        raise DataError(f'{p}: line {e.lineno} column {e.colno}: not valid JSON ({e.msg})') from None
-    if not isinstance(data, list):
-        line, col = _line_col(text, len(text) - len(text.lstrip()))
-        kind = {dict: 'an object', str: 'a string', int: 'a number', float: 'a number', bool: 'a boolean',
-                type(None): 'null'}[type(data)]
-        hint = ''
-        if isinstance(data, dict) and (ks := [k for k, v in data.items() if isinstance(v, list)]):
-            hint = f'; its key {ks[0]!r} holds a list: save that list as the file'
-        raise DataError(f'{p}: line {line} column {col}: expected a JSON list of objects at the top level, got '
-                        f'{kind}{hint}')
+    except json.JSONDecodeError as e: raise _json_error(p, text, e) from None
+    if not isinstance(data, list): raise _not_list_error(p, text, data)
     return data
 
 # %% ../nbs/01_eda.ipynb #c3124d1c
@@ -197,23 +215,44 @@ def _shown(v) -> str:
     return json.dumps(v)[:200]
 
 # %% ../nbs/01_eda.ipynb #85d565e9
+def _row_field(rows: list, # parsed annotation rows
+               k: str, # the field
+              ) -> tuple:
+    "Field `k` of every row: values, is-string and is-null masks, pyarrow strings, fixed Python strings, surrogates."
+    n = len(rows)
+    vals = [r.get(k) if type(r) is dict else None for r in rows]
+    isstr = np.fromiter((type(v) is str for v in vals), bool, n)
+    isnone = np.fromiter((v is None or v != v for v in vals), bool, n)   # null (or a NaN literal)
+    arr, fixed, sur = _arrow_strings(vals, isstr)
+    return vals, isstr, isnone, arr, fixed, sur
+
+# %% ../nbs/01_eda.ipynb #dd6be9be
+def _reject_detail(r, # a rejected row
+                   why: str, # its reason, one of `REASONS`
+                  ) -> str:
+    "What exactly was wrong with a row rejected by its fields, for the rejection report's `detail` column."
+    f = why.split()[-1] if why.startswith('missing') else why.split()[0]
+    if why == 'row not an object': return f'got {json.dumps(r)[:80]}'
+    if why.startswith('missing'):
+        return f'no {f!r} key' if f not in r else f'{f!r} is null' if r[f] is None or r[f] != r[f] else 'blank name'
+    if why.endswith('not a string'): return f'got {type(r[f]).__name__}'
+    if why == 'invalid product name': return 'lone surrogate (a broken \\u escape) in the name'
+    if why == 'unsafe product path': return 'absolute path or .. component'
+    if why == 'empty caption': return 'nothing visible after removing whitespace, control and invisible characters'
+    return ''
+
+# %% ../nbs/01_eda.ipynb #c33a4675
 def check_rows(rows: list, # parsed annotation rows
                fields: tuple = ('product', 'caption'), # pairs: ('product', 'caption'); test captions: ('caption',)
               ) -> pd.DataFrame:
     "Judge rows by their fields alone: `row`, `product`, `caption`, `key` (NFC product), `reason` ('' = ok), `detail`."
     n = len(rows)
     isobj = np.fromiter((type(r) is dict for r in rows), bool, n)
-    def field(k):
-        vals = [r.get(k) if type(r) is dict else None for r in rows]
-        isstr = np.fromiter((type(v) is str for v in vals), bool, n)
-        isnone = np.fromiter((v is None or v != v for v in vals), bool, n)   # null (or a NaN literal)
-        arr, fixed, sur = _arrow_strings(vals, isstr)
-        return vals, isstr, isnone, arr, fixed, sur
-    _, c_str, c_none, c_arr, cap, _ = field('caption')
+    _, c_str, c_none, c_arr, cap, _ = _row_field(rows, 'caption')
     conds = [~isobj, c_none, ~c_none & ~c_str, c_str & ~_matches(c_arr, _VISIBLE_RE2)]
     names = ['row not an object', 'missing caption', 'caption not a string', 'empty caption']
     if 'product' in fields:
-        pvals, p_str, p_none, p_arr, prod, p_sur = field('product')
+        pvals, p_str, p_none, p_arr, prod, p_sur = _row_field(rows, 'product')
         p_missing = p_none | (p_str & ~_matches(p_arr, _VISIBLE_RE2))
         conds[1:1] = [p_missing, ~p_missing & ~p_str, p_sur, p_str & _matches(p_arr, _UNSAFE)]
         names[1:1] = ['missing product', 'product not a string', 'invalid product name', 'unsafe product path']
@@ -223,18 +262,8 @@ def check_rows(rows: list, # parsed annotation rows
     detail = np.full(n, '', dtype=object)
     product = np.array(prod, dtype=object)
     for i in bad:   # only rejected rows: cheap
-        r, why = rows[i], reason[i]
         product[i] = _shown(pvals[i])
-        f = why.split()[-1] if why.startswith('missing') else why.split()[0]
-        if why == 'row not an object': detail[i] = f'got {json.dumps(r)[:80]}'
-        elif why.startswith('missing'):
-            detail[i] = (f'no {f!r} key' if f not in r
-                         else f'{f!r} is null' if r[f] is None or r[f] != r[f] else 'blank name')
-        elif why.endswith('not a string'): detail[i] = f'got {type(r[f]).__name__}'
-        elif why == 'invalid product name': detail[i] = 'lone surrogate (a broken \\u escape) in the name'
-        elif why == 'unsafe product path': detail[i] = 'absolute path or .. component'
-        elif why == 'empty caption':
-            detail[i] = 'nothing visible after removing whitespace, control and invisible characters'
+        detail[i] = _reject_detail(rows[i], reason[i])
     key = nfc(product) if 'product' in fields else np.full(n, None, dtype=object)
     key[bad] = None
     obj = lambda a: pd.Series(a, dtype=object)   # object dtype: no round trip through pyarrow for millions of strings

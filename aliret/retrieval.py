@@ -393,7 +393,8 @@ def build_index(gallery, # [G, D] gallery embeddings
     use_gpu = faiss_gpu_available() and kind != 'hnsw' if gpu == 'auto' else bool(gpu)
     if use_gpu and kind == 'hnsw': raise ValueError("Faiss has no GPU HNSW: use gpu=False (or kind='ivf' on the GPU)")
     if use_gpu and not faiss_gpu_available():
-        raise ValueError('gpu=True but no GPU Faiss is available: install faiss-gpu on a CUDA machine, or use gpu=False')
+        raise ValueError('gpu=True but no GPU Faiss is available: install faiss-gpu on a CUDA machine, '
+                         'or use gpu=False')
     if kind == 'flat': index = faiss.IndexFlatIP(d)
     elif kind == 'ivf':
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist or default_nlist(n), faiss.METRIC_INNER_PRODUCT)
@@ -406,7 +407,8 @@ def build_index(gallery, # [G, D] gallery embeddings
         index = faiss.index_cpu_to_gpu(res, 0, index)
         index.referenced_objects = [res]   # keep the resources alive
     if kind == 'ivf':
-        tr = x if not train_size or train_size >= n else x[np.sort(np.random.default_rng(seed).choice(n, train_size, replace=False))]
+        if not train_size or train_size >= n: tr = x
+        else: tr = x[np.sort(np.random.default_rng(seed).choice(n, train_size, replace=False))]
         index.train(np.ascontiguousarray(tr.to('cpu', torch.float32).numpy()))
     for b in _f32_rows(x): index.add(b)
     return index

@@ -346,8 +346,9 @@ def evict(paths: Sequence[str | Path]):
 # %% ../nbs/03a_shards.ipynb #ed3a9873
 def _rate_rows(times: dict, label: str) -> pd.DataFrame:
     "One row per (cache, decode, reader) from `{key: [(seconds, samples), ...]}`, with shards/loose ratios."
-    rows = [dict(data=label, cache=c, decode=d, reader=r, samples=v[0][1], median_s=round(float(np.median([t for t, _ in v])), 4),
-                 runs=len(v)) for (c, d, r), v in times.items()]
+    rows = [dict(data=label, cache=c, decode=d, reader=r, samples=v[0][1],
+                 median_s=round(float(np.median([t for t, _ in v])), 4), runs=len(v))
+            for (c, d, r), v in times.items()]
     df = pd.DataFrame(rows).assign(samples_per_s=lambda x: (x.samples / x.median_s).round(1))
     rate = df.set_index(['cache', 'decode', 'reader'])['samples_per_s']
     return df.assign(shards_over_loose=[round(rate[(c, d, 'shards')] / rate[(c, d, 'loose')], 2) for c,

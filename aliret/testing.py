@@ -212,7 +212,8 @@ def make_test_images(folder: str | Path, # where to write the files
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    ext = lambda k: '.jpg' if 'jpg' in k or k in ('zero_byte',) else '.png' if 'png' in k else '.gif' if 'gif' in k else '.webp' if 'webp' in k else '.jpg'
+    ext = lambda k: ('.jpg' if 'jpg' in k or k in ('zero_byte',) else '.png' if 'png' in k else '.gif' if 'gif' in k
+                     else '.webp' if 'webp' in k else '.jpg')
     files = {k: _img_bytes(k, rng) for k in GOOD_IMAGES if k != 'png_as_jpg'}
     files['png_as_jpg'] = _img_bytes('rgba_png', rng)
     jpg = _img_bytes('rgb_jpg', rng)
@@ -244,9 +245,9 @@ def _messy_train_files(out: Path, # the messy folder
     imgs = make_test_images(t[0], seed)               # every good and bad image kind, in folder 0
     for n in FULL_ONLY_BAD: (t[0]/f'{n}.png').unlink()  # header-mode run keeps it; keep the folder mode-independent
     nfd = unicodedata.normalize('NFD', 'café crème.jpg')
-    for d, name in [(t[1], 'nested.jpg'), (t[3], 'in_ten.jpg'), (t[2], 'both.jpg'), (t[3], 'both.jpg'), (t[0], 'my image 1.jpg'),
-                    (t[0], '商品_ü.jpg'), (t[0], nfd), (t[0], 'dup.jpg'), (out, 'outside.jpg'), (t[0], 'cap.jpg'),
-                    (t[2], 'orphan.jpg')]:
+    for d, name in [(t[1], 'nested.jpg'), (t[3], 'in_ten.jpg'), (t[2], 'both.jpg'), (t[3], 'both.jpg'),
+                    (t[0], 'my image 1.jpg'), (t[0], '商品_ü.jpg'), (t[0], nfd), (t[0], 'dup.jpg'),
+                    (out, 'outside.jpg'), (t[0], 'cap.jpg'), (t[2], 'orphan.jpg')]:
         (d/name).write_bytes(jpg())
     (t[0]/'adir.jpg').mkdir()
     return {n: r for n, r in imgs.items() if n.rsplit('.', 1)[0] not in FULL_ONLY_BAD}
@@ -267,7 +268,8 @@ def _messy_train_rows(out: Path, # the messy folder
         ({'product': 'dup.jpg', 'caption': 'Men&#39;s T-shirt &amp; cap &lt;b&gt;'}, ''),
         ({'product': 'dup.jpg', 'caption': 'second row, same image'}, 'duplicate product'),
         ({'product': 'cap.jpg', 'caption': ''}, 'empty caption'),   # the first row with cap.jpg is rejected ...
-        ({'product': 'cap.jpg', 'caption': 'Ã©tÃ© dress â€” mojibake'}, ''),  # ... so this one is kept, not a duplicate
+        # ... so this one is kept, not a duplicate
+        ({'product': 'cap.jpg', 'caption': 'Ã©tÃ© dress â€” mojibake'}, ''),
         ({'product': 'cap.jpg', 'caption': 'and a third'}, 'duplicate product'),
         ({'product': 'missing.jpg', 'caption': 'no such file'}, 'missing image'),
         ({'product': 'adir.jpg', 'caption': 'a folder, not a file'}, 'missing image'),
