@@ -114,7 +114,7 @@ def markdown_table(header: typing.Sequence, # column names
     lines = ['| ' + ' | '.join(map(str, header)) + ' |', '|' + '---|' * len(header)]
     return '\n'.join(lines + ['| ' + ' | '.join(cell(v) for v in r) + ' |' for r in rows]) + '\n'
 
-# %% ../nbs/00_core.ipynb #0784509e
+# %% ../nbs/00_core.ipynb #9f835085
 Precision = Literal['fp32', 'bf16', 'fp16'] # autocast dtypes on CUDA
 DeviceName = Literal['auto', 'cuda', 'mps', 'cpu'] # where models run ('auto' picks the first present)
 

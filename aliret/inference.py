@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable, Literal, Sequence
 import numpy as np, pandas as pd, torch
 from .core import (SUCCESS, DamagedState, is_complete, outputs_root, write_json, atomic_open, atomic_write,
-                         get_config, pick_device, set_aside)
+                         get_config, pick_device, set_aside, check_overrides)
 from .retrieval import (Truth, truth_from_ids, retrieval_metrics, topk_search, build_index, search, itm_rerank,
                               load_eval_split, faiss_gpu_available)
 from .formats import write_submission, validate_submission
@@ -36,15 +36,19 @@ class ModelSpec:
     checkpoint: Path # checkpoint folder
     backend: str # 'clip' or 'blip'
     fingerprint: str # `fingerprint_key(checkpoint_fingerprint(...))`
-    config: dict # the checkpoint's stored config
+    config: dict # the checkpoint's stored config, with `overrides` applied
+    overrides: dict = field(default_factory=dict) # config fields changed when loading (e.g. precision, channels_last)
 
 # %% ../nbs/10_test_inference.ipynb #5534f7a2
-def model_spec(ckpt: str | Path) -> ModelSpec:
+def model_spec(ckpt: str | Path, # checkpoint folder
+               **overrides, # config fields to change when loading it (checked), e.g. precision='fp16'
+              ) -> ModelSpec:
     "Describe a checkpoint folder (reads `aliret.json` and hashes the files; loads no weights)."
     meta = read_checkpoint_meta(ckpt)
     fp = fingerprint_key(checkpoint_fingerprint(ckpt))
     tag = Path(ckpt).name.removeprefix('ckpt-')
-    return ModelSpec(f"{meta['backend']}-{tag}-{fp[:6]}", Path(ckpt), meta['backend'], fp, meta.get('config', {}))
+    config = {**meta.get('config', {}), **check_overrides(overrides)}
+    return ModelSpec(f"{meta['backend']}-{tag}-{fp[:6]}", Path(ckpt), meta['backend'], fp, config, overrides)
 
 # %% ../nbs/10_test_inference.ipynb #d5102185
 @dataclass
@@ -133,11 +137,12 @@ def ensure_store(d: str | Path, # store folder for this model and split
                  split: Split, # the split
                  get_model: Callable, # () -> loaded model (called only when embeddings must be computed)
                  batch_size: int = 0, # embedding batch (0 = the model's eval_batch_size)
-                 workers: int = 0, # image-decoding workers
+                 workers: int | None = None, # image-decoding workers (None = the model's config)
                  log: Callable = print, # where set-aside lines go
                 ) -> tuple[Path, bool]:
     "Make `d` hold `spec`'s embeddings of `split`: (folder, reused?); a sound matching store is reused."
-    want = dict(fingerprint=spec.fingerprint, table_hash=table_hash(split.queries, split.gallery))
+    want = dict(fingerprint=spec.fingerprint, table_hash=table_hash(split.queries, split.gallery),
+                **({'overrides': spec.overrides} if spec.overrides else {}))
     if is_complete(d) and (why := store_problem(d)): set_aside(d, why, log=log)
     if store_matches(d, want): return Path(d), True
     model = get_model()
@@ -341,7 +346,7 @@ def _pred_ok(f: Path, want: dict, log: Callable = print) -> bool:
 def _load_logged(s: ModelSpec, device: str, log: Callable):
     "Model `s` on `device`, saying where it came from and how long loading took."
     t0 = time.perf_counter()
-    m = load_checkpoint(s.checkpoint, device=pick_device(device))
+    m = load_checkpoint(s.checkpoint, device=pick_device(device), **s.overrides)
     log(f'{s.name}: loaded {s.checkpoint} on {m.device} in {time.perf_counter() - t0:.1f}s')
     return m
 
@@ -399,7 +404,8 @@ def _itm_step(out: Path, s: ModelSpec, name: str, sp: Split, p: Predictions, wan
 
 # %% ../nbs/10_test_inference.ipynb #7333ad67
 def _infer_model(out: Path, s: ModelSpec, splits: dict, k: int, index: str, rerank: bool, k_test: int,
-                 itc_weight: float, batch_size: int, workers: int, device: str, log: Callable) -> tuple[dict, list]:
+                 itc_weight: float, batch_size: int, workers: int | None, device: str,
+                 log: Callable) -> tuple[dict, list]:
     "Model `s` on every split: its `models.json` entry and result rows (the model loaded only if something is new)."
     model = LazyModel(lambda: _load_logged(s, device, log))
     kt = k_test or int(s.config.get('k_test', 16))
@@ -441,7 +447,7 @@ def run_inference(specs: Sequence[ModelSpec], # models to run
                   k_test: int = 0, # ITM candidates (0 = each checkpoint's config)
                   itc_weight: float = -1.0, # ITM + w * ITC (negative = each checkpoint's config)
                   batch_size: int = 0, # embedding batch (0 = each checkpoint's eval_batch_size)
-                  workers: int = 0, # image-decoding workers
+                  workers: int | None = None, # image-decoding workers (None = each checkpoint's config)
                   device: str = 'auto', # where models run
                   log: Callable = print, # progress messages
                  ) -> pd.DataFrame:

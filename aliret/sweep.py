@@ -216,7 +216,7 @@ def _write_table(path: Path, rows: list[dict]):
 def _embed_gallery(model, # a loaded model
                    gal: pd.DataFrame, # product, image_path
                    batch_size: int | None, # embedding batch (None = the model's)
-                   workers: int, # image-decoding worker processes
+                   workers: int | None, # image-decoding worker processes (None = the model's config)
                    label: str, # checkpoint label, for the warning
                   ) -> tuple[np.ndarray, dict]:
     "Embeddings of the gallery's readable images and the cache metadata (ids kept, unreadable files with their errors)."
@@ -248,7 +248,7 @@ class _SweepVal:
 
 # %% ../nbs/09_checkpoint_sweep.ipynb #47d86cad
 def _sweep_gallery(cache: EmbeddingStore, group: str, sv: _SweepVal, model: LazyModel, batch_size: int | None,
-                   workers: int, label: str, stats: Counter) -> tuple[np.ndarray, list, int]:
+                   workers: int | None, label: str, stats: Counter) -> tuple[np.ndarray, list, int]:
     "(fp16 embeddings as stored, ids, unreadable count) of one checkpoint's val gallery: cached, else embedded once."
     key = f'gallery-{sv.ghash[:24]}'
     hit = cache.get(group, key)
@@ -294,7 +294,7 @@ def _sweep_pair(cache: EmbeddingStore, group: str, sv: _SweepVal, v: str, model:
 
 # %% ../nbs/09_checkpoint_sweep.ipynb #d09550f7
 def _sweep_variants(cache: EmbeddingStore, group: str, spec: CheckpointSpec, sv: _SweepVal, model: LazyModel,
-                    batch_size: int | None, workers: int, search_dev: str | None, stats: Counter, rows: list,
+                    batch_size: int | None, workers: int | None, search_dev: str | None, stats: Counter, rows: list,
                     out_csv: str | Path | None, on_pair: Callable | None) -> int:
     "Every variant of one checkpoint: its cached result, else computed (gallery embedded once); rows appended."
     gallery, n_new = None, 0
@@ -318,7 +318,7 @@ def sweep(checkpoints, # `find_checkpoints` specs, or anything it accepts
           cache_dir: str | Path = '', # embedding/result cache ('' = `default_cache_dir()`)
           out_csv: str | Path | None = None, # results table rewritten atomically after every pair
           batch_size: int = 0, # embedding batch (0 = each checkpoint's eval_batch_size)
-          workers: int = 0, # image-decoding worker processes
+          workers: int | None = None, # image-decoding worker processes (None = each checkpoint's config)
           device: str = 'auto', # auto, cuda, mps or cpu (models and search)
           fingerprint: str = 'hash', # how checkpoints are keyed: 'hash' or 'stat'
           pth_config: str = 'base', # preset or YAML for original BLIP .pth files
