@@ -172,7 +172,8 @@ def channels_last_speedup(preset: str, # config preset the models start from
         fns[nhwc] = lambda m=m, px=px: m._embed_uint8(px)
     t = round_robin(fns, repeats, 60.0, _sync_for(dev))
     rate = {k: batch_size / v['best'] for k, v in t.items()}
-    return rate[True] / rate[False], f'{model} fp16: {rate[False]:.0f} img/s NCHW, {rate[True]:.0f} img/s channels-last'
+    dtype = 'fp16' if dev.type == 'cuda' else 'fp32'   # autocast runs on CUDA only
+    return rate[True] / rate[False], f'{model} {dtype}: {rate[False]:.0f} img/s NCHW, {rate[True]:.0f} channels-last'
 
 # %% ../nbs/12a_gpu_check.ipynb #686b272e
 def synthetic_table(paths: Sequence[str], # image files
