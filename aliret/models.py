@@ -1218,12 +1218,12 @@ class BlipMomentum(nn.Module):
 
 # %% ../nbs/04_models.ipynb #df3bc927
 @patch
-@torch.no_grad()
 def features(self: BlipMomentum, pixel_values: torch.Tensor, tokens: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    "Momentum image and text embeddings (normalised, float32)."
+    "Momentum image and text embeddings (normalised, float32, no gradient)."
     t = self.towers
-    img = F.normalize(t['vision_proj'](blip_vision_states(t['vision_model'], pixel_values)[:, 0]).float(), dim=-1)
-    txt = F.normalize(t['text_proj'](blip_text_states(t['text_encoder'], tokens)[:, 0]).float(), dim=-1)
+    with torch.no_grad():
+        img = F.normalize(t['vision_proj'](blip_vision_states(t['vision_model'], pixel_values)[:, 0]).float(), dim=-1)
+        txt = F.normalize(t['text_proj'](blip_text_states(t['text_encoder'], tokens)[:, 0]).float(), dim=-1)
     return img, txt
 
 # %% ../nbs/04_models.ipynb #98822b5e
