@@ -45,7 +45,7 @@ demo: install
 	$(BIN)/aliret-pipeline --run $(RUN)
 
 # The ablation table (11a_ablations): every technique against its ablation, 7 paired seeds, val in demo-sized blocks.
-# Its own job (56 trainings of the demo's size: 2-3 hours on 2 cores), resumable like the demo; the demo's summary
+# Its own job (56 trainings of the demo's size and 14 short fine-tunes: about 3 hours on 2 cores), resumable like the demo; the demo's summary
 # links the newest table. A subset: papermill nbs/11a_ablations.ipynb out.ipynb -p arms clip,clip_xbm
 ablations: install
 	$(BIN)/aliret-pipeline --job ablations --run $(if $(filter demo,$(RUN)),ablations,$(RUN))

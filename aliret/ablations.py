@@ -34,8 +34,9 @@ TABLES = ('raw', 'clean', 'filtered', 'attrs')   # raw; 02's cleaning; 06's filt
 class Arm:
     "One training recipe of the ablation: a backend, the config fields it sets, the training table it reads."
     backend: str # model family, e.g. 'clip' or 'blip'
-    overrides: dict = field(default_factory=dict) # config fields on top of the preset, `epochs` and `seed`
+    overrides: dict = field(default_factory=dict) # config fields over the job's (a callable gets the job's config)
     table: str = 'raw' # training table, one of `TABLES`
+    start: str = '' # an arm whose final checkpoint of the same seed this one continues from ('' = the config's)
 
 # %% ../nbs/11a_ablations.ipynb #c245d01a
 ARMS = {
@@ -45,9 +46,20 @@ ARMS = {
     'clip_attrs': Arm('clip', table='attrs'),
     'clip_phases': Arm('clip', {'phases': '48:{half},64:{rest}'}),
     'clip_xbm': Arm('clip', {'xbm_size': 256, 'xbm_start': 93}),
+    'clip_ft': Arm('clip', {'epochs': 3, 'lr': lambda c: c.lr / 10}, start='clip'),   # 3 more epochs at lr / 10
+    'clip_ft_xbm': Arm('clip', {'epochs': 3, 'lr': lambda c: c.lr / 10, 'xbm_size': 256}, start='clip'),
     'blip': Arm('blip', {'ema_decay': 0.995}),
     'blip_momentum': Arm('blip', {'momentum_queue': 1024}),
 }
+
+# %% ../nbs/11a_ablations.ipynb #6099386f
+def _arm_value(v, # an arm's override: a value, a callable of the job's config, or a string with `{half}` / `{rest}`
+               job: Config, # the job's config for this arm (preset, epochs, seed, fields)
+              ):
+    "The override's value for `job`: called, or its epoch split filled in, or as it is."
+    if callable(v): return v(job)
+    if isinstance(v, str): return v.format(half=job.epochs // 2, rest=job.epochs - job.epochs // 2)
+    return v
 
 # %% ../nbs/11a_ablations.ipynb #3876db14
 def arm_config(arm: Arm, # the recipe
@@ -58,9 +70,8 @@ def arm_config(arm: Arm, # the recipe
               ) -> Config:
     "The arm's training config; an option the backend cannot apply is refused here, naming both."
     if arm.table not in TABLES: raise ValueError(f'table {arm.table!r} is not one of {TABLES}')
-    fill = lambda v: v.format(half=epochs // 2, rest=epochs - epochs // 2) if isinstance(v, str) else v
-    over = {k: fill(v) for k, v in arm.overrides.items()}
-    cfg = get_config(config, backend=arm.backend, epochs=epochs, seed=seed, **over, **fields)
+    job = get_config(config, backend=arm.backend, epochs=epochs, seed=seed, **fields)
+    cfg = get_config(config, **{**asdict(job), **{k: _arm_value(v, job) for k, v in arm.overrides.items()}})
     parse_phases(cfg.phases)
     check_momentum(cfg, backend_class(cfg.backend))
     return cfg
@@ -180,19 +191,21 @@ def attrs_table(labeller, # the model that labels the images zero-shot (the base
 def train_arm(cfg: Config, # from `arm_config`
               table: pd.DataFrame, # the arm's training table
               out: Path, # the run folder of this arm and seed
+              init_from: Path | None = None, # the checkpoint it continues from (an arm with `start`)
              ) -> Path:
     "Train one arm with one seed into `out` (resumed after a kill; skipped when finished with the same settings)."
-    want = dict(config=asdict(cfg), table=table_fingerprint(table))
+    want = dict(config=asdict(cfg), table=table_fingerprint(table), init_from=init_from and str(init_from))
     done = Path(out)/SUCCESS
     if done.is_file():
         try: old = json.loads(done.read_text())
         except ValueError: old = {}
         diff = [k for k in want['config'] if (old.get('config') or {}).get(k) != want['config'][k]]
         diff += ['the training table'] * (old.get('table') != want['table'])
+        diff += ['the start checkpoint'] * (old.get('init_from') != want['init_from'])
         if diff: raise ConfigError(f"{out} was trained with other settings ({', '.join(diff)}): "
                                    'pass another output_dir, or delete that folder to train it again')
         return Path(out)
-    fit_phases(cfg, table, out, None, resume=True, progress=False, log=lambda *a, **k: None)
+    fit_phases(cfg, table, out, None, resume=True, init_from=init_from, progress=False, log=lambda *a, **k: None)
     write_json(done, want)
     return Path(out)
 
@@ -223,6 +236,8 @@ COMPARISONS = [  # technique, from, where, with, without ('best:a,b' = the bette
     ('zero-shot attribute augmentation', '004', '02', 'clip_attrs', 'clip'),
     ('rising resolution phases 48 -> 64 px', '002', '08', 'clip_phases', 'clip'),
     ('cross-batch memory (XBM)', '002', '08', 'clip_xbm', 'clip'),
+    ('3 more epochs at a tenth of the learning rate', '004', '08', 'clip_ft', 'clip'),
+    ('XBM while fine-tuning the trained model', '002', '08', 'clip_ft_xbm', 'clip_ft'),
     ('EMA of the weights (clip)', 'common practice', '08', 'clip_ema', 'clip'),
     ('EMA of the weights (blip)', 'common practice', '08', 'blip_ema', 'blip'),
     ('uniform soup of the last 3 checkpoints', 'common practice', '09a', 'clip_soup', 'clip'),
@@ -234,8 +249,6 @@ COMPARISONS = [  # technique, from, where, with, without ('best:a,b' = the bette
 NOT_MEASURED = [  # technique, from, where, why no accuracy difference can be measured here
     ('pad to square before the resize', '004', '04', 'every sample image is square, so padding is the identity '
      '(04 tests it keeps a wide image whole); it needs mixed aspect ratios such as AliProducts\''),
-    ('very small learning rate for a few epochs', '004', '08', 'a fine-tuning schedule for pretrained weights; '
-     'the sample models start from random weights'),
     ('fp16 + channels-last inference', '002', '04, 10', 'the same function in another memory layout (04 checks the '
      'embeddings); for convolutional towers only, and its speed is a GPU number (12a)'),
     ('TorchScript / ONNX export', '002', '10b', 'the same function: embeddings equal eager within 1e-4 (10b checks)'),

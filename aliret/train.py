@@ -929,16 +929,17 @@ def fit_phases(cfg: Config, # training config; `cfg.phases` lists the phases (''
                val_table=None, # val pairs for per-epoch recall
                resume: bool = False, # skip finished phases, resume the interrupted one
                stop_after_steps: int | None = None, # stop (as if killed) after this many optimizer steps in all
+               init_from: str | Path | None = None, # the first phase starts from this checkpoint's weights
                **kw, # `progress`, `log`: as for `fit`
               ) -> dict:
     "`fit`, or one `fit` per phase of `cfg.phases`, each starting from the last phase's final checkpoint."
-    if not cfg.phases: return fit(cfg, train_table, out_dir, val_table, resume, stop_after_steps, **kw)
+    if not cfg.phases:
+        return fit(cfg, train_table, out_dir, val_table, resume, stop_after_steps, init_from=init_from, **kw)
     phases = parse_phases(cfg.phases)
     if not backend_class(cfg.backend).resizable:
         raise ConfigError(f'phases={cfg.phases!r}: backend {cfg.backend!r} cannot change its input resolution '
-                          '(no `resized`); '
-                          'leave phases empty')
-    out, prev, runs, done = Path(out_dir), None, [], 0
+                          '(no `resized`); leave phases empty')
+    out, prev, runs, done = Path(out_dir), init_from, [], 0
     for i, (size, epochs) in enumerate(phases, 1):
         d = out/f'phase{i}-{size}'
         pcfg = replace(cfg, image_size=size, epochs=epochs, phases='')
