@@ -50,6 +50,8 @@ ARMS = {
     'clip_ft_xbm': Arm('clip', {'epochs': 3, 'lr': lambda c: c.lr / 10, 'xbm_size': 256}, start='clip'),
     'blip': Arm('blip', {'ema_decay': 0.995}),
     'blip_momentum': Arm('blip', {'momentum_queue': 1024}),
+    'blip_ft': Arm('blip', {'epochs': 3, 'lr': lambda c: c.lr / 10}, start='blip'),
+    'blip_ft_momentum': Arm('blip', {'epochs': 3, 'lr': lambda c: c.lr / 10, 'momentum_queue': 1024}, start='blip'),
 }
 
 # %% ../nbs/11a_ablations.ipynb #6099386f
@@ -242,6 +244,7 @@ COMPARISONS = [  # technique, from, where, with, without ('best:a,b' = the bette
     ('EMA of the weights (blip)', 'common practice', '08', 'blip_ema', 'blip'),
     ('uniform soup of the last 3 checkpoints', 'common practice', '09a', 'clip_soup', 'clip'),
     ('BLIP momentum encoder and ITC queues', 'BLIP', '08', 'blip_momentum', 'blip'),
+    ('BLIP momentum encoder and queues while fine-tuning', 'BLIP', '08', 'blip_ft_momentum', 'blip_ft'),
     ('ITM re-ranking of the ITC top 16', 'reference', '10', 'blip_itm', 'blip'),
     *[(f'fusion of clip and blip: {s}', 'reference', '11', f'fuse_{s}', 'best:clip,blip')
       for s in ('feature', 'score_zscore', 'score_minmax', 'rrf')]]

@@ -230,6 +230,14 @@ def set_grad_checkpointing(self: RetrievalModel, on: bool = True):
 def after_step(self: RetrievalModel):
     "Called after every optimizer step (e.g. to clamp a learned temperature); nothing by default."
 
+# %% ../nbs/04_models.ipynb #486ab578
+@patch
+def with_config(self: RetrievalModel, cfg: Config, # the run's config, for weights loaded from another run
+               ) -> RetrievalModel:
+    "This model set up to train under `cfg`; backends add or drop what `cfg`'s options need (a momentum encoder)."
+    self.cfg = cfg
+    return self
+
 # %% ../nbs/04_models.ipynb #9f61cdfc
 @patch
 def save_extras(self: RetrievalModel, folder: Path):
@@ -1243,6 +1251,17 @@ def itc(self: BlipMomentum, pixel_values, tokens, img, txt, ids, temp,
 def after_step(self: BlipRetrieval):
     "Move the momentum encoder towards the weights (BLIP's `_momentum_update`), when there is one."
     if self.momentum is not None: self.momentum.update(self.net)
+
+# %% ../nbs/04_models.ipynb #fbd6451e
+@patch
+def with_config(self: BlipRetrieval, cfg: Config) -> BlipRetrieval:
+    "Under `cfg`: a momentum encoder copied from these weights when `cfg` asks for one the model lacks, else none."
+    self.cfg = cfg
+    queue = self.momentum.image_queue.shape[0] if self.momentum is not None else 0
+    if cfg.momentum_queue != queue:
+        self.momentum = (BlipMomentum(self.net, cfg.momentum_queue, cfg.momentum, cfg.distill_alpha)
+                         if cfg.momentum_queue else None)
+    return self
 
 # %% ../nbs/04_models.ipynb #d88914ed
 # (original BLIP key prefix, transformers key prefix); `#` is a block number. Prefixes ending in `.` match modules.

@@ -620,8 +620,7 @@ def start_model(cfg: Config, # the run's config
     if init_from is None: return build_model(cfg, vocab_texts=vocab_texts)
     model = load_checkpoint(init_from, device='cpu')   # `fit` moves it to this rank's device
     if model.cfg.image_size != cfg.image_size: model = model.resized(cfg.image_size)
-    model.cfg = cfg
-    return model
+    return model.with_config(cfg)
 
 # %% ../nbs/08_train.ipynb #edfb6c12
 def _null():
