@@ -230,7 +230,7 @@ def set_grad_checkpointing(self: RetrievalModel, on: bool = True):
 def after_step(self: RetrievalModel):
     "Called after every optimizer step (e.g. to clamp a learned temperature); nothing by default."
 
-# %% ../nbs/04_models.ipynb #486ab578
+# %% ../nbs/04_models.ipynb #159effbb
 @patch
 def with_config(self: RetrievalModel, cfg: Config, # the run's config, for weights loaded from another run
                ) -> RetrievalModel:
@@ -1252,7 +1252,7 @@ def after_step(self: BlipRetrieval):
     "Move the momentum encoder towards the weights (BLIP's `_momentum_update`), when there is one."
     if self.momentum is not None: self.momentum.update(self.net)
 
-# %% ../nbs/04_models.ipynb #fbd6451e
+# %% ../nbs/04_models.ipynb #eda2dee2
 @patch
 def with_config(self: BlipRetrieval, cfg: Config) -> BlipRetrieval:
     "Under `cfg`: a momentum encoder copied from these weights when `cfg` asks for one the model lacks, else none."
