@@ -16,7 +16,7 @@ from torch import nn
 from fastcore.basics import patch
 
 from .core import Config, ConfigError, write_json
-from .models import (RetrievalModel, WeightsNotFound, register_backend, build_wordpiece_vocab, itc_loss,
+from .models import (RetrievalModel, WeightsNotFound, register_backend, build_wordpiece_vocab, itc_loss, bert_tokens,
                            _offline, _hf_cached, _load_hf)
 
 # %% auto #0
@@ -197,10 +197,7 @@ def from_arch(cls: CnClipRetrieval, cfg: Config, arch: dict, folder: Path | None
 @patch
 def tokenize(self: CnClipRetrieval, texts: Sequence[str] | str, fixed: bool = False) -> dict:
     "BERT tokens `{'input_ids', 'attention_mask'}`, padded to the longest (`fixed`: to `cfg.text_len`), cut to it."
-    enc = self.tokenizer([texts] if isinstance(texts, str) else list(texts),
-                         padding='max_length' if fixed else 'longest', truncation=True,
-                         max_length=self.cfg.text_len, return_tensors='pt')
-    return {'input_ids': enc['input_ids'], 'attention_mask': enc['attention_mask']}
+    return bert_tokens(self.tokenizer, texts, self.cfg.text_len, fixed)
 
 # %% ../nbs/04a_cnclip.ipynb #efae4c12
 @patch

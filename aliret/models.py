@@ -29,10 +29,10 @@ __all__ = ['CLIP_CUSTOM_ARCHS', 'BERT_SPECIALS', 'BLIP_MEAN', 'BLIP_STD', 'BLIP_
            'WeightsNotFound', 'autocast_for', 'RetrievalModel', 'register_backend', 'backend_class', 'ImageFiles',
            'PixelPipeline', 'split_transform', 'PadToSquare', 'clip_tiny_config', 'clip_tiny_resnet_config',
            'register_open_clip_config', 'resolve_clip_weights', 'ClipRetrieval', 'export_open_clip',
-           'build_wordpiece_vocab', 'blip_tokenizer', 'blip_transforms', 'blip_tiny_config', 'interpolate_pos_embed',
-           'set_vision_image_size', 'set_blip_image_size', 'vit_block', 'blip_vision_states', 'bert_attention',
-           'cross_kv', 'grouped_cross_attention', 'bert_block', 'blip_text_states', 'BlipRetrieval', 'itc_loss',
-           'sample_hard_negatives', 'pad_tokens', 'itm_loss', 'momentum_itc_loss', 'BlipMomentum',
+           'build_wordpiece_vocab', 'blip_tokenizer', 'bert_tokens', 'blip_transforms', 'blip_tiny_config',
+           'interpolate_pos_embed', 'set_vision_image_size', 'set_blip_image_size', 'vit_block', 'blip_vision_states',
+           'bert_attention', 'cross_kv', 'grouped_cross_attention', 'bert_block', 'blip_text_states', 'BlipRetrieval',
+           'itc_loss', 'sample_hard_negatives', 'pad_tokens', 'itm_loss', 'momentum_itc_loss', 'BlipMomentum',
            'convert_original_blip', 'export_original_blip', 'read_original_blip', 'blip_config_from_original',
            'load_original_blip', 'has_conv_vision', 'place_model', 'build_model', 'save_checkpoint',
            'read_checkpoint_meta', 'stored_config', 'model_mismatch', 'check_checkpoint_fits', 'load_checkpoint',
@@ -680,6 +680,17 @@ def blip_tokenizer(vocab: list[str] | str | Path, # token list, or a folder/hub 
     if '[ENC]' not in tok.get_vocab(): tok.add_special_tokens({'additional_special_tokens': ['[ENC]']})
     return tok
 
+# %% ../nbs/04_models.ipynb #27bf7c4e
+def bert_tokens(tokenizer, # a Hugging Face BERT WordPiece tokenizer (BLIP's, Chinese-CLIP's)
+                texts: Sequence[str] | str, # captions
+                text_len: int, # tokens per caption at most
+                fixed: bool = False, # pad to `text_len` (fixed shapes) instead of to the longest caption
+               ) -> dict:
+    "`{'input_ids', 'attention_mask'}` of `texts`, cut to `text_len`, padded to the longest (or to `text_len`)."
+    enc = tokenizer([texts] if isinstance(texts, str) else list(texts), padding='max_length' if fixed else 'longest',
+                    truncation=True, max_length=text_len, return_tensors='pt')
+    return {'input_ids': enc['input_ids'], 'attention_mask': enc['attention_mask']}
+
 # %% ../nbs/04_models.ipynb #b7b41b40
 BLIP_MEAN, BLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
@@ -958,10 +969,7 @@ def encode_texts(self: BlipRetrieval, tokens: dict) -> torch.Tensor:
 @patch
 def tokenize(self: BlipRetrieval, texts: Sequence[str] | str, fixed: bool = False) -> dict:
     "BERT tokens `{'input_ids', 'attention_mask'}`, padded to the longest (`fixed`: to `cfg.text_len`), cut to it."
-    enc = self.tokenizer([texts] if isinstance(texts, str) else list(texts),
-                         padding='max_length' if fixed else 'longest', truncation=True,
-                         max_length=self.cfg.text_len, return_tensors='pt')
-    return {'input_ids': enc['input_ids'], 'attention_mask': enc['attention_mask']}
+    return bert_tokens(self.tokenizer, texts, self.cfg.text_len, fixed)
 
 # %% ../nbs/04_models.ipynb #b0756c8d
 @patch
